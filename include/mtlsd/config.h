@@ -1,0 +1,132 @@
+/* config: the JSON configuration file (SPEC section 3), loaded strictly into an
+ * immutable struct with every default filled in.
+ *
+ * Owns struct config and everything it points to: config_load allocates it, config_free
+ * releases it, and nothing changes it in between, so every thread may read it without
+ * locks. Every error names the file, the JSON path and the problem, e.g.
+ *   config.json: listeners[1].listen: "0.0.0.0:99999": port out of range */
+#ifndef MTLSD_CONFIG_H
+#define MTLSD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mtlsd/netaddr.h"
+
+/* Durations are kept in milliseconds. */
+typedef uint64_t duration_ms;
+
+enum listener_mode { LISTENER_OUTBOUND, LISTENER_INBOUND };
+
+enum tls_version { TLS_VERSION_1_2, TLS_VERSION_1_3 };
+
+enum access_log_target { ACCESS_LOG_OFF, ACCESS_LOG_STDOUT, ACCESS_LOG_STDERR, ACCESS_LOG_FILE };
+
+struct listener_config {
+  char *name;
+  enum listener_mode mode;
+  struct hostport listen; /* Always an IP literal. */
+  bool transparent;
+  /* Explicit outbound: where to connect (a name is resolved at connect time). */
+  bool has_upstream;
+  struct hostport upstream;
+  /* Explicit inbound: where to relay plaintext. */
+  bool has_forward;
+  struct hostport forward;
+  /* Transparent inbound: the host to relay to, on the original destination port (an IP
+   * literal or a DNS name, "127.0.0.1" by default). NULL for every other listener. */
+  char *forward_host;
+  /* Inbound: exact identities or prefixes ending in "/ *"; NULL when absent, meaning
+   * "any identity in the trust domain". */
+  char **allow;
+  size_t allow_count;
+  /* Outbound: the exact identity the server must have; NULL means "any in the trust
+   * domain". */
+  char *server_identity;
+  bool proxy_protocol;
+};
+
+struct config {
+  char *path; /* The file it was loaded from, for messages. */
+  char *trust_domain;
+
+  struct {
+    struct hostport listen;
+    bool lifecycle; /* POST endpoints enabled. */
+  } admin;
+
+  struct {
+    char *dir;
+    char *cert_file;
+    char *key_file;
+    char *ca_file;
+    duration_ms poll_interval;
+    duration_ms expiry_warning;
+  } certs;
+
+  struct {
+    enum tls_version min_version;
+    enum tls_version max_version;
+    /* TLS 1.2 suite names; NULL means the AEAD-only default,
+     * config_default_cipher_suites. */
+    char **cipher_suites;
+    size_t cipher_suite_count;
+    char **groups; /* Never NULL: "X25519", "P-256" and/or "P-384". */
+    size_t group_count;
+    bool session_resumption;
+    bool close_on_peer_expiry;
+  } tls;
+
+  struct listener_config *listeners;
+  size_t listener_count;
+
+  struct {
+    uint32_t max_connections;
+    duration_ms connect_timeout;
+    duration_ms handshake_timeout;
+    duration_ms idle_timeout;
+    duration_ms drain_timeout;
+  } limits;
+
+  unsigned workers; /* Resolved: never 0 after loading (0 in the file means one per CPU). */
+  unsigned workers_configured; /* As written, for /config. */
+
+  enum access_log_target access_log;
+  char *access_log_path; /* For ACCESS_LOG_FILE, as written (relative to the working
+                          * directory when not absolute); NULL otherwise. */
+};
+
+/* config_load reads and validates the JSON file at |path|. On success it returns a new
+ * config that the caller frees with config_free. On failure it returns NULL and writes
+ * one line (no trailing newline) describing the first error into |err| (|err_len|
+ * bytes), in the form "FILE: JSON.PATH: problem". */
+struct config *config_load(const char *path, char *err, size_t err_len);
+
+/* config_parse is config_load on a buffer already in memory; |path| is only used in
+ * messages. */
+struct config *config_parse(const char *path, const char *json, size_t json_len, char *err,
+                            size_t err_len);
+
+/* config_free releases |cfg| and everything it owns; NULL is a no-op. */
+void config_free(struct config *cfg);
+
+/* config_to_json renders the effective configuration, defaults filled in, as a JSON
+ * text that the caller frees with free(). It uses the input's keys, with durations in
+ * their largest exact unit ("90s" becomes "90s", "120s" becomes "2m") and the default
+ * cipher suites spelled out, so that config_parse reads it back to the same settings.
+ * Returns NULL on allocation failure. */
+char *config_to_json(const struct config *cfg);
+
+/* config_parse_duration parses "250ms", "15s", "5m", "1h" into |*out|: decimal digits, an
+ * optional fraction ("1.5s") that must come to a whole number of milliseconds, and a unit
+ * among ms, s, m and h. No sign, no spaces. Zero parses ("0s"); the configuration itself
+ * refuses it. Returns false, leaving |*out| untouched, on anything else or on overflow. */
+bool config_parse_duration(duration_ms *out, const char *text);
+
+/* config_default_cipher_suites returns the TLS 1.2 suites that tls.cipher_suites == NULL
+ * stands for, in preference order: every suite the configuration accepts (ECDHE with an
+ * AEAD cipher). |*out_count| receives their number. The array is static; do not free. */
+const char *const *config_default_cipher_suites(size_t *out_count);
+
+#endif

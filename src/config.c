@@ -1,0 +1,1472 @@
+/* config: the JSON configuration file, loaded strictly (see mtlsd/config.h and
+ * docs/configuration.md).
+ *
+ * The file is parsed by cJSON and then walked by hand, object by object: each object's
+ * keys are first checked against the keys it may hold (so a typo or a duplicate is
+ * reported before any value is looked at), then each value is checked for its type and
+ * range. The walk keeps the JSON path of the value it is on ("listeners[1].listen"), so
+ * every message can say where the problem is. The first problem ends the load; there is
+ * no partial configuration. */
+#include "mtlsd/config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "mtlsd/identity.h"
+
+enum {
+  CONFIG_FILE_MAX = 16 << 20, /* Far beyond any real configuration. */
+  JSON_PATH_MAX = 256,
+  PROBLEM_MAX = 768,
+  QUOTED_MAX = 160,  /* A value quoted in a message is cut beyond this many bytes. */
+  NAME_LEN_MAX = 64, /* Listener names end up in metric labels and log lines. */
+  KEY_SUGGEST_MAX = 64,
+  WORKERS_MAX = 256,
+  MAX_CONNECTIONS_MAX = 1000000,
+  POLL_INTERVAL_MIN_MS = 100,
+};
+
+#define DEFAULT_TRUST_DOMAIN "cluster.local"
+#define DEFAULT_ADMIN_LISTEN "127.0.0.1:15000"
+#define DEFAULT_FORWARD_HOST "127.0.0.1"
+
+static const duration_ms kMsPerSecond = 1000;
+static const duration_ms kMsPerMinute = 60 * 1000;
+static const duration_ms kMsPerHour = 60 * 60 * 1000;
+
+/* The TLS 1.2 suites the configuration accepts: ECDHE key exchange with an AEAD cipher,
+ * in the order BoringSSL prefers them. It is also the default. */
+static const char *const kCipherSuites[] = {
+    "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305", "ECDHE-RSA-CHACHA20-POLY1305",
+};
+
+/* TLS 1.3 suites are always AEAD and BoringSSL does not let them be configured; naming
+ * one deserves a clearer message than "unsupported". */
+static const char *const kTls13Suites[] = {
+    "TLS_AES_128_GCM_SHA256",
+    "TLS_AES_256_GCM_SHA384",
+    "TLS_CHACHA20_POLY1305_SHA256",
+};
+
+static const char *const kGroups[] = {"X25519", "P-256", "P-384"};
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* The keys each object may hold, in the order config_to_json writes them. */
+static const char *const kTopKeys[] = {"trust_domain", "admin",   "certs",      "tls", "listeners",
+                                       "limits",       "workers", "access_log", NULL};
+static const char *const kAdminKeys[] = {"listen", "lifecycle", NULL};
+static const char *const kCertsKeys[] = {"dir",           "cert_file",      "key_file", "ca_file",
+                                         "poll_interval", "expiry_warning", NULL};
+static const char *const kTlsKeys[] = {"min_version", "max_version",        "cipher_suites",
+                                       "groups",      "session_resumption", "close_on_peer_expiry",
+                                       NULL};
+static const char *const kListenerKeys[] = {
+    "name",    "mode",         "listen", "transparent",    "upstream", "server_identity",
+    "forward", "forward_host", "allow",  "proxy_protocol", NULL};
+static const char *const kLimitsKeys[] = {"max_connections", "connect_timeout", "handshake_timeout",
+                                          "idle_timeout",    "drain_timeout",   NULL};
+
+/* Where a key misplaced at the wrong level belongs, for "unknown key" hints. */
+static const struct {
+  const char *where;
+  const char *const *keys;
+} kSections[] = {
+    {"at the top level", kTopKeys},   {"in \"admin\"", kAdminKeys},
+    {"in \"certs\"", kCertsKeys},     {"in \"tls\"", kTlsKeys},
+    {"in a listener", kListenerKeys}, {"in \"limits\"", kLimitsKeys},
+};
+
+/* --- allocation ------------------------------------------------------------------- */
+
+/* Allocation failure is an error path like any other. The unit test sets
+ * |config_alloc_budget| to fail the Nth allocation (curl's "torture" tests); -1, the
+ * only value outside tests, never fails. */
+static long config_alloc_budget = -1;
+
+static bool config_alloc_ok(void) {
+  if (config_alloc_budget == 0) {
+    return false;
+  }
+  if (config_alloc_budget > 0) {
+    config_alloc_budget--;
+  }
+  return true;
+}
+
+static void *config_calloc(size_t n, size_t size) {
+  return config_alloc_ok() ? calloc(n, size) : NULL;
+}
+
+static void *config_realloc(void *ptr, size_t size) {
+  return config_alloc_ok() ? realloc(ptr, size) : NULL;
+}
+
+static char *config_strdup(const char *s) {
+  return config_alloc_ok() ? strdup(s) : NULL;
+}
+
+static void free_string_list(char **list, size_t count) {
+  if (list == NULL) {
+    return;
+  }
+  for (size_t i = 0; i < count; i++) {
+    free(list[i]);
+  }
+  free(list);
+}
+
+void config_free(struct config *cfg) {
+  if (cfg == NULL) {
+    return;
+  }
+  free(cfg->path);
+  free(cfg->trust_domain);
+  free(cfg->certs.dir);
+  free(cfg->certs.cert_file);
+  free(cfg->certs.key_file);
+  free(cfg->certs.ca_file);
+  free_string_list(cfg->tls.cipher_suites, cfg->tls.cipher_suite_count);
+  free_string_list(cfg->tls.groups, cfg->tls.group_count);
+  for (size_t i = 0; i < cfg->listener_count; i++) {
+    struct listener_config *l = &cfg->listeners[i];
+    free(l->name);
+    free(l->forward_host);
+    free_string_list(l->allow, l->allow_count);
+    free(l->server_identity);
+  }
+  free(cfg->listeners);
+  free(cfg->access_log_path);
+  free(cfg);
+}
+
+const char *const *config_default_cipher_suites(size_t *out_count) {
+  *out_count = ARRAY_LEN(kCipherSuites);
+  return kCipherSuites;
+}
+
+/* --- durations -------------------------------------------------------------------- */
+
+static bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+/* parse_duration is config_parse_duration with a reason: NULL on success, else a static
+ * message. A fraction is accepted when it comes to a whole number of milliseconds
+ * ("1.5s", "0.25s"), as Go's and Envoy's operators are used to writing them. */
+static const char *parse_duration(duration_ms *out, const char *text) {
+  static const char kInvalid[] =
+      "invalid duration (expected a number and a unit: ms, s, m or h, e.g. \"250ms\", "
+      "\"1.5s\", \"1h\")";
+  const char *p = text;
+  if (!is_digit(*p)) {
+    return kInvalid;
+  }
+  uint64_t whole = 0;
+  bool overflow = false;
+  for (; is_digit(*p); p++) {
+    unsigned digit = (unsigned)(*p - '0');
+    if (whole > (UINT64_MAX - digit) / 10) {
+      overflow = true;
+    } else {
+      whole = whole * 10 + digit;
+    }
+  }
+  /* Nine fraction digits are more than any unit needs: an hour has 3.6e6 ms, so a
+   * fraction with six or more significant digits can never be a whole number of ms. */
+  uint64_t frac = 0;
+  uint64_t frac_div = 1;
+  bool inexact = false;
+  if (*p == '.') {
+    p++;
+    if (!is_digit(*p)) {
+      return kInvalid;
+    }
+    for (; is_digit(*p); p++) {
+      if (frac_div < 1000000000) {
+        frac = frac * 10 + (uint64_t)(*p - '0');
+        frac_div *= 10;
+      } else if (*p != '0') {
+        inexact = true;
+      }
+    }
+  }
+  duration_ms unit;
+  if (strcmp(p, "ms") == 0) {
+    unit = 1;
+  } else if (strcmp(p, "s") == 0) {
+    unit = kMsPerSecond;
+  } else if (strcmp(p, "m") == 0) {
+    unit = kMsPerMinute;
+  } else if (strcmp(p, "h") == 0) {
+    unit = kMsPerHour;
+  } else {
+    return kInvalid;
+  }
+  if (inexact || (frac * unit) % frac_div != 0) {
+    return "not a whole number of milliseconds";
+  }
+  uint64_t frac_ms = frac * unit / frac_div;
+  if (overflow || whole > (UINT64_MAX - frac_ms) / unit) {
+    return "duration too large";
+  }
+  *out = whole * unit + frac_ms;
+  return NULL;
+}
+
+bool config_parse_duration(duration_ms *out, const char *text) {
+  return text != NULL && parse_duration(out, text) == NULL;
+}
+
+/* format_duration writes |ms| in the largest unit that divides it exactly, so that
+ * config_to_json's output reads as a person would write it and parses back the same. */
+static void format_duration(char *out, size_t out_len, duration_ms ms) {
+  if (ms != 0 && ms % kMsPerHour == 0) {
+    snprintf(out, out_len, "%" PRIu64 "h", ms / kMsPerHour);
+  } else if (ms != 0 && ms % kMsPerMinute == 0) {
+    snprintf(out, out_len, "%" PRIu64 "m", ms / kMsPerMinute);
+  } else if (ms != 0 && ms % kMsPerSecond == 0) {
+    snprintf(out, out_len, "%" PRIu64 "s", ms / kMsPerSecond);
+  } else {
+    snprintf(out, out_len, "%" PRIu64 "ms", ms);
+  }
+}
+
+/* --- the parser and its messages -------------------------------------------------- */
+
+struct parser {
+  const char *file;
+  char *err;
+  size_t err_len;
+  char path[JSON_PATH_MAX]; /* The JSON path of the value being checked; "" at the top. */
+  size_t path_len;
+};
+
+static bool fail(struct parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* fail writes "FILE: JSON.PATH: problem" and returns false, so that callers can
+ * "return fail(...)". */
+static bool fail(struct parser *p, const char *fmt, ...) {
+  char problem[PROBLEM_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(problem, sizeof(problem), fmt, ap);
+  va_end(ap);
+  if (p->err != NULL && p->err_len > 0) {
+    snprintf(p->err, p->err_len, "%s: %s: %s", p->file, p->path_len > 0 ? p->path : "top level",
+             problem);
+  }
+  return false;
+}
+
+static bool fail_oom(struct parser *p) {
+  return fail(p, "out of memory");
+}
+
+/* quote writes |s| as a JSON-like quoted string for a message: quotes, backslashes and
+ * control bytes are escaped so that a hostile value cannot forge a log line, and a long
+ * value is cut with "...". */
+static const char *quote(char *out, size_t out_len, const char *s) {
+  static const char hex[] = "0123456789abcdef";
+  size_t n = 0;
+  out[n++] = '"';
+  for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
+    if (n + 8 >= out_len || n > QUOTED_MAX) {
+      memcpy(out + n, "...", 3);
+      n += 3;
+      break;
+    }
+    if (*c == '"' || *c == '\\') {
+      out[n++] = '\\';
+      out[n++] = (char)*c;
+    } else if (*c < 0x20 || *c == 0x7f) {
+      out[n++] = '\\';
+      out[n++] = 'x';
+      out[n++] = hex[*c >> 4];
+      out[n++] = hex[*c & 0xf];
+    } else {
+      out[n++] = (char)*c;
+    }
+  }
+  out[n++] = '"';
+  out[n] = '\0';
+  return out;
+}
+
+enum { QUOTE_BUF = QUOTED_MAX + 16 };
+
+static bool fail_value(struct parser *p, const char *value, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* fail_value is fail with the offending value quoted first: "\"x\": problem". */
+static bool fail_value(struct parser *p, const char *value, const char *fmt, ...) {
+  char problem[PROBLEM_MAX];
+  char quoted[QUOTE_BUF];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(problem, sizeof(problem), fmt, ap);
+  va_end(ap);
+  return fail(p, "%s: %s", quote(quoted, sizeof(quoted), value), problem);
+}
+
+static void path_append(struct parser *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void path_append(struct parser *p, const char *fmt, ...) {
+  size_t room = sizeof(p->path) - p->path_len;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(p->path + p->path_len, room, fmt, ap);
+  va_end(ap);
+  if (n > 0) {
+    p->path_len += (size_t)n < room ? (size_t)n : room - 1;
+  }
+}
+
+static bool is_plain_key(const char *key) {
+  size_t len = strlen(key);
+  return len > 0 && len <= KEY_SUGGEST_MAX &&
+         strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") == len;
+}
+
+/* path_push_key appends ".key" (or ["odd key"]) to the path and returns the length to
+ * hand back to path_pop. */
+static size_t path_push_key(struct parser *p, const char *key) {
+  size_t saved = p->path_len;
+  if (is_plain_key(key)) {
+    path_append(p, "%s%s", p->path_len > 0 ? "." : "", key);
+  } else {
+    char quoted[QUOTE_BUF];
+    path_append(p, "[%s]", quote(quoted, sizeof(quoted), key));
+  }
+  return saved;
+}
+
+static size_t path_push_index(struct parser *p, size_t index) {
+  size_t saved = p->path_len;
+  path_append(p, "[%zu]", index);
+  return saved;
+}
+
+static void path_pop(struct parser *p, size_t saved) {
+  p->path_len = saved;
+  p->path[saved] = '\0';
+}
+
+static const char *json_type_name(const cJSON *v) {
+  if (cJSON_IsString(v)) {
+    return "string";
+  }
+  if (cJSON_IsNumber(v)) {
+    return "number";
+  }
+  if (cJSON_IsBool(v)) {
+    return "boolean";
+  }
+  if (cJSON_IsNull(v)) {
+    return "null";
+  }
+  if (cJSON_IsArray(v)) {
+    return "array";
+  }
+  if (cJSON_IsObject(v)) {
+    return "object";
+  }
+  return "invalid value";
+}
+
+/* edit_distance is the optimal string alignment distance (Levenshtein plus adjacent
+ * transpositions), the usual measure of a typo. Both strings are short. */
+static size_t edit_distance(const char *a, const char *b) {
+  size_t la = strlen(a);
+  size_t lb = strlen(b);
+  if (la > KEY_SUGGEST_MAX || lb > KEY_SUGGEST_MAX) {
+    return SIZE_MAX;
+  }
+  size_t rows[3][KEY_SUGGEST_MAX + 1];
+  size_t *prev2 = rows[0];
+  size_t *prev = rows[1];
+  size_t *cur = rows[2];
+  for (size_t j = 0; j <= lb; j++) {
+    prev[j] = j;
+  }
+  for (size_t i = 1; i <= la; i++) {
+    cur[0] = i;
+    for (size_t j = 1; j <= lb; j++) {
+      size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      size_t best = prev[j] + 1;
+      if (cur[j - 1] + 1 < best) {
+        best = cur[j - 1] + 1;
+      }
+      if (prev[j - 1] + cost < best) {
+        best = prev[j - 1] + cost;
+      }
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+          prev2[j - 2] + 1 < best) {
+        best = prev2[j - 2] + 1;
+      }
+      cur[j] = best;
+    }
+    size_t *tmp = prev2;
+    prev2 = prev;
+    prev = cur;
+    cur = tmp;
+  }
+  return prev[lb];
+}
+
+static bool key_in(const char *key, const char *const *keys) {
+  for (size_t i = 0; keys[i] != NULL; i++) {
+    if (strcmp(key, keys[i]) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool fail_unknown_key(struct parser *p, const char *key, const char *const *known) {
+  const char *best = NULL;
+  size_t best_distance = SIZE_MAX;
+  for (size_t i = 0; known[i] != NULL; i++) {
+    size_t d = edit_distance(key, known[i]);
+    if (d < best_distance) {
+      best_distance = d;
+      best = known[i];
+    }
+  }
+  /* Two edits is a typo; more on a short key is a different word. */
+  if (best != NULL && best_distance <= 2 && best_distance * 3 <= strlen(best)) {
+    return fail(p, "unknown key (did you mean \"%s\"?)", best);
+  }
+  for (size_t i = 0; i < ARRAY_LEN(kSections); i++) {
+    if (kSections[i].keys != known && key_in(key, kSections[i].keys)) {
+      return fail(p, "unknown key (it belongs %s)", kSections[i].where);
+    }
+  }
+  return fail(p, "unknown key");
+}
+
+/* check_keys refuses, in document order, the first key of |obj| that is a duplicate of
+ * an earlier one (cJSON keeps both, and which one wins would be an accident) or is not in
+ * |known|. Since |known| is short, a long object fails within its first few keys, so the
+ * quadratic duplicate search stays cheap. */
+static bool check_keys(struct parser *p, const cJSON *obj, const char *const *known) {
+  for (const cJSON *c = obj->child; c != NULL; c = c->next) {
+    size_t saved = path_push_key(p, c->string);
+    for (const cJSON *d = obj->child; d != c; d = d->next) {
+      if (strcmp(d->string, c->string) == 0) {
+        return fail(p, "duplicate key");
+      }
+    }
+    if (!key_in(c->string, known)) {
+      return fail_unknown_key(p, c->string, known);
+    }
+    path_pop(p, saved);
+  }
+  return true;
+}
+
+static bool expect_object(struct parser *p, const cJSON *v) {
+  if (!cJSON_IsObject(v)) {
+    return fail(p, "expected an object, got %s", json_type_name(v));
+  }
+  return true;
+}
+
+/* check_text refuses what no configured string may hold: nothing at all, and control
+ * characters, which would end up raw in log lines and file names. */
+static bool check_text(struct parser *p, const char *s) {
+  if (*s == '\0') {
+    return fail(p, "must not be empty");
+  }
+  for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
+    if (*c < 0x20 || *c == 0x7f) {
+      return fail_value(p, s, "control characters are not allowed");
+    }
+  }
+  return true;
+}
+
+static bool expect_text(struct parser *p, const cJSON *v) {
+  if (!cJSON_IsString(v)) {
+    return fail(p, "expected a string, got %s", json_type_name(v));
+  }
+  return check_text(p, v->valuestring);
+}
+
+/* replace_string frees |*out| and replaces it with a copy of |s|. */
+static bool replace_string(struct parser *p, char **out, const char *s) {
+  char *copy = config_strdup(s);
+  if (copy == NULL) {
+    return fail_oom(p);
+  }
+  free(*out);
+  *out = copy;
+  return true;
+}
+
+/* --- typed getters: each leaves |*out| alone when |key| is absent ----------------- */
+
+static bool get_string(struct parser *p, const cJSON *obj, const char *key, char **out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!expect_text(p, v) || !replace_string(p, out, v->valuestring)) {
+    return false;
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+static bool get_bool(struct parser *p, const cJSON *obj, const char *key, bool *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!cJSON_IsBool(v)) {
+    return fail(p, "expected a boolean, got %s", json_type_name(v));
+  }
+  *out = cJSON_IsTrue(v);
+  path_pop(p, saved);
+  return true;
+}
+
+/* format_number writes a JSON number for a message: integers as written, the rest in the
+ * shortest usual form. */
+static const char *format_number(char *out, size_t out_len, double d) {
+  if (d == floor(d) && fabs(d) < 1e15) {
+    snprintf(out, out_len, "%.0f", d);
+  } else {
+    snprintf(out, out_len, "%g", d);
+  }
+  return out;
+}
+
+static bool get_uint(struct parser *p, const cJSON *obj, const char *key, uint32_t min,
+                     uint32_t max, uint32_t *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!cJSON_IsNumber(v)) {
+    return fail(p, "expected an integer, got %s", json_type_name(v));
+  }
+  char num[64];
+  double d = v->valuedouble;
+  if (!isfinite(d) || d != floor(d)) {
+    return fail(p, "%s: expected an integer", format_number(num, sizeof(num), d));
+  }
+  if (d < (double)min || d > (double)max) {
+    return fail(p, "%s: out of range (%" PRIu32 " to %" PRIu32 ")",
+                format_number(num, sizeof(num), d), min, max);
+  }
+  *out = (uint32_t)d;
+  path_pop(p, saved);
+  return true;
+}
+
+static bool get_duration(struct parser *p, const cJSON *obj, const char *key, duration_ms min,
+                         duration_ms *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!cJSON_IsString(v)) {
+    return fail(p, "expected a string with a unit such as \"5s\", got %s", json_type_name(v));
+  }
+  if (!check_text(p, v->valuestring)) {
+    return false;
+  }
+  duration_ms ms = 0;
+  const char *problem = parse_duration(&ms, v->valuestring);
+  if (problem != NULL) {
+    return fail_value(p, v->valuestring, "%s", problem);
+  }
+  if (ms == 0) {
+    return fail_value(p, v->valuestring, "must be greater than 0");
+  }
+  if (ms < min) {
+    char text[32];
+    format_duration(text, sizeof(text), min);
+    return fail_value(p, v->valuestring, "must be at least %s", text);
+  }
+  *out = ms;
+  path_pop(p, saved);
+  return true;
+}
+
+/* get_hostport reads a "HOST:PORT" value; |need_ip| is for addresses that are bound,
+ * which cannot wait for a name to resolve. */
+static bool get_hostport(struct parser *p, const cJSON *obj, const char *key, bool need_ip,
+                         struct hostport *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!expect_text(p, v)) {
+    return false;
+  }
+  const char *problem = NULL;
+  if (!netaddr_parse_hostport(out, &problem, v->valuestring)) {
+    return fail_value(p, v->valuestring, "%s", problem);
+  }
+  if (need_ip && !out->host_is_ip) {
+    return fail_value(p, v->valuestring,
+                      "host must be an IP address (a listening address is "
+                      "bound, not resolved)");
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+/* A string list element validator: |s| is the element, the path points at it. */
+typedef bool (*element_check)(struct parser *p, const char *s);
+
+/* get_string_list reads an array of strings, each checked by |check|. An empty array is
+ * refused with |empty_hint|: every list here has a default that omitting the key keeps,
+ * while an empty one would silently mean "nothing at all". */
+static bool get_string_list(struct parser *p, const cJSON *obj, const char *key,
+                            element_check check, bool unique, const char *empty_hint, char ***out,
+                            size_t *out_count) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!cJSON_IsArray(v)) {
+    return fail(p, "expected an array of strings, got %s", json_type_name(v));
+  }
+  size_t count = (size_t)cJSON_GetArraySize(v);
+  if (count == 0) {
+    return fail(p, "must not be empty (%s)", empty_hint);
+  }
+  char **list = config_calloc(count, sizeof(*list));
+  if (list == NULL) {
+    return fail_oom(p);
+  }
+  size_t i = 0;
+  for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+    size_t saved_elem = path_push_index(p, i);
+    if (!expect_text(p, e) || !check(p, e->valuestring)) {
+      goto err;
+    }
+    for (size_t j = 0; unique && j < i; j++) {
+      if (strcmp(list[j], e->valuestring) == 0) {
+        fail_value(p, e->valuestring, "listed twice");
+        goto err;
+      }
+    }
+    list[i] = config_strdup(e->valuestring);
+    if (list[i] == NULL) {
+      fail_oom(p);
+      goto err;
+    }
+    path_pop(p, saved_elem);
+  }
+  free_string_list(*out, *out_count);
+  *out = list;
+  *out_count = count;
+  path_pop(p, saved);
+  return true;
+
+err:
+  free_string_list(list, count);
+  return false;
+}
+
+/* get_choice reads a string that must be one of |names| (NULL-terminated) and stores its
+ * index. |what| and |expected| word the message. */
+static bool get_choice(struct parser *p, const cJSON *obj, const char *key,
+                       const char *const *names, const char *what, const char *expected, int *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!expect_text(p, v)) {
+    return false;
+  }
+  for (int i = 0; names[i] != NULL; i++) {
+    if (strcmp(v->valuestring, names[i]) == 0) {
+      *out = i;
+      path_pop(p, saved);
+      return true;
+    }
+  }
+  return fail_value(p, v->valuestring, "%s (expected %s)", what, expected);
+}
+
+/* --- element checks ----------------------------------------------------------------- */
+
+static bool check_cipher_suite(struct parser *p, const char *s) {
+  for (size_t i = 0; i < ARRAY_LEN(kCipherSuites); i++) {
+    if (strcmp(s, kCipherSuites[i]) == 0) {
+      return true;
+    }
+  }
+  for (size_t i = 0; i < ARRAY_LEN(kTls13Suites); i++) {
+    if (strcmp(s, kTls13Suites[i]) == 0) {
+      return fail_value(p, s,
+                        "TLS 1.3 suites cannot be configured (all of them are AEAD and "
+                        "always enabled); this list is for TLS 1.2");
+    }
+  }
+  char allowed[512];
+  size_t n = 0;
+  allowed[0] = '\0';
+  for (size_t i = 0; i < ARRAY_LEN(kCipherSuites); i++) {
+    int w = snprintf(allowed + n, sizeof(allowed) - n, "%s%s", i > 0 ? ", " : "", kCipherSuites[i]);
+    if (w > 0 && (size_t)w < sizeof(allowed) - n) {
+      n += (size_t)w;
+    }
+  }
+  return fail_value(p, s, "unsupported cipher suite: only ECDHE AEAD suites are allowed (%s)",
+                    allowed);
+}
+
+static bool check_group(struct parser *p, const char *s) {
+  for (size_t i = 0; i < ARRAY_LEN(kGroups); i++) {
+    if (strcmp(s, kGroups[i]) == 0) {
+      return true;
+    }
+  }
+  return fail_value(p, s, "unsupported group (expected \"X25519\", \"P-256\" or \"P-384\")");
+}
+
+static bool check_allow_pattern(struct parser *p, const char *s) {
+  const char *problem = "invalid pattern";
+  if (!identity_pattern_valid(s, &problem)) {
+    return fail_value(p, s, "%s", problem);
+  }
+  return true;
+}
+
+static bool check_listener_name(struct parser *p, const char *s) {
+  size_t len = strlen(s);
+  if (len > NAME_LEN_MAX ||
+      strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != len) {
+    return fail_value(p, s, "invalid name (at most %d letters, digits, '.', '-' or '_')",
+                      NAME_LEN_MAX);
+  }
+  return true;
+}
+
+static bool check_server_identity(struct parser *p, const char *s) {
+  /* Anything that looks like a URI is judged as a SPIFFE ID, so that "SPIFFE://x" gets
+   * the SPIFFE reason rather than "not a DNS name". */
+  if (strncasecmp(s, "spiffe:", 7) == 0 || strstr(s, "://") != NULL) {
+    const char *problem = "invalid SPIFFE ID";
+    if (!identity_spiffe_valid(s, &problem)) {
+      return fail_value(p, s, "%s", problem);
+    }
+    return true;
+  }
+  if (!netaddr_valid_dns_name(s)) {
+    return fail_value(p, s, "not a SPIFFE ID or DNS name");
+  }
+  return true;
+}
+
+static bool check_forward_host(struct parser *p, const char *s) {
+  struct hostport hp;
+  const char *ignored = NULL;
+  char probe[NETADDR_HOST_MAX + 8];
+  /* An IPv6 literal needs brackets to be read with a port; a bare host gets neither. */
+  if (strchr(s, ':') != NULL && strchr(s, '[') == NULL) {
+    snprintf(probe, sizeof(probe), "[%s]:1", s);
+  } else {
+    snprintf(probe, sizeof(probe), "%s:1", s);
+  }
+  if (strlen(s) >= NETADDR_HOST_MAX || strchr(s, '[') != NULL ||
+      !netaddr_parse_hostport(&hp, &ignored, probe)) {
+    return fail_value(p, s, "invalid host (expected an IP address or a DNS name, without port)");
+  }
+  return true;
+}
+
+/* --- objects ------------------------------------------------------------------------ */
+
+static bool parse_admin(struct parser *p, const cJSON *v, struct config *cfg) {
+  return expect_object(p, v) && check_keys(p, v, kAdminKeys) &&
+         get_hostport(p, v, "listen", true, &cfg->admin.listen) &&
+         get_bool(p, v, "lifecycle", &cfg->admin.lifecycle);
+}
+
+static bool parse_certs(struct parser *p, const cJSON *v, struct config *cfg) {
+  return expect_object(p, v) && check_keys(p, v, kCertsKeys) &&
+         get_string(p, v, "dir", &cfg->certs.dir) &&
+         get_string(p, v, "cert_file", &cfg->certs.cert_file) &&
+         get_string(p, v, "key_file", &cfg->certs.key_file) &&
+         get_string(p, v, "ca_file", &cfg->certs.ca_file) &&
+         get_duration(p, v, "poll_interval", POLL_INTERVAL_MIN_MS, &cfg->certs.poll_interval) &&
+         get_duration(p, v, "expiry_warning", 1, &cfg->certs.expiry_warning);
+}
+
+static const char *const kTlsVersionNames[] = {"1.2", "1.3", NULL};
+
+static bool parse_tls(struct parser *p, const cJSON *v, struct config *cfg) {
+  int min = (int)cfg->tls.min_version;
+  int max = (int)cfg->tls.max_version;
+  if (!expect_object(p, v) || !check_keys(p, v, kTlsKeys) ||
+      !get_choice(p, v, "min_version", kTlsVersionNames, "unsupported TLS version",
+                  "\"1.2\" or \"1.3\"", &min) ||
+      !get_choice(p, v, "max_version", kTlsVersionNames, "unsupported TLS version",
+                  "\"1.2\" or \"1.3\"", &max) ||
+      !get_string_list(p, v, "cipher_suites", check_cipher_suite, true,
+                       "omit it for the default AEAD suites", &cfg->tls.cipher_suites,
+                       &cfg->tls.cipher_suite_count) ||
+      !get_string_list(p, v, "groups", check_group, true, "omit it for X25519 and P-256",
+                       &cfg->tls.groups, &cfg->tls.group_count) ||
+      !get_bool(p, v, "session_resumption", &cfg->tls.session_resumption) ||
+      !get_bool(p, v, "close_on_peer_expiry", &cfg->tls.close_on_peer_expiry)) {
+    return false;
+  }
+  if (min > max) {
+    size_t saved = path_push_key(p, "min_version");
+    fail_value(p, kTlsVersionNames[min], "higher than max_version \"%s\"", kTlsVersionNames[max]);
+    path_pop(p, saved);
+    return false;
+  }
+  cfg->tls.min_version = (enum tls_version)min;
+  cfg->tls.max_version = (enum tls_version)max;
+  return true;
+}
+
+static bool parse_limits(struct parser *p, const cJSON *v, struct config *cfg) {
+  return expect_object(p, v) && check_keys(p, v, kLimitsKeys) &&
+         get_uint(p, v, "max_connections", 1, MAX_CONNECTIONS_MAX, &cfg->limits.max_connections) &&
+         get_duration(p, v, "connect_timeout", 1, &cfg->limits.connect_timeout) &&
+         get_duration(p, v, "handshake_timeout", 1, &cfg->limits.handshake_timeout) &&
+         get_duration(p, v, "idle_timeout", 1, &cfg->limits.idle_timeout) &&
+         get_duration(p, v, "drain_timeout", 1, &cfg->limits.drain_timeout);
+}
+
+static bool parse_access_log(struct parser *p, const cJSON *root, struct config *cfg) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "access_log");
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, "access_log");
+  if (!expect_text(p, v)) {
+    return false;
+  }
+  const char *s = v->valuestring;
+  if (strcmp(s, "stdout") == 0) {
+    cfg->access_log = ACCESS_LOG_STDOUT;
+  } else if (strcmp(s, "stderr") == 0) {
+    cfg->access_log = ACCESS_LOG_STDERR;
+  } else if (strcmp(s, "off") == 0) {
+    cfg->access_log = ACCESS_LOG_OFF;
+  } else if (s[strlen(s) - 1] == '/') {
+    return fail_value(p, s,
+                      "expected \"stdout\", \"stderr\", \"off\" or a file path, not a "
+                      "directory");
+  } else {
+    if (!replace_string(p, &cfg->access_log_path, s)) {
+      return false;
+    }
+    cfg->access_log = ACCESS_LOG_FILE;
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+static bool has_key(const cJSON *obj, const char *key) {
+  return cJSON_GetObjectItemCaseSensitive(obj, key) != NULL;
+}
+
+/* refuse_keys fails on the first of |keys| that |obj| holds, with |why|. */
+static bool refuse_keys(struct parser *p, const cJSON *obj, const char *const *keys,
+                        const char *why) {
+  for (size_t i = 0; keys[i] != NULL; i++) {
+    if (has_key(obj, keys[i])) {
+      path_push_key(p, keys[i]);
+      return fail(p, "%s", why);
+    }
+  }
+  return true;
+}
+
+static const char *const kModeNames[] = {"outbound", "inbound", NULL};
+
+static bool parse_listener(struct parser *p, const cJSON *v, struct listener_config *l) {
+  static const char *const kRequired[] = {"name", "mode", "listen", NULL};
+  static const char *const kInboundOnly[] = {"forward", "forward_host", "allow", "proxy_protocol",
+                                             NULL};
+  static const char *const kOutboundOnly[] = {"upstream", "server_identity", NULL};
+  static const char *const kNotTransparent[] = {"upstream", "forward", NULL};
+  static const char *const kTransparentOnly[] = {"forward_host", NULL};
+
+  if (!expect_object(p, v) || !check_keys(p, v, kListenerKeys)) {
+    return false;
+  }
+  for (size_t i = 0; kRequired[i] != NULL; i++) {
+    if (!has_key(v, kRequired[i])) {
+      return fail(p, "missing required key \"%s\"", kRequired[i]);
+    }
+  }
+  int mode = 0;
+  if (!get_string(p, v, "name", &l->name)) {
+    return false;
+  }
+  size_t saved = path_push_key(p, "name");
+  if (!check_listener_name(p, l->name)) {
+    return false;
+  }
+  path_pop(p, saved);
+  if (!get_choice(p, v, "mode", kModeNames, "invalid mode", "\"outbound\" or \"inbound\"", &mode) ||
+      !get_hostport(p, v, "listen", true, &l->listen) ||
+      !get_bool(p, v, "transparent", &l->transparent)) {
+    return false;
+  }
+  l->mode = (enum listener_mode)mode;
+
+  bool outbound = l->mode == LISTENER_OUTBOUND;
+  if (!refuse_keys(
+          p, v, outbound ? kInboundOnly : kOutboundOnly,
+          outbound ? "only valid on inbound listeners" : "only valid on outbound listeners")) {
+    return false;
+  }
+  if (l->transparent) {
+    if (!refuse_keys(p, v, kNotTransparent,
+                     "cannot be combined with \"transparent\": true (a transparent listener "
+                     "uses the original destination)")) {
+      return false;
+    }
+  } else if (!refuse_keys(p, v, kTransparentOnly,
+                          "only valid on a transparent listener (an explicit one uses "
+                          "\"forward\")")) {
+    return false;
+  }
+
+  if (outbound) {
+    if (!l->transparent && !has_key(v, "upstream")) {
+      return fail(p,
+                  "missing required key \"upstream\" (an outbound listener needs it unless "
+                  "\"transparent\" is true)");
+    }
+    l->has_upstream = has_key(v, "upstream");
+    if (!get_hostport(p, v, "upstream", false, &l->upstream) ||
+        !get_string(p, v, "server_identity", &l->server_identity)) {
+      return false;
+    }
+    if (l->server_identity != NULL) {
+      saved = path_push_key(p, "server_identity");
+      if (!check_server_identity(p, l->server_identity)) {
+        return false;
+      }
+      path_pop(p, saved);
+    }
+    return true;
+  }
+
+  if (!l->transparent && !has_key(v, "forward")) {
+    return fail(p,
+                "missing required key \"forward\" (an inbound listener needs it unless "
+                "\"transparent\" is true)");
+  }
+  l->has_forward = has_key(v, "forward");
+  if (!get_hostport(p, v, "forward", false, &l->forward)) {
+    return false;
+  }
+  if (l->transparent) {
+    if (!replace_string(p, &l->forward_host, DEFAULT_FORWARD_HOST) ||
+        !get_string(p, v, "forward_host", &l->forward_host)) {
+      return false;
+    }
+    saved = path_push_key(p, "forward_host");
+    if (!check_forward_host(p, l->forward_host)) {
+      return false;
+    }
+    path_pop(p, saved);
+  }
+  return get_string_list(p, v, "allow", check_allow_pattern, false,
+                         "omit it to allow any identity in the trust domain", &l->allow,
+                         &l->allow_count) &&
+         get_bool(p, v, "proxy_protocol", &l->proxy_protocol);
+}
+
+static bool same_address(const struct hostport *a, const struct hostport *b) {
+  struct sockaddr_storage sa;
+  struct sockaddr_storage sb;
+  socklen_t la = 0;
+  socklen_t lb = 0;
+  if (!netaddr_to_sockaddr(&sa, &la, a) || !netaddr_to_sockaddr(&sb, &lb, b)) {
+    return strcmp(a->host, b->host) == 0 && a->port == b->port;
+  }
+  /* Both were zeroed and filled field by field, so comparing the bytes compares the
+   * family, the port and the address, whatever way the address was written. */
+  return la == lb && memcmp(&sa, &sb, la) == 0;
+}
+
+/* check_listener_clashes refuses a name or a listening address that listener |i| shares
+ * with an earlier listener or with the admin port. */
+static bool check_listener_clashes(struct parser *p, const cJSON *v, const struct config *cfg,
+                                   size_t i) {
+  const struct listener_config *l = &cfg->listeners[i];
+  const char *listen = cJSON_GetObjectItemCaseSensitive(v, "listen")->valuestring;
+  for (size_t j = 0; j < i; j++) {
+    if (strcmp(cfg->listeners[j].name, l->name) == 0) {
+      path_push_key(p, "name");
+      return fail_value(p, l->name, "name already used by listeners[%zu]", j);
+    }
+  }
+  for (size_t j = 0; j < i; j++) {
+    if (same_address(&cfg->listeners[j].listen, &l->listen)) {
+      path_push_key(p, "listen");
+      return fail_value(p, listen, "address already used by listeners[%zu]", j);
+    }
+  }
+  if (same_address(&cfg->admin.listen, &l->listen)) {
+    path_push_key(p, "listen");
+    return fail_value(p, listen, "address already used by admin.listen");
+  }
+  return true;
+}
+
+static bool parse_listeners(struct parser *p, const cJSON *root, struct config *cfg) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "listeners");
+  if (v == NULL) {
+    return fail(p, "missing required key \"listeners\"");
+  }
+  size_t saved = path_push_key(p, "listeners");
+  if (!cJSON_IsArray(v)) {
+    return fail(p, "expected an array of listeners, got %s", json_type_name(v));
+  }
+  size_t count = (size_t)cJSON_GetArraySize(v);
+  if (count == 0) {
+    return fail(p, "at least one listener is required");
+  }
+  cfg->listeners = config_calloc(count, sizeof(*cfg->listeners));
+  if (cfg->listeners == NULL) {
+    return fail_oom(p);
+  }
+  /* Counted before they are filled, so that config_free releases a half-read one. */
+  cfg->listener_count = count;
+  size_t i = 0;
+  for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+    size_t saved_elem = path_push_index(p, i);
+    if (!parse_listener(p, e, &cfg->listeners[i]) || !check_listener_clashes(p, e, cfg, i)) {
+      return false;
+    }
+    path_pop(p, saved_elem);
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+static bool section(struct parser *p, const cJSON *root, const char *key,
+                    bool (*parse)(struct parser *, const cJSON *, struct config *),
+                    struct config *cfg) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!parse(p, v, cfg)) {
+    return false;
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+static bool set_defaults(struct parser *p, struct config *cfg) {
+  const char *ignored = NULL;
+  netaddr_parse_hostport(&cfg->admin.listen, &ignored, DEFAULT_ADMIN_LISTEN);
+  cfg->admin.lifecycle = true;
+  cfg->certs.poll_interval = 5 * kMsPerSecond;
+  cfg->certs.expiry_warning = 24 * kMsPerHour;
+  cfg->tls.min_version = TLS_VERSION_1_2;
+  cfg->tls.max_version = TLS_VERSION_1_3;
+  cfg->tls.session_resumption = true;
+  cfg->tls.close_on_peer_expiry = true;
+  cfg->limits.max_connections = 16384;
+  cfg->limits.connect_timeout = 5 * kMsPerSecond;
+  cfg->limits.handshake_timeout = 10 * kMsPerSecond;
+  cfg->limits.idle_timeout = kMsPerHour;
+  cfg->limits.drain_timeout = 20 * kMsPerSecond;
+  cfg->access_log = ACCESS_LOG_STDOUT;
+
+  cfg->tls.groups = config_calloc(2, sizeof(char *));
+  if (cfg->tls.groups == NULL) {
+    return fail_oom(p);
+  }
+  cfg->tls.group_count = 2;
+  return replace_string(p, &cfg->tls.groups[0], "X25519") &&
+         replace_string(p, &cfg->tls.groups[1], "P-256") &&
+         replace_string(p, &cfg->trust_domain, DEFAULT_TRUST_DOMAIN) &&
+         replace_string(p, &cfg->certs.dir, "/var/run/mtlsd/certs") &&
+         replace_string(p, &cfg->certs.cert_file, "tls.crt") &&
+         replace_string(p, &cfg->certs.key_file, "tls.key") &&
+         replace_string(p, &cfg->certs.ca_file, "ca.crt");
+}
+
+static bool parse_root(struct parser *p, const cJSON *root, struct config *cfg) {
+  if (!expect_object(p, root) || !check_keys(p, root, kTopKeys) ||
+      !get_string(p, root, "trust_domain", &cfg->trust_domain)) {
+    return false;
+  }
+  if (!identity_trust_domain_valid(cfg->trust_domain)) {
+    path_push_key(p, "trust_domain");
+    return fail_value(p, cfg->trust_domain,
+                      "invalid trust domain (lowercase letters, digits, '.', '-' and '_' only)");
+  }
+  uint32_t workers = 0;
+  if (!section(p, root, "admin", parse_admin, cfg) ||
+      !section(p, root, "certs", parse_certs, cfg) || !section(p, root, "tls", parse_tls, cfg) ||
+      !section(p, root, "limits", parse_limits, cfg) ||
+      !get_uint(p, root, "workers", 0, WORKERS_MAX, &workers) || !parse_access_log(p, root, cfg) ||
+      !parse_listeners(p, root, cfg)) {
+    return false;
+  }
+  cfg->workers_configured = workers;
+  cfg->workers = workers;
+  if (workers == 0) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = cpus < 1 ? 1 : cpus > WORKERS_MAX ? WORKERS_MAX : (unsigned)cpus;
+  }
+  return true;
+}
+
+/* --- text positions ----------------------------------------------------------------- */
+
+/* fail_at reports a problem at byte |offset| of |text| as "line L, column C", counting
+ * columns in characters (UTF-8 continuation bytes do not count). */
+static bool fail_at(struct parser *p, const char *text, size_t offset, const char *problem) {
+  unsigned long line = 1;
+  unsigned long column = 1;
+  for (size_t i = 0; i < offset; i++) {
+    if (text[i] == '\n') {
+      line++;
+      column = 1;
+    } else if (((unsigned char)text[i] & 0xc0) != 0x80) {
+      column++;
+    }
+  }
+  if (p->err != NULL && p->err_len > 0) {
+    snprintf(p->err, p->err_len, "%s: line %lu, column %lu: %s", p->file, line, column, problem);
+  }
+  return false;
+}
+
+static bool is_blank(const char *text, size_t len) {
+  for (size_t i = 0; i < len; i++) {
+    if (text[i] != ' ' && text[i] != '\t' && text[i] != '\r' && text[i] != '\n') {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* check_raw_text refuses what cJSON would accept but silently mangle: a NUL byte (the
+ * text would end there) and a "\u0000" escape (the string would be cut there, so
+ * "a\u0000b" would read as "a"). */
+static bool check_raw_text(struct parser *p, const char *text, size_t len) {
+  bool in_string = false;
+  for (size_t i = 0; i < len; i++) {
+    char c = text[i];
+    if (c == '\0') {
+      return fail_at(p, text, i, "NUL byte in the file");
+    }
+    if (!in_string) {
+      in_string = c == '"';
+    } else if (c == '"') {
+      in_string = false;
+    } else if (c == '\\' && i + 1 < len) {
+      if (len - i >= 6 && text[i + 1] == 'u' && memcmp(text + i + 2, "0000", 4) == 0) {
+        return fail_at(p, text, i, "\"\\u0000\" is not allowed in strings");
+      }
+      i++; /* The escaped character cannot end the string. */
+    }
+  }
+  return true;
+}
+
+struct config *config_parse(const char *path, const char *json, size_t json_len, char *err,
+                            size_t err_len) {
+  struct parser p = {.file = path, .err = err, .err_len = err_len};
+  struct config *cfg = NULL;
+  cJSON *root = NULL;
+  char *text = NULL;
+
+  if (err != NULL && err_len > 0) {
+    err[0] = '\0';
+  }
+  if (!check_raw_text(&p, json, json_len)) {
+    goto err;
+  }
+  if (is_blank(json, json_len)) {
+    fail(&p, "the file is empty (expected a JSON object)");
+    goto err;
+  }
+  /* cJSON wants the terminator inside the length to accept the end of the text. */
+  text = config_calloc(1, json_len + 1);
+  if (text == NULL) {
+    fail_oom(&p);
+    goto err;
+  }
+  memcpy(text, json, json_len);
+  const char *end = NULL;
+  root = cJSON_ParseWithLengthOpts(text, json_len + 1, &end, true);
+  if (root == NULL) {
+    size_t offset = end != NULL && end >= text ? (size_t)(end - text) : 0;
+    fail_at(&p, text, offset < json_len ? offset : json_len, "JSON syntax error");
+    goto err;
+  }
+
+  cfg = config_calloc(1, sizeof(*cfg));
+  if (cfg == NULL) {
+    fail_oom(&p);
+    goto err;
+  }
+  if (!replace_string(&p, &cfg->path, path) || !set_defaults(&p, cfg) ||
+      !parse_root(&p, root, cfg)) {
+    goto err;
+  }
+  cJSON_Delete(root);
+  free(text);
+  return cfg;
+
+err:
+  config_free(cfg);
+  cJSON_Delete(root);
+  free(text);
+  return NULL;
+}
+
+/* read_file reads all of |path| into a new buffer; on failure it returns NULL with errno
+ * set. It reads until end of file rather than trusting st_size, so that pipes and
+ * /proc-like files work too. */
+static char *read_file(const char *path, size_t *out_len) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return NULL;
+  }
+  char *buf = NULL;
+  size_t len = 0;
+  size_t cap = 0;
+  for (;;) {
+    if (len == cap) {
+      if (cap >= CONFIG_FILE_MAX) {
+        errno = EFBIG;
+        goto err;
+      }
+      size_t new_cap = cap == 0 ? 4096 : cap * 2;
+      char *grown = config_realloc(buf, new_cap);
+      if (grown == NULL) {
+        errno = ENOMEM;
+        goto err;
+      }
+      buf = grown;
+      cap = new_cap;
+    }
+    ssize_t n = read(fd, buf + len, cap - len);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      goto err;
+    }
+    if (n == 0) {
+      break;
+    }
+    len += (size_t)n;
+  }
+  close(fd);
+  *out_len = len;
+  return buf;
+
+err:;
+  int saved_errno = errno;
+  free(buf);
+  close(fd);
+  errno = saved_errno;
+  return NULL;
+}
+
+struct config *config_load(const char *path, char *err, size_t err_len) {
+  size_t len = 0;
+  char *text = read_file(path, &len);
+  if (text == NULL) {
+    if (err != NULL && err_len > 0) {
+      snprintf(err, err_len, "%s: cannot read: %s", path, strerror(errno));
+    }
+    return NULL;
+  }
+  struct config *cfg = config_parse(path, text, len, err, err_len);
+  free(text);
+  return cfg;
+}
+
+/* --- rendering ---------------------------------------------------------------------- */
+
+/* The add_* helpers build the /config document; the first allocation failure clears
+ * |*ok| and later calls do nothing, so that config_to_json checks once at the end. */
+
+static cJSON *add_object(cJSON *parent, const char *key, bool *ok) {
+  cJSON *o = *ok ? cJSON_AddObjectToObject(parent, key) : NULL;
+  *ok = o != NULL;
+  return o;
+}
+
+static void add_string(cJSON *obj, const char *key, const char *value, bool *ok) {
+  *ok = *ok && cJSON_AddStringToObject(obj, key, value) != NULL;
+}
+
+static void add_bool(cJSON *obj, const char *key, bool value, bool *ok) {
+  *ok = *ok && cJSON_AddBoolToObject(obj, key, value) != NULL;
+}
+
+static void add_number(cJSON *obj, const char *key, double value, bool *ok) {
+  *ok = *ok && cJSON_AddNumberToObject(obj, key, value) != NULL;
+}
+
+static void add_duration(cJSON *obj, const char *key, duration_ms value, bool *ok) {
+  char text[32];
+  format_duration(text, sizeof(text), value);
+  add_string(obj, key, text, ok);
+}
+
+static void add_hostport(cJSON *obj, const char *key, const struct hostport *hp, bool *ok) {
+  char text[NETADDR_HOSTPORT_MAX];
+  add_string(obj, key, netaddr_format_hostport(text, sizeof(text), hp), ok);
+}
+
+static void add_string_list(cJSON *obj, const char *key, const char *const *list, size_t count,
+                            bool *ok) {
+  if (!*ok) {
+    return;
+  }
+  cJSON *array = cJSON_AddArrayToObject(obj, key);
+  *ok = array != NULL;
+  for (size_t i = 0; *ok && i < count; i++) {
+    cJSON *s = cJSON_CreateString(list[i]);
+    *ok = s != NULL && cJSON_AddItemToArray(array, s);
+    if (!*ok) {
+      cJSON_Delete(s);
+    }
+  }
+}
+
+static void add_listener(cJSON *array, const struct listener_config *l, bool *ok) {
+  if (!*ok) {
+    return;
+  }
+  cJSON *o = cJSON_CreateObject();
+  *ok = o != NULL && cJSON_AddItemToArray(array, o);
+  if (!*ok) {
+    cJSON_Delete(o);
+    return;
+  }
+  bool outbound = l->mode == LISTENER_OUTBOUND;
+  add_string(o, "name", l->name, ok);
+  add_string(o, "mode", kModeNames[outbound ? 0 : 1], ok);
+  add_hostport(o, "listen", &l->listen, ok);
+  add_bool(o, "transparent", l->transparent, ok);
+  /* Only the keys the listener's kind accepts, so that the output loads back. */
+  if (outbound) {
+    if (l->has_upstream) {
+      add_hostport(o, "upstream", &l->upstream, ok);
+    }
+    if (l->server_identity != NULL) {
+      add_string(o, "server_identity", l->server_identity, ok);
+    }
+    return;
+  }
+  if (l->has_forward) {
+    add_hostport(o, "forward", &l->forward, ok);
+  }
+  if (l->forward_host != NULL) {
+    add_string(o, "forward_host", l->forward_host, ok);
+  }
+  if (l->allow != NULL) {
+    add_string_list(o, "allow", (const char *const *)l->allow, l->allow_count, ok);
+  }
+  add_bool(o, "proxy_protocol", l->proxy_protocol, ok);
+}
+
+char *config_to_json(const struct config *cfg) {
+  bool ok = true;
+  cJSON *root = cJSON_CreateObject();
+  if (root == NULL) {
+    return NULL;
+  }
+  add_string(root, "trust_domain", cfg->trust_domain, &ok);
+
+  cJSON *admin = add_object(root, "admin", &ok);
+  add_hostport(admin, "listen", &cfg->admin.listen, &ok);
+  add_bool(admin, "lifecycle", cfg->admin.lifecycle, &ok);
+
+  cJSON *certs = add_object(root, "certs", &ok);
+  add_string(certs, "dir", cfg->certs.dir, &ok);
+  add_string(certs, "cert_file", cfg->certs.cert_file, &ok);
+  add_string(certs, "key_file", cfg->certs.key_file, &ok);
+  add_string(certs, "ca_file", cfg->certs.ca_file, &ok);
+  add_duration(certs, "poll_interval", cfg->certs.poll_interval, &ok);
+  add_duration(certs, "expiry_warning", cfg->certs.expiry_warning, &ok);
+
+  cJSON *tls = add_object(root, "tls", &ok);
+  add_string(tls, "min_version", kTlsVersionNames[cfg->tls.min_version], &ok);
+  add_string(tls, "max_version", kTlsVersionNames[cfg->tls.max_version], &ok);
+  /* The default is shown as the list it stands for: /config is where an operator checks
+   * what is actually in effect. */
+  if (cfg->tls.cipher_suites != NULL) {
+    add_string_list(tls, "cipher_suites", (const char *const *)cfg->tls.cipher_suites,
+                    cfg->tls.cipher_suite_count, &ok);
+  } else {
+    add_string_list(tls, "cipher_suites", kCipherSuites, ARRAY_LEN(kCipherSuites), &ok);
+  }
+  add_string_list(tls, "groups", (const char *const *)cfg->tls.groups, cfg->tls.group_count, &ok);
+  add_bool(tls, "session_resumption", cfg->tls.session_resumption, &ok);
+  add_bool(tls, "close_on_peer_expiry", cfg->tls.close_on_peer_expiry, &ok);
+
+  cJSON *listeners = ok ? cJSON_AddArrayToObject(root, "listeners") : NULL;
+  ok = listeners != NULL;
+  for (size_t i = 0; ok && i < cfg->listener_count; i++) {
+    add_listener(listeners, &cfg->listeners[i], &ok);
+  }
+
+  cJSON *limits = add_object(root, "limits", &ok);
+  add_number(limits, "max_connections", cfg->limits.max_connections, &ok);
+  add_duration(limits, "connect_timeout", cfg->limits.connect_timeout, &ok);
+  add_duration(limits, "handshake_timeout", cfg->limits.handshake_timeout, &ok);
+  add_duration(limits, "idle_timeout", cfg->limits.idle_timeout, &ok);
+  add_duration(limits, "drain_timeout", cfg->limits.drain_timeout, &ok);
+
+  add_number(root, "workers", cfg->workers_configured, &ok);
+  switch (cfg->access_log) {
+    case ACCESS_LOG_OFF:
+      add_string(root, "access_log", "off", &ok);
+      break;
+    case ACCESS_LOG_STDOUT:
+      add_string(root, "access_log", "stdout", &ok);
+      break;
+    case ACCESS_LOG_STDERR:
+      add_string(root, "access_log", "stderr", &ok);
+      break;
+    case ACCESS_LOG_FILE:
+      add_string(root, "access_log", cfg->access_log_path, &ok);
+      break;
+  }
+
+  char *text = ok ? cJSON_Print(root) : NULL;
+  cJSON_Delete(root);
+  return text;
+}

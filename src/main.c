@@ -1,0 +1,203 @@
+/* main: the command line (SPEC section 2): run, check, cert, version. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <uv.h>
+
+#include "mtlsd/certgen.h"
+#include "mtlsd/config.h"
+#include "mtlsd/log.h"
+#include "mtlsd/server.h"
+#include "mtlsd/tls.h"
+
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
+
+static const char usage_text[] =
+    "usage: mtlsd [run] --config FILE [--log-level debug|info|warn|error] [--log-format json|text]\n"
+    "       mtlsd check --config FILE\n"
+    "       mtlsd cert ca --out DIR [--trust-domain TD] [--days N]\n"
+    "       mtlsd cert issue --ca DIR --out DIR (--spiffe-id URI | --dns NAME)... [--days N]\n"
+    "       mtlsd version\n"
+    "\n"
+    "  run      serve as a mutual TLS sidecar (the default command)\n"
+    "  check    validate the configuration and the certificate files; exit 0 when both are\n"
+    "           good, 1 when the certificates are bad, 2 when the configuration is\n"
+    "  cert     make a development CA and certificates (see mtlsd cert --help)\n"
+    "  version  print the versions of mtlsd and its libraries\n";
+
+static int usage(FILE *out, int code) {
+  fputs(usage_text, out);
+  return code;
+}
+
+struct common_opts {
+  const char *config;
+  enum log_level level;
+  enum log_format format;
+};
+
+/* Parses the options shared by run and check; returns -1 to go on, else an exit code. */
+static int parse_common(struct common_opts *opts, int argc, char **argv, const char *cmd) {
+  static const struct option long_opts[] = {
+      {"config", required_argument, NULL, 'c'},
+      {"log-level", required_argument, NULL, 'l'},
+      {"log-format", required_argument, NULL, 'f'},
+      {"help", no_argument, NULL, 'h'},
+      {NULL, 0, NULL, 0},
+  };
+  opts->config = NULL;
+  opts->level = LOG_INFO;
+  opts->format = LOG_FORMAT_TEXT;
+  optind = 1;
+  opterr = 0;
+  for (;;) {
+    int c = getopt_long(argc, argv, "c:h", long_opts, NULL);
+    if (c == -1) {
+      break;
+    }
+    switch (c) {
+      case 'c':
+        opts->config = optarg;
+        break;
+      case 'l':
+        if (!log_parse_level(&opts->level, optarg)) {
+          fprintf(stderr, "mtlsd %s: --log-level: \"%s\" is not debug, info, warn or error\n", cmd,
+                  optarg);
+          return EXIT_USAGE;
+        }
+        break;
+      case 'f':
+        if (!log_parse_format(&opts->format, optarg)) {
+          fprintf(stderr, "mtlsd %s: --log-format: \"%s\" is not json or text\n", cmd, optarg);
+          return EXIT_USAGE;
+        }
+        break;
+      case 'h':
+        return usage(stdout, EXIT_OK);
+      default:
+        fprintf(stderr, "mtlsd %s: unknown or incomplete option \"%s\"\n", cmd, argv[optind - 1]);
+        return usage(stderr, EXIT_USAGE);
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "mtlsd %s: unexpected argument \"%s\"\n", cmd, argv[optind]);
+    return usage(stderr, EXIT_USAGE);
+  }
+  if (opts->config == NULL) {
+    fprintf(stderr, "mtlsd %s: --config FILE is required\n", cmd);
+    return usage(stderr, EXIT_USAGE);
+  }
+  log_configure(opts->level, opts->format);
+  return -1;
+}
+
+static int cmd_run(int argc, char **argv) {
+  struct common_opts opts;
+  int r = parse_common(&opts, argc, argv, "run");
+  if (r >= 0) {
+    return r;
+  }
+  char err[1024];
+  struct config *cfg = config_load(opts.config, err, sizeof(err));
+  if (cfg == NULL) {
+    fprintf(stderr, "%s\n", err);
+    return EXIT_USAGE;
+  }
+  int code = server_run(cfg);
+  config_free(cfg);
+  return code;
+}
+
+static bool any_cert_file_present(const struct config *cfg) {
+  const char *names[] = {cfg->certs.cert_file, cfg->certs.key_file, cfg->certs.ca_file};
+  for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", cfg->certs.dir, names[i]);
+    if (stat(path, &st) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static int cmd_check(int argc, char **argv) {
+  struct common_opts opts;
+  int r = parse_common(&opts, argc, argv, "check");
+  if (r >= 0) {
+    return r;
+  }
+  char err[1024];
+  struct config *cfg = config_load(opts.config, err, sizeof(err));
+  if (cfg == NULL) {
+    fprintf(stderr, "%s\n", err);
+    return EXIT_USAGE;
+  }
+  printf("%s: configuration ok: %zu listener%s, %u worker%s, trust domain %s\n", opts.config,
+         cfg->listener_count, cfg->listener_count == 1 ? "" : "s", cfg->workers,
+         cfg->workers == 1 ? "" : "s", cfg->trust_domain);
+  int code = EXIT_OK;
+  if (!any_cert_file_present(cfg)) {
+    printf("certificates: none in %s yet (mtlsd starts and waits for them)\n", cfg->certs.dir);
+  } else {
+    struct tls_certset *set = tls_certset_load(cfg, err, sizeof(err));
+    if (set == NULL) {
+      fprintf(stderr, "%s: certificates in %s: %s\n", opts.config, cfg->certs.dir, err);
+      code = EXIT_RUNTIME;
+    } else {
+      long long left = (long long)(tls_certset_not_after(set) - time(NULL));
+      printf("certificates: ok: %s, expires in %lldd %lldh\n", tls_certset_primary_identity(set),
+             left / 86400, left % 86400 / 3600);
+      tls_certset_free(set);
+    }
+  }
+  config_free(cfg);
+  return code;
+}
+
+static int cmd_version(int argc, char **argv) {
+  (void)argv;
+  if (argc > 1) {
+    fprintf(stderr, "mtlsd version: takes no arguments\n");
+    return EXIT_USAGE;
+  }
+  printf("mtlsd %s\n", MTLSD_VERSION);
+  printf("%s\n", tls_library_version());
+  printf("libuv %s\n", uv_version_string());
+  printf("cJSON %s\n", cJSON_Version());
+  return EXIT_OK;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    return usage(stderr, EXIT_USAGE);
+  }
+  const char *cmd = argv[1];
+  if (strcmp(cmd, "run") == 0) {
+    return cmd_run(argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "check") == 0) {
+    return cmd_check(argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "cert") == 0) {
+    return certgen_main(argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+    return cmd_version(argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+    return usage(stdout, EXIT_OK);
+  }
+  if (cmd[0] == '-') {
+    /* "mtlsd --config F" is "mtlsd run --config F". */
+    return cmd_run(argc, argv);
+  }
+  fprintf(stderr, "mtlsd: unknown command \"%s\"\n", cmd);
+  return usage(stderr, EXIT_USAGE);
+}

@@ -1,0 +1,618 @@
+/* tls: TLS contexts, client session caching and non-blocking connections over BoringSSL
+ * (see mtlsd/tls.h).
+ *
+ * Contexts use TLS_with_buffers_method: certificates stay as CRYPTO_BUFFERs deduplicated
+ * in one pool, so a thousand connections from one peer hold one copy of its chain, and
+ * X509 objects exist only for the moment of verification. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+
+#include "mtlsd/identity.h"
+#include "tls_internal.h"
+
+static const char *const failure_names[TLS_FAIL_COUNT] = {
+    "no_peer_cert", "untrusted", "expired", "identity_denied", "protocol", "timeout",
+};
+
+const char *tls_failure_name(enum tls_failure failure) {
+  return failure < TLS_FAIL_COUNT ? failure_names[failure] : "protocol";
+}
+
+/* Only AEAD suites with forward secrecy: TLS 1.3's are fixed by BoringSSL, these are the
+ * TLS 1.2 ones. */
+static const char default_cipher_list[] =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+struct tls_contexts {
+  atomic_int refs;
+  uint64_t generation;
+  struct tls_certset *set;
+  SSL_CTX *server;
+  SSL_CTX *client;
+};
+
+struct session_entry {
+  char *key;
+  uint64_t key_hash;
+  uint64_t generation;
+  uint64_t last_used;
+  SSL_SESSION *session;
+};
+
+struct tls_session_cache {
+  struct session_entry *entries;
+  size_t capacity;
+  uint64_t clock;
+};
+
+struct tls_conn {
+  SSL *ssl;
+  struct tls_contexts *ctxs;
+  const struct tls_peer_policy *policy;
+  bool is_server;
+  bool failure_set;
+  enum tls_failure failure;
+  const char *detail;
+  char detail_buf[160];
+  char *peer_identity;
+  char peer_root[17];
+  int64_t peer_not_after;
+  struct tls_session_cache *cache;
+  char *cache_key;
+};
+
+static int g_conn_index = -1;
+
+/* ---- Session cache ---- */
+
+static uint64_t hash_key(const char *s) {
+  uint64_t h = 1469598103934665603ull;
+  for (; *s != '\0'; s++) {
+    h = (h ^ (uint8_t)*s) * 1099511628211ull;
+  }
+  return h;
+}
+
+struct tls_session_cache *tls_session_cache_new(size_t capacity) {
+  struct tls_session_cache *cache = calloc(1, sizeof(*cache));
+  if (cache == NULL) {
+    return NULL;
+  }
+  cache->entries = calloc(capacity, sizeof(*cache->entries));
+  if (cache->entries == NULL) {
+    free(cache);
+    return NULL;
+  }
+  cache->capacity = capacity;
+  return cache;
+}
+
+void tls_session_cache_free(struct tls_session_cache *cache) {
+  if (cache == NULL) {
+    return;
+  }
+  for (size_t i = 0; i < cache->capacity; i++) {
+    free(cache->entries[i].key);
+    SSL_SESSION_free(cache->entries[i].session);
+  }
+  free(cache->entries);
+  free(cache);
+}
+
+static struct session_entry *cache_find(struct tls_session_cache *cache, const char *key) {
+  uint64_t h = hash_key(key);
+  for (size_t i = 0; i < cache->capacity; i++) {
+    struct session_entry *e = &cache->entries[i];
+    if (e->key != NULL && e->key_hash == h && strcmp(e->key, key) == 0) {
+      return e;
+    }
+  }
+  return NULL;
+}
+
+/* Takes ownership of |session|. The least recently used entry makes room. */
+static void cache_store(struct tls_session_cache *cache, const char *key, uint64_t generation,
+                        SSL_SESSION *session) {
+  struct session_entry *e = cache_find(cache, key);
+  if (e == NULL) {
+    e = &cache->entries[0];
+    for (size_t i = 0; i < cache->capacity; i++) {
+      struct session_entry *c = &cache->entries[i];
+      if (c->key == NULL) {
+        e = c;
+        break;
+      }
+      if (c->last_used < e->last_used) {
+        e = c;
+      }
+    }
+    free(e->key);
+    e->key = strdup(key);
+    if (e->key == NULL) {
+      SSL_SESSION_free(e->session);
+      e->session = NULL;
+      SSL_SESSION_free(session);
+      return;
+    }
+    e->key_hash = hash_key(key);
+  }
+  SSL_SESSION_free(e->session);
+  e->session = session;
+  e->generation = generation;
+  e->last_used = ++cache->clock;
+}
+
+static int new_session_cb(SSL *ssl, SSL_SESSION *session) {
+  struct tls_conn *conn = SSL_get_ex_data(ssl, g_conn_index);
+  if (conn == NULL || conn->cache == NULL || conn->cache_key == NULL) {
+    return 0;
+  }
+  cache_store(conn->cache, conn->cache_key, conn->ctxs->generation, session);
+  return 1;
+}
+
+/* ---- Peer verification ---- */
+
+static void set_failure(struct tls_conn *conn, enum tls_failure failure, const char *detail) {
+  if (!conn->failure_set) {
+    conn->failure_set = true;
+    conn->failure = failure;
+    snprintf(conn->detail_buf, sizeof(conn->detail_buf), "%s", detail);
+    conn->detail = conn->detail_buf;
+  }
+}
+
+/* Applies the connection's identity policy to the peer's leaf certificate. */
+static bool check_identity(struct tls_conn *conn, const X509 *leaf) {
+  struct cert_identities ids;
+  if (!tls_cert_identities(&ids, leaf)) {
+    set_failure(conn, TLS_FAIL_PROTOCOL, "out of memory");
+    return false;
+  }
+  bool ok = false;
+  struct peer_identity peer = {
+      .spiffe_id = ids.spiffe_id,
+      .dns_names = (const char *const *)ids.dns,
+      .dns_count = ids.dns_count,
+  };
+  const struct tls_peer_policy *policy = conn->policy;
+  if (ids.bad_spiffe) {
+    set_failure(conn, TLS_FAIL_IDENTITY_DENIED, "peer has a malformed or repeated SPIFFE ID");
+    goto done;
+  }
+  if (conn->is_server) {
+    ok = identity_allowed(policy->allow, policy->allow_count, policy->trust_domain, &peer);
+  } else if (policy->server_identity != NULL) {
+    ok = identity_pattern_matches(policy->server_identity, &peer);
+  } else {
+    ok = ids.spiffe_id != NULL && identity_in_trust_domain(ids.spiffe_id, policy->trust_domain);
+  }
+  const char *who = identity_primary(&peer);
+  if (!ok) {
+    char detail[sizeof(conn->detail_buf)];
+    snprintf(detail, sizeof(detail), "peer identity \"%.100s\" is not allowed",
+             who[0] != '\0' ? who : "(none)");
+    set_failure(conn, TLS_FAIL_IDENTITY_DENIED, detail);
+    goto done;
+  }
+  free(conn->peer_identity);
+  conn->peer_identity = strdup(who);
+done:
+  tls_cert_identities_free(&ids);
+  return ok;
+}
+
+/* Verifies the peer's chain against the trust bundle, then its identity. Runs inside
+ * the handshake, so a refused peer never completes it. */
+static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert) {
+  struct tls_conn *conn = SSL_get_ex_data(ssl, g_conn_index);
+  const STACK_OF(CRYPTO_BUFFER) *chain = SSL_get0_peer_certificates(ssl);
+  enum ssl_verify_result_t result = ssl_verify_invalid;
+  X509 *leaf = NULL;
+  STACK_OF(X509) *intermediates = sk_X509_new_null();
+  X509_STORE_CTX *store_ctx = X509_STORE_CTX_new();
+  *out_alert = SSL_AD_INTERNAL_ERROR;
+  if (conn == NULL || intermediates == NULL || store_ctx == NULL) {
+    goto done;
+  }
+  if (chain == NULL || sk_CRYPTO_BUFFER_num(chain) == 0) {
+    set_failure(conn, TLS_FAIL_NO_PEER_CERT, "peer sent no certificate");
+    *out_alert = SSL_AD_CERTIFICATE_REQUIRED;
+    goto done;
+  }
+  *out_alert = SSL_AD_BAD_CERTIFICATE;
+  leaf = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0));
+  if (leaf == NULL) {
+    set_failure(conn, TLS_FAIL_UNTRUSTED, "peer certificate does not parse");
+    goto done;
+  }
+  for (size_t i = 1; i < sk_CRYPTO_BUFFER_num(chain); i++) {
+    X509 *cert = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, i));
+    if (cert == NULL || !sk_X509_push(intermediates, cert)) {
+      X509_free(cert);
+      set_failure(conn, TLS_FAIL_UNTRUSTED, "peer chain does not parse");
+      goto done;
+    }
+  }
+  if (!X509_STORE_CTX_init(store_ctx, conn->ctxs->set->store, leaf, intermediates) ||
+      !X509_STORE_CTX_set_purpose(store_ctx, conn->is_server ? X509_PURPOSE_SSL_CLIENT
+                                                              : X509_PURPOSE_SSL_SERVER)) {
+    goto done;
+  }
+  if (X509_verify_cert(store_ctx) != 1) {
+    int code = X509_STORE_CTX_get_error(store_ctx);
+    char detail[sizeof(conn->detail_buf)];
+    snprintf(detail, sizeof(detail), "peer certificate: %s", X509_verify_cert_error_string(code));
+    if (code == X509_V_ERR_CERT_HAS_EXPIRED || code == X509_V_ERR_CERT_NOT_YET_VALID) {
+      set_failure(conn, TLS_FAIL_EXPIRED, detail);
+      *out_alert = SSL_AD_CERTIFICATE_EXPIRED;
+    } else {
+      set_failure(conn, TLS_FAIL_UNTRUSTED, detail);
+      *out_alert = SSL_AD_UNKNOWN_CA;
+    }
+    goto done;
+  }
+
+  /* The connection must not outlive any certificate its trust rests on. */
+  STACK_OF(X509) *verified = X509_STORE_CTX_get0_chain(store_ctx);
+  int64_t earliest = INT64_MAX;
+  for (size_t i = 0; i < sk_X509_num(verified); i++) {
+    int64_t t;
+    if (tls_asn1_time_to_unix(&t, X509_get0_notAfter(sk_X509_value(verified, i))) &&
+        t < earliest) {
+      earliest = t;
+    }
+  }
+  conn->peer_not_after = earliest;
+  tls_cert_sha256_hex(conn->peer_root, 16, sk_X509_value(verified, sk_X509_num(verified) - 1));
+
+  if (!check_identity(conn, leaf)) {
+    *out_alert = SSL_AD_ACCESS_DENIED;
+    goto done;
+  }
+  result = ssl_verify_ok;
+done:
+  X509_STORE_CTX_free(store_ctx);
+  sk_X509_pop_free(intermediates, X509_free);
+  X509_free(leaf);
+  ERR_clear_error();
+  return result;
+}
+
+/* A resumed session skips verify_peer, so its stored leaf is checked again: the policy
+ * and the clock may have moved since the session was made. */
+static bool check_resumed_peer(struct tls_conn *conn) {
+  const STACK_OF(CRYPTO_BUFFER) *chain = SSL_get0_peer_certificates(conn->ssl);
+  if (chain == NULL || sk_CRYPTO_BUFFER_num(chain) == 0) {
+    set_failure(conn, TLS_FAIL_NO_PEER_CERT, "resumed session has no peer certificate");
+    return false;
+  }
+  X509 *leaf = X509_parse_from_buffer(sk_CRYPTO_BUFFER_value(chain, 0));
+  if (leaf == NULL) {
+    set_failure(conn, TLS_FAIL_UNTRUSTED, "resumed session's certificate does not parse");
+    return false;
+  }
+  bool ok = false;
+  int64_t not_after;
+  if (!tls_asn1_time_to_unix(&not_after, X509_get0_notAfter(leaf)) || not_after <= time(NULL)) {
+    set_failure(conn, TLS_FAIL_EXPIRED, "resumed session's peer certificate has expired");
+  } else {
+    conn->peer_not_after = not_after;
+    ok = check_identity(conn, leaf);
+  }
+  X509_free(leaf);
+  return ok;
+}
+
+/* ---- Contexts ---- */
+
+static SSL_CTX *new_ctx(const struct config *cfg, const struct tls_certset *set, bool server,
+                        char *err, size_t err_len) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_with_buffers_method());
+  char *ciphers = NULL;
+  if (ctx == NULL) {
+    snprintf(err, err_len, "out of memory");
+    return NULL;
+  }
+  SSL_CTX_set0_buffer_pool(ctx, tls_buffer_pool());
+  uint16_t min = cfg->tls.min_version == TLS_VERSION_1_3 ? TLS1_3_VERSION : TLS1_2_VERSION;
+  uint16_t max = cfg->tls.max_version == TLS_VERSION_1_2 ? TLS1_2_VERSION : TLS1_3_VERSION;
+  if (!SSL_CTX_set_min_proto_version(ctx, min) || !SSL_CTX_set_max_proto_version(ctx, max)) {
+    snprintf(err, err_len, "tls: cannot set protocol versions");
+    goto err;
+  }
+
+  const char *cipher_list = default_cipher_list;
+  if (cfg->tls.cipher_suite_count > 0) {
+    size_t len = 1;
+    for (size_t i = 0; i < cfg->tls.cipher_suite_count; i++) {
+      len += strlen(cfg->tls.cipher_suites[i]) + 1;
+    }
+    ciphers = calloc(1, len);
+    if (ciphers == NULL) {
+      snprintf(err, err_len, "out of memory");
+      goto err;
+    }
+    for (size_t i = 0; i < cfg->tls.cipher_suite_count; i++) {
+      if (i > 0) {
+        strcat(ciphers, ":");
+      }
+      strcat(ciphers, cfg->tls.cipher_suites[i]);
+    }
+    cipher_list = ciphers;
+  }
+  if (!SSL_CTX_set_strict_cipher_list(ctx, cipher_list)) {
+    snprintf(err, err_len, "tls.cipher_suites: BoringSSL refused \"%s\"", cipher_list);
+    goto err;
+  }
+
+  char groups[128] = "";
+  for (size_t i = 0; i < cfg->tls.group_count; i++) {
+    if (i > 0) {
+      strncat(groups, ":", sizeof(groups) - strlen(groups) - 1);
+    }
+    strncat(groups, cfg->tls.groups[i], sizeof(groups) - strlen(groups) - 1);
+  }
+  if (groups[0] != '\0' && !SSL_CTX_set1_curves_list(ctx, groups)) {
+    snprintf(err, err_len, "tls.groups: BoringSSL refused \"%s\"", groups);
+    goto err;
+  }
+
+  if (!SSL_CTX_set_chain_and_key(ctx, set->chain, set->chain_len, set->key, NULL)) {
+    snprintf(err, err_len, "tls: the certificate and key were refused");
+    goto err;
+  }
+  SSL_CTX_set_custom_verify(
+      ctx, server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER,
+      verify_peer);
+  /* Partial writes let the relay account for every record it hands to the kernel. */
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+
+  if (server) {
+    /* Stateless tickets only: no per-session memory on the server. BoringSSL rotates
+     * the ticket keys itself, and all workers share this context and so its keys. */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    if (!cfg->tls.session_resumption) {
+      SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    }
+  } else if (cfg->tls.session_resumption) {
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+  } else {
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  }
+  free(ciphers);
+  ERR_clear_error();
+  return ctx;
+err:
+  free(ciphers);
+  SSL_CTX_free(ctx);
+  ERR_clear_error();
+  return NULL;
+}
+
+struct tls_contexts *tls_contexts_new(const struct config *cfg, struct tls_certset *set,
+                                      uint64_t generation, char *err, size_t err_len) {
+  if (g_conn_index < 0) {
+    /* The first call happens on the main thread before any worker starts. */
+    g_conn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+  }
+  struct tls_contexts *ctxs = calloc(1, sizeof(*ctxs));
+  if (ctxs == NULL) {
+    snprintf(err, err_len, "out of memory");
+    return NULL;
+  }
+  ctxs->server = new_ctx(cfg, set, true, err, err_len);
+  ctxs->client = ctxs->server != NULL ? new_ctx(cfg, set, false, err, err_len) : NULL;
+  if (ctxs->client == NULL) {
+    SSL_CTX_free(ctxs->server);
+    free(ctxs);
+    return NULL;
+  }
+  atomic_init(&ctxs->refs, 1);
+  ctxs->generation = generation;
+  ctxs->set = set;
+  return ctxs;
+}
+
+void tls_contexts_up_ref(struct tls_contexts *ctxs) {
+  atomic_fetch_add_explicit(&ctxs->refs, 1, memory_order_relaxed);
+}
+
+void tls_contexts_free(struct tls_contexts *ctxs) {
+  if (ctxs == NULL || atomic_fetch_sub_explicit(&ctxs->refs, 1, memory_order_acq_rel) != 1) {
+    return;
+  }
+  SSL_CTX_free(ctxs->server);
+  SSL_CTX_free(ctxs->client);
+  tls_certset_free(ctxs->set);
+  free(ctxs);
+}
+
+uint64_t tls_contexts_generation(const struct tls_contexts *ctxs) {
+  return ctxs->generation;
+}
+
+const struct tls_certset *tls_contexts_certset(const struct tls_contexts *ctxs) {
+  return ctxs->set;
+}
+
+/* ---- Connections ---- */
+
+static struct tls_conn *conn_new(struct tls_contexts *ctxs, bool server, int fd,
+                                 const struct tls_peer_policy *policy) {
+  struct tls_conn *conn = calloc(1, sizeof(*conn));
+  if (conn == NULL) {
+    return NULL;
+  }
+  conn->ssl = SSL_new(server ? ctxs->server : ctxs->client);
+  if (conn->ssl == NULL || !SSL_set_fd(conn->ssl, fd) ||
+      !SSL_set_ex_data(conn->ssl, g_conn_index, conn)) {
+    SSL_free(conn->ssl);
+    free(conn);
+    ERR_clear_error();
+    return NULL;
+  }
+  tls_contexts_up_ref(ctxs);
+  conn->ctxs = ctxs;
+  conn->policy = policy;
+  conn->is_server = server;
+  conn->peer_not_after = INT64_MAX;
+  return conn;
+}
+
+struct tls_conn *tls_conn_new_server(struct tls_contexts *ctxs, int fd,
+                                     const struct tls_peer_policy *policy) {
+  struct tls_conn *conn = conn_new(ctxs, true, fd, policy);
+  if (conn == NULL) {
+    return NULL;
+  }
+  SSL_set_accept_state(conn->ssl);
+  if (policy->session_context != NULL) {
+    /* Tickets are bound to the listener that issued them: a ticket from a listener with
+     * a wider allow list must not resume on a stricter one. */
+    uint8_t sid_ctx[SHA256_DIGEST_LENGTH];
+    SHA256((const uint8_t *)policy->session_context, strlen(policy->session_context), sid_ctx);
+    SSL_set_session_id_context(conn->ssl, sid_ctx, sizeof(sid_ctx));
+  }
+  return conn;
+}
+
+struct tls_conn *tls_conn_new_client(struct tls_contexts *ctxs, int fd,
+                                     const struct tls_peer_policy *policy, const char *sni,
+                                     struct tls_session_cache *cache, const char *cache_key) {
+  struct tls_conn *conn = conn_new(ctxs, false, fd, policy);
+  if (conn == NULL) {
+    return NULL;
+  }
+  SSL_set_connect_state(conn->ssl);
+  if (sni != NULL && !SSL_set_tlsext_host_name(conn->ssl, sni)) {
+    ERR_clear_error();
+  }
+  if (cache != NULL && cache_key != NULL &&
+      SSL_CTX_get_session_cache_mode(ctxs->client) != SSL_SESS_CACHE_OFF) {
+    conn->cache = cache;
+    conn->cache_key = strdup(cache_key);
+    struct session_entry *e = cache_find(cache, cache_key);
+    if (e != NULL && e->session != NULL) {
+      if (e->generation == ctxs->generation && SSL_SESSION_is_resumable(e->session)) {
+        SSL_set_session(conn->ssl, e->session);
+        e->last_used = ++cache->clock;
+      }
+      /* TLS 1.3 tickets are meant for one use: the server sends fresh ones. */
+      SSL_SESSION_free(e->session);
+      e->session = NULL;
+    }
+  }
+  return conn;
+}
+
+void tls_conn_free(struct tls_conn *conn) {
+  if (conn == NULL) {
+    return;
+  }
+  SSL_free(conn->ssl);
+  tls_contexts_free(conn->ctxs);
+  free(conn->peer_identity);
+  free(conn->cache_key);
+  free(conn);
+}
+
+/* Maps a failed call's SSL error to the relay's results, recording why it failed. */
+static int map_error(struct tls_conn *conn, int ret) {
+  int code = SSL_get_error(conn->ssl, ret);
+  switch (code) {
+    case SSL_ERROR_WANT_READ:
+      return TLS_WANT_READ;
+    case SSL_ERROR_WANT_WRITE:
+      return TLS_WANT_WRITE;
+    case SSL_ERROR_ZERO_RETURN:
+      return TLS_EOF;
+    case SSL_ERROR_SYSCALL:
+      if (ERR_peek_error() == 0 && (ret == 0 || errno == 0)) {
+        ERR_clear_error();
+        set_failure(conn, TLS_FAIL_PROTOCOL, "connection closed by peer");
+        /* A peer that closes TCP without close_notify still ended its stream. */
+        return TLS_EOF;
+      }
+      set_failure(conn, TLS_FAIL_PROTOCOL, strerror(errno));
+      ERR_clear_error();
+      return TLS_ERROR;
+    default: {
+      uint32_t e = ERR_peek_error();
+      if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+          ERR_GET_REASON(e) == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) {
+        set_failure(conn, TLS_FAIL_NO_PEER_CERT, "peer sent no certificate");
+      } else {
+        const char *reason = ERR_reason_error_string(e);
+        set_failure(conn, TLS_FAIL_PROTOCOL, reason != NULL ? reason : "TLS error");
+      }
+      ERR_clear_error();
+      return TLS_ERROR;
+    }
+  }
+}
+
+int tls_conn_handshake(struct tls_conn *conn) {
+  int ret = SSL_do_handshake(conn->ssl);
+  if (ret == 1) {
+    if (SSL_session_reused(conn->ssl) && !check_resumed_peer(conn)) {
+      return TLS_ERROR;
+    }
+    return TLS_OK;
+  }
+  int result = map_error(conn, ret);
+  /* EOF in the middle of a handshake is a failure, not a clean end. */
+  return result == TLS_EOF ? TLS_ERROR : result;
+}
+
+enum tls_failure tls_conn_failure(const struct tls_conn *conn, const char **detail) {
+  if (detail != NULL) {
+    *detail = conn->failure_set ? conn->detail : "TLS error";
+  }
+  return conn->failure_set ? conn->failure : TLS_FAIL_PROTOCOL;
+}
+
+ssize_t tls_conn_read(struct tls_conn *conn, void *buf, size_t len) {
+  int ret = SSL_read(conn->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+  return ret > 0 ? ret : map_error(conn, ret);
+}
+
+ssize_t tls_conn_write(struct tls_conn *conn, const void *buf, size_t len) {
+  int ret = SSL_write(conn->ssl, buf, len > INT32_MAX ? INT32_MAX : (int)len);
+  return ret > 0 ? ret : map_error(conn, ret);
+}
+
+int tls_conn_shutdown(struct tls_conn *conn) {
+  int ret = SSL_shutdown(conn->ssl);
+  if (ret >= 0) {
+    return TLS_OK;
+  }
+  int result = map_error(conn, ret);
+  return result == TLS_EOF ? TLS_OK : result;
+}
+
+void tls_conn_get_info(const struct tls_conn *conn, struct tls_conn_info *out) {
+  const SSL_CIPHER *cipher = SSL_get_current_cipher(conn->ssl);
+  out->peer_identity = conn->peer_identity != NULL ? conn->peer_identity : "";
+  out->version = SSL_get_version(conn->ssl);
+  out->cipher = cipher != NULL ? SSL_CIPHER_standard_name(cipher) : "";
+  out->resumed = SSL_session_reused(conn->ssl);
+  out->peer_root = out->resumed ? "" : conn->peer_root;
+  out->peer_not_after = conn->peer_not_after;
+}
+
+const char *tls_library_version(void) {
+  return MTLSD_BORINGSSL_DESCRIPTION;
+}

@@ -1,0 +1,496 @@
+/* tls_certs: loading and validating one certificate set (leaf chain, key, trust bundle)
+ * from the certificate directory, and describing it for /certs.
+ *
+ * A set is only ever built whole: every check passes or the caller gets NULL and one
+ * line saying why, so an invalid rotation can never replace a good set. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/bytestring.h>
+#include <openssl/err.h>
+#include <openssl/mem.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509v3.h>
+
+#include "mtlsd/identity.h"
+#include "tls_internal.h"
+
+/* Certificate files are small; anything bigger is a mistake, not a bundle. */
+enum { CERT_FILE_MAX = 1 << 20 };
+
+static pthread_once_t g_pool_once = PTHREAD_ONCE_INIT;
+static CRYPTO_BUFFER_POOL *g_pool;
+
+static void pool_init(void) {
+  g_pool = CRYPTO_BUFFER_POOL_new();
+}
+
+CRYPTO_BUFFER_POOL *tls_buffer_pool(void) {
+  pthread_once(&g_pool_once, pool_init);
+  return g_pool;
+}
+
+bool tls_asn1_time_to_unix(int64_t *out, const ASN1_TIME *t) {
+  int days, secs;
+  ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+  bool ok = epoch != NULL && ASN1_TIME_diff(&days, &secs, epoch, t);
+  ASN1_TIME_free(epoch);
+  if (ok) {
+    *out = (int64_t)days * 86400 + secs;
+  }
+  return ok;
+}
+
+void tls_cert_sha256_hex(char *out, size_t hex_len, const X509 *cert) {
+  static const char hex[] = "0123456789abcdef";
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  unsigned len = 0;
+  if (!X509_digest(cert, EVP_sha256(), digest, &len)) {
+    memset(digest, 0, sizeof(digest));
+  }
+  if (hex_len > 2 * SHA256_DIGEST_LENGTH) {
+    hex_len = 2 * SHA256_DIGEST_LENGTH;
+  }
+  for (size_t i = 0; i < hex_len; i++) {
+    uint8_t b = digest[i / 2];
+    out[i] = hex[i % 2 == 0 ? b >> 4 : b & 0xf];
+  }
+  out[hex_len] = '\0';
+}
+
+static char *dup_asn1_string(const ASN1_STRING *s) {
+  const unsigned char *data = ASN1_STRING_get0_data(s);
+  int len = ASN1_STRING_length(s);
+  /* An embedded NUL would let "a.com\0.evil.com" pass a string compare. */
+  if (len < 0 || memchr(data, '\0', (size_t)len) != NULL) {
+    return NULL;
+  }
+  char *out = malloc((size_t)len + 1);
+  if (out != NULL) {
+    memcpy(out, data, (size_t)len);
+    out[len] = '\0';
+  }
+  return out;
+}
+
+void tls_cert_identities_free(struct cert_identities *ids) {
+  free(ids->spiffe_id);
+  for (size_t i = 0; i < ids->dns_count; i++) {
+    free(ids->dns[i]);
+  }
+  free(ids->dns);
+  memset(ids, 0, sizeof(*ids));
+}
+
+bool tls_cert_identities(struct cert_identities *out, const X509 *cert) {
+  memset(out, 0, sizeof(*out));
+  GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+  if (names == NULL) {
+    return true;
+  }
+  bool ok = true;
+  size_t n = sk_GENERAL_NAME_num(names);
+  out->dns = calloc(n > 0 ? n : 1, sizeof(char *));
+  if (out->dns == NULL) {
+    ok = false;
+    goto done;
+  }
+  for (size_t i = 0; i < n; i++) {
+    const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+    if (gn->type == GEN_URI) {
+      char *uri = dup_asn1_string(gn->d.uniformResourceIdentifier);
+      if (uri == NULL || strncmp(uri, "spiffe://", 9) != 0) {
+        free(uri);
+        continue;
+      }
+      /* An SVID carries exactly one SPIFFE ID; two make the identity ambiguous. */
+      if (out->spiffe_id != NULL || !identity_spiffe_valid(uri, NULL)) {
+        out->bad_spiffe = true;
+        free(uri);
+        continue;
+      }
+      out->spiffe_id = uri;
+    } else if (gn->type == GEN_DNS) {
+      char *dns = dup_asn1_string(gn->d.dNSName);
+      if (dns != NULL) {
+        out->dns[out->dns_count++] = dns;
+      }
+    }
+  }
+done:
+  GENERAL_NAMES_free(names);
+  if (!ok) {
+    tls_cert_identities_free(out);
+  }
+  return ok;
+}
+
+/* Reads |dir|/|name| whole into a new buffer. */
+static bool read_file(uint8_t **out, size_t *out_len, const char *dir, const char *name,
+                      char *err, size_t err_len) {
+  char path[4096];
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    snprintf(err, err_len, "%s: cannot read: %s", name, strerror(errno));
+    return false;
+  }
+  uint8_t *buf = malloc(CERT_FILE_MAX);
+  size_t len = 0;
+  bool ok = buf != NULL;
+  while (ok) {
+    ssize_t n = read(fd, buf + len, CERT_FILE_MAX - len);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      snprintf(err, err_len, "%s: cannot read: %s", name, strerror(errno));
+      ok = false;
+    } else if (n == 0) {
+      break;
+    } else if ((len += (size_t)n) == CERT_FILE_MAX) {
+      snprintf(err, err_len, "%s: larger than 1 MiB", name);
+      ok = false;
+    }
+  }
+  close(fd);
+  if (!ok) {
+    free(buf);
+    return false;
+  }
+  *out = buf;
+  *out_len = len;
+  return true;
+}
+
+/* Parses every CERTIFICATE block of a PEM buffer; other block types are skipped. */
+static STACK_OF(X509) *parse_pem_certs(const uint8_t *pem, size_t len) {
+  STACK_OF(X509) *certs = sk_X509_new_null();
+  BIO *bio = BIO_new_mem_buf(pem, (int)len);
+  if (certs == NULL || bio == NULL) {
+    goto err;
+  }
+  for (;;) {
+    X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
+    if (cert == NULL) {
+      uint32_t e = ERR_peek_last_error();
+      if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE) {
+        ERR_clear_error();
+        break;
+      }
+      goto err;
+    }
+    if (!sk_X509_push(certs, cert)) {
+      X509_free(cert);
+      goto err;
+    }
+  }
+  BIO_free(bio);
+  return certs;
+err:
+  ERR_clear_error();
+  BIO_free(bio);
+  sk_X509_pop_free(certs, X509_free);
+  return NULL;
+}
+
+static void format_time_rfc3339(char *out, size_t cap, int64_t t) {
+  time_t tt = (time_t)t;
+  struct tm tm;
+  gmtime_r(&tt, &tm);
+  strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void tls_certset_free(struct tls_certset *set) {
+  if (set == NULL) {
+    return;
+  }
+  for (size_t i = 0; i < set->chain_len; i++) {
+    CRYPTO_BUFFER_free(set->chain[i]);
+  }
+  free(set->chain);
+  EVP_PKEY_free(set->key);
+  X509_free(set->leaf);
+  sk_X509_pop_free(set->bundle, X509_free);
+  X509_STORE_free(set->store);
+  free(set->identity);
+  free(set);
+}
+
+static bool chain_to_buffers(struct tls_certset *set, STACK_OF(X509) *certs) {
+  size_t n = sk_X509_num(certs);
+  set->chain = calloc(n, sizeof(CRYPTO_BUFFER *));
+  if (set->chain == NULL) {
+    return false;
+  }
+  for (size_t i = 0; i < n; i++) {
+    uint8_t *der = NULL;
+    int len = i2d_X509(sk_X509_value(certs, i), &der);
+    if (len <= 0) {
+      return false;
+    }
+    set->chain[i] = CRYPTO_BUFFER_new(der, (size_t)len, tls_buffer_pool());
+    OPENSSL_free(der);
+    if (set->chain[i] == NULL) {
+      return false;
+    }
+    set->chain_len++;
+  }
+  return true;
+}
+
+/* Checks that the leaf chains to the bundle through the given intermediates, at now. */
+static bool verify_own_chain(struct tls_certset *set, STACK_OF(X509) *certs, const char *cert_name,
+                             const char *ca_name, char *err, size_t err_len) {
+  STACK_OF(X509) *intermediates = sk_X509_new_null();
+  X509_STORE_CTX *ctx = X509_STORE_CTX_new();
+  bool ok = false;
+  if (intermediates == NULL || ctx == NULL) {
+    snprintf(err, err_len, "out of memory");
+    goto done;
+  }
+  for (size_t i = 1; i < sk_X509_num(certs); i++) {
+    if (!sk_X509_push(intermediates, sk_X509_value(certs, i))) {
+      snprintf(err, err_len, "out of memory");
+      goto done;
+    }
+  }
+  if (!X509_STORE_CTX_init(ctx, set->store, set->leaf, intermediates)) {
+    snprintf(err, err_len, "out of memory");
+    goto done;
+  }
+  if (X509_verify_cert(ctx) != 1) {
+    int code = X509_STORE_CTX_get_error(ctx);
+    if (code == X509_V_ERR_CERT_HAS_EXPIRED) {
+      snprintf(err, err_len, "%s has expired", cert_name);
+    } else if (code == X509_V_ERR_CERT_NOT_YET_VALID) {
+      snprintf(err, err_len, "%s is not valid yet", cert_name);
+    } else {
+      snprintf(err, err_len, "%s does not chain to %s: %s", cert_name, ca_name,
+               X509_verify_cert_error_string(code));
+    }
+    goto done;
+  }
+  ok = true;
+done:
+  X509_STORE_CTX_free(ctx);
+  sk_X509_free(intermediates);
+  ERR_clear_error();
+  return ok;
+}
+
+struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t err_len) {
+  const char *dir = cfg->certs.dir;
+  const char *cert_name = cfg->certs.cert_file;
+  const char *key_name = cfg->certs.key_file;
+  const char *ca_name = cfg->certs.ca_file;
+  uint8_t *cert_pem = NULL, *key_pem = NULL, *ca_pem = NULL;
+  size_t cert_len = 0, key_len = 0, ca_len = 0;
+  STACK_OF(X509) *certs = NULL;
+  struct cert_identities ids = {0};
+  struct tls_certset *set = calloc(1, sizeof(*set));
+  if (set == NULL) {
+    snprintf(err, err_len, "out of memory");
+    return NULL;
+  }
+  if (!read_file(&cert_pem, &cert_len, dir, cert_name, err, err_len) ||
+      !read_file(&key_pem, &key_len, dir, key_name, err, err_len) ||
+      !read_file(&ca_pem, &ca_len, dir, ca_name, err, err_len)) {
+    goto err;
+  }
+
+  certs = parse_pem_certs(cert_pem, cert_len);
+  if (certs == NULL || sk_X509_num(certs) == 0) {
+    snprintf(err, err_len, "%s: no PEM certificate found", cert_name);
+    goto err;
+  }
+  set->leaf = X509_dup(sk_X509_value(certs, 0));
+  set->bundle = parse_pem_certs(ca_pem, ca_len);
+  if (set->bundle == NULL || sk_X509_num(set->bundle) == 0) {
+    snprintf(err, err_len, "%s: no PEM certificate found", ca_name);
+    goto err;
+  }
+
+  BIO *key_bio = BIO_new_mem_buf(key_pem, (int)key_len);
+  set->key = key_bio != NULL ? PEM_read_bio_PrivateKey(key_bio, NULL, NULL, NULL) : NULL;
+  BIO_free(key_bio);
+  ERR_clear_error();
+  if (set->key == NULL) {
+    snprintf(err, err_len, "%s: no PEM private key found", key_name);
+    goto err;
+  }
+  if (set->leaf == NULL || !X509_check_private_key(set->leaf, set->key)) {
+    ERR_clear_error();
+    snprintf(err, err_len, "%s does not match %s", key_name, cert_name);
+    goto err;
+  }
+
+  set->store = X509_STORE_new();
+  if (set->store == NULL) {
+    snprintf(err, err_len, "out of memory");
+    goto err;
+  }
+  for (size_t i = 0; i < sk_X509_num(set->bundle); i++) {
+    if (!X509_STORE_add_cert(set->store, sk_X509_value(set->bundle, i))) {
+      ERR_clear_error();
+    }
+  }
+  if (!verify_own_chain(set, certs, cert_name, ca_name, err, err_len)) {
+    goto err;
+  }
+  if (!tls_asn1_time_to_unix(&set->not_before, X509_get0_notBefore(set->leaf)) ||
+      !tls_asn1_time_to_unix(&set->not_after, X509_get0_notAfter(set->leaf))) {
+    snprintf(err, err_len, "%s: unreadable validity dates", cert_name);
+    goto err;
+  }
+
+  if (!tls_cert_identities(&ids, set->leaf)) {
+    snprintf(err, err_len, "out of memory");
+    goto err;
+  }
+  if (ids.bad_spiffe) {
+    snprintf(err, err_len, "%s: malformed or repeated spiffe:// URI SAN", cert_name);
+    goto err;
+  }
+  if (ids.spiffe_id == NULL && ids.dns_count == 0) {
+    snprintf(err, err_len, "%s has neither a SPIFFE ID nor a DNS SAN", cert_name);
+    goto err;
+  }
+  set->identity = strdup(ids.spiffe_id != NULL ? ids.spiffe_id : ids.dns[0]);
+  if (set->identity == NULL || !chain_to_buffers(set, certs)) {
+    snprintf(err, err_len, "out of memory");
+    goto err;
+  }
+
+  SHA256_CTX sha;
+  SHA256_Init(&sha);
+  SHA256_Update(&sha, cert_pem, cert_len);
+  SHA256_Update(&sha, key_pem, key_len);
+  SHA256_Update(&sha, ca_pem, ca_len);
+  SHA256_Final(set->content_digest, &sha);
+
+  tls_cert_identities_free(&ids);
+  sk_X509_pop_free(certs, X509_free);
+  OPENSSL_cleanse(key_pem, key_len);
+  free(cert_pem);
+  free(key_pem);
+  free(ca_pem);
+  return set;
+
+err:
+  tls_cert_identities_free(&ids);
+  sk_X509_pop_free(certs, X509_free);
+  if (key_pem != NULL) {
+    OPENSSL_cleanse(key_pem, key_len);
+  }
+  free(cert_pem);
+  free(key_pem);
+  free(ca_pem);
+  tls_certset_free(set);
+  return NULL;
+}
+
+bool tls_certset_same(const struct tls_certset *a, const struct tls_certset *b) {
+  return a != NULL && b != NULL &&
+         memcmp(a->content_digest, b->content_digest, sizeof(a->content_digest)) == 0;
+}
+
+int64_t tls_certset_not_after(const struct tls_certset *set) {
+  return set->not_after;
+}
+
+const char *tls_certset_primary_identity(const struct tls_certset *set) {
+  return set->identity;
+}
+
+/* "O=example, CN=root", the form operators know from openssl's output. */
+static char *name_oneline(const X509_NAME *name) {
+  BIO *bio = BIO_new(BIO_s_mem());
+  char *out = NULL;
+  if (bio != NULL &&
+      X509_NAME_print_ex(bio, name, 0, XN_FLAG_SEP_CPLUS_SPC | ASN1_STRFLGS_RFC2253) >= 0) {
+    const uint8_t *data;
+    size_t len;
+    if (BIO_mem_contents(bio, &data, &len)) {
+      out = strndup((const char *)data, len);
+    }
+  }
+  BIO_free(bio);
+  return out;
+}
+
+static void add_cert_common(cJSON *obj, const X509 *cert) {
+  char *subject = name_oneline(X509_get_subject_name(cert));
+  cJSON_AddStringToObject(obj, "subject", subject != NULL ? subject : "");
+  free(subject);
+  char fp[65];
+  tls_cert_sha256_hex(fp, 64, cert);
+  cJSON_AddStringToObject(obj, "sha256", fp);
+}
+
+static void add_time(cJSON *obj, const char *key, int64_t t) {
+  char buf[32];
+  format_time_rfc3339(buf, sizeof(buf), t);
+  cJSON_AddStringToObject(obj, key, buf);
+}
+
+char *tls_certset_info_json(const struct tls_certset *set) {
+  cJSON *root = cJSON_CreateObject();
+  cJSON *leaf = cJSON_AddObjectToObject(root, "leaf");
+  cJSON *bundle = cJSON_AddArrayToObject(root, "bundle");
+  struct cert_identities ids;
+  if (leaf == NULL || bundle == NULL || !tls_cert_identities(&ids, set->leaf)) {
+    cJSON_Delete(root);
+    return NULL;
+  }
+  char *subject = name_oneline(X509_get_subject_name(set->leaf));
+  cJSON_AddStringToObject(leaf, "subject", subject != NULL ? subject : "");
+  free(subject);
+  cJSON *idents = cJSON_AddArrayToObject(leaf, "identities");
+  if (ids.spiffe_id != NULL) {
+    cJSON_AddItemToArray(idents, cJSON_CreateString(ids.spiffe_id));
+  }
+  for (size_t i = 0; i < ids.dns_count; i++) {
+    cJSON_AddItemToArray(idents, cJSON_CreateString(ids.dns[i]));
+  }
+  tls_cert_identities_free(&ids);
+
+  BIGNUM *serial = ASN1_INTEGER_to_BN(X509_get0_serialNumber(set->leaf), NULL);
+  char *serial_hex = serial != NULL ? BN_bn2hex(serial) : NULL;
+  if (serial_hex != NULL) {
+    for (char *p = serial_hex; *p != '\0'; p++) {
+      *p = (char)(*p >= 'A' && *p <= 'F' ? *p - 'A' + 'a' : *p);
+    }
+  }
+  cJSON_AddStringToObject(leaf, "serial", serial_hex != NULL ? serial_hex : "");
+  OPENSSL_free(serial_hex);
+  BN_free(serial);
+  char fp[65];
+  tls_cert_sha256_hex(fp, 64, set->leaf);
+  cJSON_AddStringToObject(leaf, "sha256", fp);
+  add_time(leaf, "not_before", set->not_before);
+  add_time(leaf, "not_after", set->not_after);
+  cJSON_AddNumberToObject(leaf, "seconds_to_expiry", (double)(set->not_after - time(NULL)));
+
+  for (size_t i = 0; i < sk_X509_num(set->bundle); i++) {
+    const X509 *ca = sk_X509_value(set->bundle, i);
+    cJSON *entry = cJSON_CreateObject();
+    add_cert_common(entry, ca);
+    int64_t not_after = 0;
+    tls_asn1_time_to_unix(&not_after, X509_get0_notAfter(ca));
+    add_time(entry, "not_after", not_after);
+    cJSON_AddItemToArray(bundle, entry);
+  }
+  char *out = cJSON_PrintUnformatted(root);
+  cJSON_Delete(root);
+  return out;
+}

@@ -1,0 +1,315 @@
+/* worker: a thread, its loop, its accept sockets and its relay buffers (see
+ * mtlsd/worker.h). */
+#include "mtlsd/worker.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "mtlsd/log.h"
+#include "mtlsd/netaddr.h"
+#include "mtlsd/proxy.h"
+#include "mtlsd/server.h"
+
+/* How many accepts one readiness event may take before other work gets a turn. */
+enum { ACCEPT_BATCH = 64 };
+/* Idle relay buffers kept per worker; more are returned to the allocator. */
+enum { POOL_KEEP = 64 };
+/* How long accepting pauses after the process ran out of file descriptors. */
+enum { ACCEPT_RETRY_MS = 250 };
+enum { LISTEN_BACKLOG = 4096 };
+
+struct free_buffer {
+  struct free_buffer *next;
+};
+
+void *worker_buffer_get(struct worker *w) {
+  struct free_buffer *b = w->pool.free_list;
+  if (b != NULL) {
+    w->pool.free_list = b->next;
+    w->pool.free_count--;
+  } else {
+    b = malloc(WORKER_BUFFER_SIZE);
+    if (b == NULL) {
+      return NULL;
+    }
+  }
+  w->pool.in_use++;
+  return b;
+}
+
+void worker_buffer_put(struct worker *w, void *buf) {
+  w->pool.in_use--;
+  if (w->pool.free_count >= POOL_KEEP) {
+    free(buf);
+    return;
+  }
+  struct free_buffer *b = buf;
+  b->next = w->pool.free_list;
+  w->pool.free_list = b;
+  w->pool.free_count++;
+}
+
+static void pool_clear(struct worker *w) {
+  while (w->pool.free_list != NULL) {
+    struct free_buffer *b = w->pool.free_list;
+    w->pool.free_list = b->next;
+    free(b);
+  }
+  w->pool.free_count = 0;
+}
+
+static int open_listener(struct worker_listener *l, char *err, size_t err_len) {
+  struct sockaddr_storage addr;
+  socklen_t len;
+  char where[NETADDR_STR_MAX];
+  netaddr_to_sockaddr(&addr, &len, &l->cfg->listen);
+  netaddr_format(where, (struct sockaddr *)&addr);
+  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    int e = errno;
+    snprintf(err, err_len, "listener %s: socket: %s", l->cfg->name, strerror(e));
+    return -e;
+  }
+  /* Every worker binds its own socket to the same address; the kernel spreads new
+   * connections across them, so no accept lock or thundering herd. libuv has no flag
+   * for SO_REUSEPORT, hence the raw socket. */
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+      bind(fd, (struct sockaddr *)&addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
+    int e = errno;
+    snprintf(err, err_len, "listener %s: cannot listen on %s: %s", l->cfg->name, where,
+             strerror(e));
+    close(fd);
+    return -e;
+  }
+  socklen_t bound_len = sizeof(l->bound);
+  getsockname(fd, (struct sockaddr *)&l->bound, &bound_len);
+  l->fd = fd;
+  return 0;
+}
+
+int worker_bind(struct worker *w, struct server *srv, unsigned id, char *err, size_t err_len) {
+  const struct config *cfg = srv->cfg;
+  memset(w, 0, sizeof(*w));
+  w->id = id;
+  w->server = srv;
+  w->listeners = calloc(cfg->listener_count, sizeof(*w->listeners));
+  if (w->listeners == NULL) {
+    snprintf(err, err_len, "out of memory");
+    return -ENOMEM;
+  }
+  for (size_t i = 0; i < cfg->listener_count; i++) {
+    struct worker_listener *l = &w->listeners[i];
+    const struct listener_config *lc = &cfg->listeners[i];
+    l->worker = w;
+    l->index = i;
+    l->cfg = lc;
+    l->fd = -1;
+    l->stats = stats_for(srv->stats, id, i);
+    l->policy.trust_domain = cfg->trust_domain;
+    l->policy.allow = (const char *const *)lc->allow;
+    l->policy.allow_count = lc->allow_count;
+    l->policy.server_identity = lc->server_identity;
+    l->policy.session_context = lc->name;
+    w->listener_count = i + 1;
+    int r = open_listener(l, err, err_len);
+    if (r != 0) {
+      return r;
+    }
+  }
+  return 0;
+}
+
+void worker_close_fds(struct worker *w) {
+  for (size_t i = 0; i < w->listener_count; i++) {
+    if (w->listeners[i].fd >= 0) {
+      close(w->listeners[i].fd);
+      w->listeners[i].fd = -1;
+    }
+  }
+  free(w->listeners);
+  w->listeners = NULL;
+  w->listener_count = 0;
+}
+
+static void pause_accepting(struct worker *w) {
+  w->accepting = false;
+  for (size_t i = 0; i < w->listener_count; i++) {
+    if (w->listeners[i].poll_open) {
+      uv_poll_stop(&w->listeners[i].poll);
+    }
+  }
+}
+
+static void on_accept(uv_poll_t *handle, int status, int events);
+
+static void on_accept_retry(uv_timer_t *timer) {
+  struct worker *w = timer->data;
+  if (!w->draining) {
+    for (size_t i = 0; i < w->listener_count; i++) {
+      if (w->listeners[i].poll_open) {
+        uv_poll_start(&w->listeners[i].poll, UV_READABLE, on_accept);
+      }
+    }
+    w->accepting = true;
+  }
+}
+
+static void on_accept(uv_poll_t *handle, int status, int events) {
+  struct worker_listener *l = handle->data;
+  struct worker *w = l->worker;
+  (void)status;
+  (void)events;
+  for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
+    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      proxy_accept(l, fd);
+      continue;
+    }
+    if (errno == EINTR || errno == ECONNABORTED) {
+      continue;
+    }
+    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+      /* Level-triggered polling would spin on the pending connection; pause instead, and
+       * let the kernel's backlog hold (or refuse) new callers meanwhile. */
+      log_write(LOG_WARN, "worker", "worker %u: accept: %s; pausing accepts for %d ms", w->id,
+                strerror(errno), ACCEPT_RETRY_MS);
+      pause_accepting(w);
+      uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY_MS, 0);
+    }
+    return;
+  }
+}
+
+static void on_listener_closed(uv_handle_t *handle) {
+  struct worker_listener *l = handle->data;
+  close(l->fd);
+  l->fd = -1;
+}
+
+static void close_listeners(struct worker *w) {
+  w->accepting = false;
+  for (size_t i = 0; i < w->listener_count; i++) {
+    struct worker_listener *l = &w->listeners[i];
+    if (l->poll_open) {
+      l->poll_open = false;
+      uv_close((uv_handle_t *)&l->poll, on_listener_closed);
+    }
+  }
+}
+
+/* Tells the main thread this worker has no connections left while draining. */
+static void report_drained(struct worker *w) {
+  atomic_fetch_add(&w->server->workers_drained, 1);
+  uv_async_send(&w->server->wakeup);
+}
+
+static void on_drain_timeout(uv_timer_t *timer) {
+  struct worker *w = timer->data;
+  if (w->conn_count > 0) {
+    log_write(LOG_INFO, "worker", "worker %u: drain timeout: closing %zu connections", w->id,
+              w->conn_count);
+  }
+  proxy_close_all(w, "drained");
+}
+
+static void stop(struct worker *w) {
+  w->stopping = true;
+  close_listeners(w);
+  proxy_close_all(w, "stopped");
+  uv_close((uv_handle_t *)&w->wakeup, NULL);
+  uv_close((uv_handle_t *)&w->accept_retry, NULL);
+  uv_close((uv_handle_t *)&w->drain_timer, NULL);
+}
+
+static void on_wakeup(uv_async_t *async) {
+  struct worker *w = async->data;
+  struct server *srv = w->server;
+  if (w->stopping) {
+    return;
+  }
+  uint64_t generation = atomic_load(&srv->tls_generation);
+  if (w->tls == NULL || tls_contexts_generation(w->tls) != generation) {
+    struct tls_contexts *fresh = server_acquire_tls(srv);
+    tls_contexts_free(w->tls);
+    w->tls = fresh;
+  }
+  int state = atomic_load(&srv->state);
+  if (state == SERVER_STOPPED) {
+    stop(w);
+    return;
+  }
+  if (state == SERVER_DRAINING && !w->draining) {
+    w->draining = true;
+    close_listeners(w);
+    uv_timer_stop(&w->accept_retry);
+    if (w->conn_count == 0) {
+      report_drained(w);
+    } else {
+      uv_timer_start(&w->drain_timer, on_drain_timeout, srv->cfg->limits.drain_timeout, 0);
+    }
+  }
+}
+
+void worker_conn_closed(struct worker *w) {
+  if (w->draining && !w->stopping && w->conn_count == 0) {
+    uv_timer_stop(&w->drain_timer);
+    report_drained(w);
+  }
+}
+
+static void worker_main(void *arg) {
+  struct worker *w = arg;
+  w->tls = server_acquire_tls(w->server);
+  w->accepting = true;
+  for (size_t i = 0; i < w->listener_count; i++) {
+    struct worker_listener *l = &w->listeners[i];
+    if (uv_poll_init(&w->loop, &l->poll, l->fd) != 0) {
+      log_write(LOG_ERROR, "worker", "worker %u: cannot watch listener %s", w->id, l->cfg->name);
+      continue;
+    }
+    l->poll.data = l;
+    l->poll_open = true;
+    uv_poll_start(&l->poll, UV_READABLE, on_accept);
+  }
+  atomic_fetch_add(&w->server->listeners_bound, 1);
+  /* A drain or a new certificate may have been published before the loop ran. */
+  on_wakeup(&w->wakeup);
+  uv_run(&w->loop, UV_RUN_DEFAULT);
+}
+
+int worker_start(struct worker *w) {
+  int r = uv_loop_init(&w->loop);
+  if (r != 0) {
+    return r;
+  }
+  w->sessions = tls_session_cache_new(256);
+  uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+  w->wakeup.data = w;
+  uv_timer_init(&w->loop, &w->accept_retry);
+  w->accept_retry.data = w;
+  uv_timer_init(&w->loop, &w->drain_timer);
+  w->drain_timer.data = w;
+  return uv_thread_create(&w->thread, worker_main, w);
+}
+
+void worker_wake(struct worker *w) {
+  uv_async_send(&w->wakeup);
+}
+
+void worker_join(struct worker *w) {
+  uv_thread_join(&w->thread);
+  uv_loop_close(&w->loop);
+  tls_contexts_free(w->tls);
+  w->tls = NULL;
+  tls_session_cache_free(w->sessions);
+  w->sessions = NULL;
+  pool_clear(w);
+  worker_close_fds(w);
+}

@@ -1,0 +1,170 @@
+/* libFuzzer driver for identity: the SPIFFE ID, DNS name and allow-pattern checks see
+ * strings from peer certificates and from the configuration file.
+ *
+ * The input is split at '\n' into a pattern, a SPIFFE ID and up to two DNS names. Every
+ * public function runs on them, and the results must agree with one another: a valid ID
+ * matches itself and every "ancestor/ *" prefix above it, an invalid pattern matches
+ * nothing, a DNS name matches itself in any case, and so on. A disagreement aborts. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mtlsd/identity.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define FIELDS 4
+#define FIELD_MAX 4096
+
+static void require(int cond, const char *what) {
+  if (!cond) {
+    fprintf(stderr, "fuzz_identity: invariant broken: %s\n", what);
+    abort();
+  }
+}
+
+/* check_reason insists that a failed validation leaves a non-empty reason. */
+static void check_reason(bool ok, const char *err) {
+  if (!ok) {
+    require(err != NULL && err[0] != '\0', "a refusal comes with a reason");
+  }
+}
+
+static void check_spiffe_id(const char *id) {
+  const char *err = NULL;
+  bool valid = identity_spiffe_valid(id, &err);
+  check_reason(valid, err);
+  if (!valid) {
+    const struct peer_identity peer = {id, NULL, 0};
+    require(!identity_pattern_matches(id, &peer), "an invalid ID matches nothing");
+    return;
+  }
+
+  size_t len = strlen(id);
+  require(len <= 2048, "a valid ID has at most 2048 bytes");
+  require(identity_pattern_valid(id, NULL), "a valid ID is a valid pattern");
+  const struct peer_identity peer = {id, NULL, 0};
+  require(identity_pattern_matches(id, &peer), "a valid ID matches itself");
+  require(strcmp(identity_primary(&peer), id) == 0, "the SPIFFE ID is the primary name");
+
+  /* The trust domain runs from after "spiffe://" to the first '/'. */
+  char td[IDENTITY_MAX];
+  const char *start = id + strlen("spiffe://");
+  size_t td_len = strcspn(start, "/");
+  memcpy(td, start, td_len);
+  td[td_len] = '\0';
+  require(identity_trust_domain_valid(td), "a valid ID has a valid trust domain");
+  require(identity_in_trust_domain(id, td), "a valid ID is in its trust domain");
+  require(identity_allowed(NULL, 0, td, &peer), "no allow list admits the trust domain");
+
+  /* Every "ancestor/ *" matches an ID with a path; "id/ *" never matches id itself. */
+  char pattern[IDENTITY_MAX + 2];
+  for (size_t i = strlen("spiffe://"); i <= len; i++) {
+    if (id[i] != '/' && id[i] != '\0') {
+      continue;
+    }
+    memcpy(pattern, id, i);
+    memcpy(pattern + i, "/*", 3);
+    bool below = i < len;
+    require(identity_pattern_valid(pattern, NULL), "an ancestor prefix is a valid pattern");
+    require(identity_pattern_matches(pattern, &peer) == below,
+            "a prefix matches exactly the IDs strictly below it");
+  }
+}
+
+static void check_dns_name(const char *name) {
+  const char *err = NULL;
+  bool valid = identity_dns_name_valid(name, false, &err);
+  check_reason(valid, err);
+  bool wild_valid = identity_dns_name_valid(name, true, &err);
+  check_reason(wild_valid, err);
+  require(!valid || wild_valid, "allowing wildcards only widens");
+  if (!valid) {
+    return;
+  }
+  require(identity_pattern_valid(name, NULL), "a DNS name is a valid pattern");
+
+  const char *names[1] = {name};
+  const struct peer_identity peer = {NULL, names, 1};
+  require(identity_pattern_matches(name, &peer), "a DNS name matches itself");
+  require(!identity_allowed(NULL, 0, "td", &peer), "a DNS-only peer needs an allow list");
+
+  char upper[FIELD_MAX];
+  size_t len = strlen(name);
+  for (size_t i = 0; i <= len; i++) {
+    char c = name[i];
+    upper[i] = c >= 'a' && c <= 'z' ? (char)(c - 'a' + 'A') : c;
+  }
+  require(identity_pattern_matches(upper, &peer), "DNS matching ignores case");
+
+  /* "*.rest" matches "label.rest" whenever the name has at least two labels. */
+  const char *dot = strchr(name, '.');
+  if (dot != NULL) {
+    char wild[FIELD_MAX + 2];
+    wild[0] = '*';
+    memcpy(wild + 1, dot, strlen(dot) + 1);
+    require(identity_pattern_matches(wild, &peer), "a wildcard matches one label");
+    const struct peer_identity no_sans = {NULL, names, 0};
+    require(!identity_pattern_matches(wild, &no_sans), "no SANs, no match");
+    const char *rest[1] = {dot + 1};
+    const struct peer_identity parent = {NULL, rest, 1};
+    require(!identity_pattern_matches(wild, &parent), "a wildcard needs its label");
+  }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  /* Each field gets its own heap buffer, so ASan sees a read past its terminator. */
+  char *field[FIELDS] = {NULL};
+  size_t pos = 0;
+  for (size_t f = 0; f < FIELDS; f++) {
+    size_t end = pos;
+    while (end < size && data[end] != '\n') {
+      end++;
+    }
+    size_t n = end - pos < FIELD_MAX - 1 ? end - pos : FIELD_MAX - 1;
+    field[f] = malloc(n + 1);
+    if (field[f] == NULL) {
+      goto out;
+    }
+    if (n > 0) {
+      memcpy(field[f], data + pos, n);
+    }
+    field[f][n] = '\0';
+    pos = end < size ? end + 1 : end;
+  }
+
+  const char *pattern = field[0];
+  const char *dns[2] = {field[2], field[3]};
+  const struct peer_identity peer = {field[1], dns, 2};
+
+  const char *err = NULL;
+  bool pattern_ok = identity_pattern_valid(pattern, &err);
+  check_reason(pattern_ok, err);
+  bool matched = identity_pattern_matches(pattern, &peer);
+  require(!matched || pattern_ok, "an invalid pattern matches nothing");
+  if (matched && strncmp(pattern, "spiffe://", 9) == 0) {
+    require(identity_spiffe_valid(peer.spiffe_id, NULL), "a SPIFFE match has a valid ID");
+  }
+  const char *const list[1] = {pattern};
+  require(identity_allowed(list, 1, "td", &peer) == matched, "a one-entry list is its entry");
+  require(!identity_allowed(list, 0, "td", &peer), "an empty list allows nobody");
+  (void)identity_trust_domain_valid(pattern);
+  (void)identity_in_trust_domain(peer.spiffe_id, pattern);
+
+  const char *primary = identity_primary(&peer);
+  require(primary == peer.spiffe_id || primary == dns[0] || primary[0] == '\0',
+          "the primary name is one of the peer's");
+
+  for (size_t f = 0; f < FIELDS; f++) {
+    check_spiffe_id(field[f]);
+    check_dns_name(field[f]);
+  }
+
+out:
+  for (size_t f = 0; f < FIELDS; f++) {
+    free(field[f]);
+  }
+  return 0;
+}
