@@ -1,13 +1,339 @@
-/* certwatch: placeholder until the certwatch module lands; SIGHUP reloads meanwhile. */
+/* certwatch: notices when the certificate directory changes and asks the server to
+ * reload it (SPEC section 4), on the main thread's loop.
+ *
+ * Two sources of "something changed": an inotify watch on the directory (uv_fs_event_t),
+ * which is fast but misses some volume types and dies with the directory it watches, and
+ * a poll every certs.poll_interval that stats the three files. Either one only (re)starts
+ * a debounce timer; the check that runs when it fires compares a cheap signature of the
+ * files (device, inode, size, mtime and ctime, following symlinks) with the last one
+ * handled, so an unrelated event costs three stat calls and a reload happens once per
+ * burst of writes.
+ *
+ * Tools that write the certificate and then the key leave the directory inconsistent for
+ * a moment. Such a state is validated quietly (a dry run) and given SETTLE_MS to become
+ * consistent; only a set that is still invalid, and unchanged, after that is reloaded for
+ * real, which logs, counts and records the failure exactly once per set. A valid set is
+ * loaded at once. */
 #include "mtlsd/certwatch.h"
 
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <uv.h>
+
+#include "mtlsd/log.h"
+#include "mtlsd/server.h"
+
+/* Quiet time after the last event before looking: long enough to cover a certificate
+ * and its key written one after the other, short enough to keep a rotation well inside
+ * SPEC's one second. */
+enum { DEBOUNCE_MS = 150 };
+/* How long an invalid set must stay unchanged before it counts as a failed reload rather
+ * than a half-written one. */
+enum { SETTLE_MS = 1000 };
+
+enum { FILE_CERT, FILE_KEY, FILE_CA, FILE_COUNT };
+
+struct file_sig {
+  int err; /* 0, or the errno of stat(2). */
+  dev_t dev;
+  ino_t ino;
+  off_t size;
+  int64_t mtime_ns;
+  int64_t ctime_ns;
+};
+
+struct set_sig {
+  struct file_sig files[FILE_COUNT];
+};
+
+struct certwatch {
+  struct server *srv;
+  uv_fs_event_t event;
+  uv_timer_t poll;
+  uv_timer_t debounce;
+  int open_handles; /* Handles whose close callback has not run yet. */
+
+  bool watching; /* |event| is started on the directory identified below. */
+  bool rewatch;  /* The watch reported its own directory gone or moved. */
+  dev_t watched_dev;
+  ino_t watched_ino;
+  int watch_error; /* Last uv_fs_event_start error, so it is logged once. */
+
+  struct set_sig seen; /* What the last check or poll observed. */
+  struct set_sig done; /* The set last loaded, found unchanged, or counted as failed. */
+  bool done_failed;    /* |done| was refused: retry it quietly, it may become valid. */
+
+  bool settling; /* |settling_sig| failed a dry run and is given SETTLE_MS. */
+  struct set_sig settling_sig;
+  uint64_t settling_since;
+
+  uint64_t warned_generation;  /* The generation whose near expiry was logged. */
+  uint64_t expired_generation; /* The generation whose expiry was logged. */
+};
+
+static int64_t timespec_ns(const struct timespec *ts) {
+  return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static void stat_file(struct file_sig *out, const char *dir, const char *name) {
+  char path[4096];
+  struct stat st;
+  memset(out, 0, sizeof(*out));
+  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  /* stat, not lstat: a Kubernetes volume swaps the target behind a stable symlink. */
+  if (stat(path, &st) != 0) {
+    out->err = errno;
+    return;
+  }
+  out->dev = st.st_dev;
+  out->ino = st.st_ino;
+  out->size = st.st_size;
+  out->mtime_ns = timespec_ns(&st.st_mtim);
+  out->ctime_ns = timespec_ns(&st.st_ctim);
+}
+
+static void stat_set(struct certwatch *w, struct set_sig *out) {
+  const struct config *cfg = w->srv->cfg;
+  stat_file(&out->files[FILE_CERT], cfg->certs.dir, cfg->certs.cert_file);
+  stat_file(&out->files[FILE_KEY], cfg->certs.dir, cfg->certs.key_file);
+  stat_file(&out->files[FILE_CA], cfg->certs.dir, cfg->certs.ca_file);
+}
+
+static bool sig_equal(const struct set_sig *a, const struct set_sig *b) {
+  for (int i = 0; i < FILE_COUNT; i++) {
+    const struct file_sig *x = &a->files[i];
+    const struct file_sig *y = &b->files[i];
+    if (x->err != y->err || x->dev != y->dev || x->ino != y->ino || x->size != y->size ||
+        x->mtime_ns != y->mtime_ns || x->ctime_ns != y->ctime_ns) {
+      return false;
+    }
+  }
+  return true;
+}
+
+static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events, int status);
+
+/* Starts the inotify watch when it is not running on the directory that is there now:
+ * at start-up the directory may not exist yet, and a directory that is replaced takes
+ * the old watch with it. */
+static void ensure_watch(struct certwatch *w) {
+  const char *dir = w->srv->cfg->certs.dir;
+  struct stat st;
+  if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (w->watching) {
+      log_write(LOG_INFO, "certwatch", "%s is gone; polling every %llu ms until it is back", dir,
+                (unsigned long long)w->srv->cfg->certs.poll_interval);
+      uv_fs_event_stop(&w->event);
+      w->watching = false;
+    }
+    return;
+  }
+  if (w->watching && !w->rewatch && st.st_dev == w->watched_dev && st.st_ino == w->watched_ino) {
+    return;
+  }
+  if (w->watching) {
+    uv_fs_event_stop(&w->event);
+    w->watching = false;
+  }
+  w->rewatch = false;
+  int r = uv_fs_event_start(&w->event, on_fs_event, dir, 0);
+  if (r != 0) {
+    if (r != w->watch_error) {
+      log_write(LOG_WARN, "certwatch", "cannot watch %s (%s); polling it every %llu ms instead",
+                dir, uv_strerror(r), (unsigned long long)w->srv->cfg->certs.poll_interval);
+    }
+    w->watch_error = r;
+    return;
+  }
+  w->watch_error = 0;
+  w->watching = true;
+  w->watched_dev = st.st_dev;
+  w->watched_ino = st.st_ino;
+  LOG_DEBUGF("certwatch", "watching %s", dir);
+}
+
+/* Logs, once per generation, that the loaded leaf is close to or past its expiry: the
+ * operator's cue that rotation is not happening. */
+static void check_expiry(struct certwatch *w) {
+  struct server *srv = w->srv;
+  struct tls_contexts *ctxs = server_acquire_tls(srv);
+  if (ctxs == NULL) {
+    return;
+  }
+  uint64_t generation = tls_contexts_generation(ctxs);
+  const struct tls_certset *set = tls_contexts_certset(ctxs);
+  int64_t left = tls_certset_not_after(set) - (int64_t)time(NULL);
+  if (left <= 0) {
+    if (w->expired_generation != generation) {
+      w->expired_generation = generation;
+      log_write(LOG_ERROR, "certwatch",
+                "the certificate of %s (generation %llu) expired %lld s ago and %s holds no "
+                "valid replacement; peers will refuse it",
+                tls_certset_primary_identity(set), (unsigned long long)generation, (long long)-left,
+                srv->cfg->certs.dir);
+    }
+  } else if ((uint64_t)left * 1000 < srv->cfg->certs.expiry_warning &&
+             w->warned_generation != generation) {
+    w->warned_generation = generation;
+    log_write(LOG_WARN, "certwatch",
+              "the certificate of %s (generation %llu) expires in %lld s and %s holds no newer "
+              "one yet",
+              tls_certset_primary_identity(set), (unsigned long long)generation, (long long)left,
+              srv->cfg->certs.dir);
+  }
+  tls_contexts_free(ctxs);
+}
+
+static void on_debounce(uv_timer_t *timer);
+
+static void schedule_check(struct certwatch *w, uint64_t delay_ms) {
+  uv_timer_start(&w->debounce, on_debounce, delay_ms, 0);
+}
+
+/* Reloads for real: the result is logged, counted and recorded by the server. */
+static void reload(struct certwatch *w, const struct set_sig *sig) {
+  char msg[512];
+  bool ok = server_reload_certs(w->srv, false, msg, sizeof(msg));
+  w->done = *sig;
+  w->done_failed = !ok;
+  w->settling = false;
+  if (ok) {
+    LOG_DEBUGF("certwatch", "reload of %s: %s", w->srv->cfg->certs.dir, msg);
+  }
+  check_expiry(w);
+}
+
+/* Runs after DEBOUNCE_MS of quiet (or SETTLE_MS for a set that failed a dry run). */
+static void on_debounce(uv_timer_t *timer) {
+  struct certwatch *w = timer->data;
+  ensure_watch(w);
+  struct set_sig sig;
+  stat_set(w, &sig);
+  if (!sig_equal(&sig, &w->seen)) {
+    /* Changed since the event or poll that scheduled this check: not quiet yet. */
+    w->seen = sig;
+    schedule_check(w, DEBOUNCE_MS);
+    return;
+  }
+  if (sig_equal(&sig, &w->done)) {
+    w->settling = false;
+    return;
+  }
+  char msg[512];
+  if (server_reload_certs(w->srv, true, msg, sizeof(msg))) {
+    reload(w, &sig);
+    return;
+  }
+  uint64_t now = uv_now(&w->srv->loop);
+  if (!w->settling || !sig_equal(&sig, &w->settling_sig)) {
+    LOG_DEBUGF("certwatch", "%s is not a valid set yet (%s); waiting %d ms for it to settle",
+               w->srv->cfg->certs.dir, msg, SETTLE_MS);
+    w->settling = true;
+    w->settling_sig = sig;
+    w->settling_since = now;
+    schedule_check(w, SETTLE_MS);
+    return;
+  }
+  if (now - w->settling_since < SETTLE_MS) {
+    /* An event about some other file in the directory; keep waiting. */
+    schedule_check(w, SETTLE_MS - (now - w->settling_since));
+    return;
+  }
+  reload(w, &sig);
+}
+
+static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events, int status) {
+  struct certwatch *w = handle->data;
+  (void)events;
+  if (status < 0) {
+    log_write(LOG_WARN, "certwatch", "watch on %s failed (%s); polling until it is restored",
+              w->srv->cfg->certs.dir, uv_strerror(status));
+    uv_fs_event_stop(&w->event);
+    w->watching = false;
+    schedule_check(w, DEBOUNCE_MS);
+    return;
+  }
+  /* libuv reports the watched directory's own name when the directory is deleted or
+   * moved away; the watch dies with it, so the next check starts a new one. */
+  const char *dir = w->srv->cfg->certs.dir;
+  const char *slash = strrchr(dir, '/');
+  if (filename == NULL || strcmp(filename, slash != NULL ? slash + 1 : dir) == 0) {
+    w->rewatch = true;
+  }
+  /* The files as of this event: the check after the quiet time proceeds only if they
+   * still look the same, and any later write brings its own event anyway. */
+  stat_set(w, &w->seen);
+  schedule_check(w, DEBOUNCE_MS);
+}
+
+static void on_poll(uv_timer_t *timer) {
+  struct certwatch *w = timer->data;
+  ensure_watch(w);
+  struct set_sig sig;
+  stat_set(w, &sig);
+  if (!sig_equal(&sig, &w->seen)) {
+    w->seen = sig;
+    schedule_check(w, DEBOUNCE_MS);
+  } else if (!sig_equal(&sig, &w->done) && !uv_is_active((uv_handle_t *)&w->debounce)) {
+    /* A change that neither an event nor an earlier poll turned into a check. */
+    schedule_check(w, DEBOUNCE_MS);
+  } else if (w->done_failed && !uv_is_active((uv_handle_t *)&w->debounce)) {
+    /* Unchanged files can still become valid: a leaf that was not valid yet. */
+    char msg[512];
+    if (server_reload_certs(w->srv, true, msg, sizeof(msg))) {
+      reload(w, &sig);
+    }
+  }
+  check_expiry(w);
+}
+
+static void on_closed(uv_handle_t *handle) {
+  struct certwatch *w = handle->data;
+  if (--w->open_handles == 0) {
+    free(w);
+  }
+}
 
 struct certwatch *certwatch_start(struct server *srv) {
-  (void)srv;
-  return NULL;
+  struct certwatch *w = calloc(1, sizeof(*w));
+  if (w == NULL) {
+    log_write(LOG_ERROR, "certwatch", "out of memory; certificates reload on SIGHUP only");
+    return NULL;
+  }
+  w->srv = srv;
+  uv_fs_event_init(&srv->loop, &w->event);
+  w->event.data = w;
+  uv_timer_init(&srv->loop, &w->poll);
+  w->poll.data = w;
+  uv_timer_init(&srv->loop, &w->debounce);
+  w->debounce.data = w;
+  w->open_handles = 3;
+
+  /* The server loaded (or failed to load) this set just before; start from it. */
+  stat_set(w, &w->seen);
+  w->done = w->seen;
+  struct tls_contexts *ctxs = server_acquire_tls(srv);
+  w->done_failed = ctxs == NULL;
+  tls_contexts_free(ctxs);
+
+  ensure_watch(w);
+  uv_timer_start(&w->poll, on_poll, srv->cfg->certs.poll_interval, srv->cfg->certs.poll_interval);
+  check_expiry(w);
+  return w;
 }
 
 void certwatch_close(struct certwatch *watch) {
-  (void)watch;
+  if (watch == NULL) {
+    return;
+  }
+  uv_close((uv_handle_t *)&watch->event, on_closed);
+  uv_close((uv_handle_t *)&watch->poll, on_closed);
+  uv_close((uv_handle_t *)&watch->debounce, on_closed);
 }

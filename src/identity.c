@@ -32,7 +32,10 @@ static bool is_path_char(char c) {
 }
 
 static char ascii_lower(char c) {
-  return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+  if (c >= 'A' && c <= 'Z') {
+    return (char)(c - 'A' + 'a');
+  }
+  return c;
 }
 
 static bool ascii_case_equal(const char *a, const char *b, size_t len) {

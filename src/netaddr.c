@@ -11,11 +11,11 @@
 #include <stdio.h>
 #include <string.h>
 
-static bool is_digit(char c) {
+static bool is_dec_digit(char c) {
   return c >= '0' && c <= '9';
 }
 
-static bool is_alpha(char c) {
+static bool is_letter(char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
 }
 
@@ -29,7 +29,7 @@ static bool parse_port(uint16_t *out, const char **err, const char *text) {
   }
   unsigned long value = 0;
   for (const char *p = text; *p != '\0'; p++) {
-    if (!is_digit(*p)) {
+    if (!is_dec_digit(*p)) {
       *err = "invalid port";
       return false;
     }
@@ -78,9 +78,9 @@ bool netaddr_valid_dns_name(const char *name) {
       }
       label_start = i + 1;
       label_all_digits = true;
-    } else if (is_digit(c)) {
+    } else if (is_dec_digit(c)) {
       continue;
-    } else if (is_alpha(c) || c == '-') {
+    } else if (is_letter(c) || c == '-') {
       label_all_digits = false;
     } else {
       return false;

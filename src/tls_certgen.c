@@ -54,6 +54,7 @@ enum {
   CERTGEN_EXIT_OK = 0,
   CERTGEN_EXIT_RUNTIME = 1,
   CERTGEN_EXIT_USAGE = 2,
+  CERTGEN_HELP_SHOWN = -1, /* Not an exit code: parse_args printed --help. */
 };
 
 enum key_type { KEY_ECDSA_P256, KEY_ECDSA_P384, KEY_RSA_2048 };
@@ -211,8 +212,7 @@ static bool parse_digits(const char *s, size_t n, int *out) {
 }
 
 /* days_from_civil counts days from 1970-01-01 to a proleptic Gregorian date (Howard
- * Hinnant's algorithm). It avoids timegm, whose result depends on nothing here but is
- * not in C17, and mktime, which would apply the local time zone. */
+ * Hinnant's algorithm): timegm is not in C17, and mktime would apply the local zone. */
 static int64_t days_from_civil(int64_t y, int m, int d) {
   y -= m <= 2;
   int64_t era = (y >= 0 ? y : y - 399) / 400;
@@ -268,7 +268,8 @@ static bool parse_rfc3339(const char *s, int64_t *out) {
   } else {
     return false;
   }
-  *out = days_from_civil(year, mon, day) * 86400 + hour * 3600 + min * 60 + sec - offset;
+  *out = days_from_civil(year, mon, day) * 86400 + (int64_t)hour * 3600 + (int64_t)min * 60 + sec -
+         offset;
   /* A local time late on 9999-12-31 can still land past GeneralizedTime's range. */
   return *out < days_from_civil(10000, 1, 1) * 86400;
 }
@@ -333,6 +334,9 @@ static bool set_once(const struct cert_opts *o, const char **slot, const char *o
 /* apply_option validates one option's value and stores it in |o|. */
 static bool apply_option(struct cert_opts *o, enum opt_id id, const char *opt, const char *value) {
   const char *err = NULL;
+  if (value == NULL && id != OPT_INTERMEDIATE) {
+    return false; /* Only flags come without a value; parse_args makes sure. */
+  }
   switch (id) {
     case OPT_OUT:
     case OPT_CA:
@@ -416,14 +420,15 @@ static bool apply_option(struct cert_opts *o, enum opt_id id, const char *opt, c
   return false;
 }
 
-/* parse_args fills |o| from argv[2..]. It returns CERTGEN_EXIT_OK to go on, or an exit code:
- * CERTGEN_EXIT_USAGE after printing why, or -1 after printing the help, which is not an error. */
+/* parse_args fills |o| from argv[2..]. It returns CERTGEN_EXIT_OK to go on,
+ * CERTGEN_EXIT_USAGE after printing why not, or CERTGEN_HELP_SHOWN after printing the
+ * help, which is not an error. */
 static int parse_args(struct cert_opts *o, int argc, char **argv) {
   for (int i = 2; i < argc; i++) {
     const char *arg = argv[i];
     if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
       usage(stdout);
-      return -1;
+      return CERTGEN_HELP_SHOWN;
     }
     if (strncmp(arg, "--", 2) != 0) {
       errorf(o, "unexpected argument \"%s\"", arg);
@@ -545,6 +550,7 @@ static bool file_read(const char *path, uint8_t **out, size_t *out_len) {
     return false;
   }
   uint8_t *buf = NULL;
+  int saved_errno;
   struct stat st;
   if (fstat(fd, &st) != 0) {
     goto err;
@@ -581,13 +587,12 @@ static bool file_read(const char *path, uint8_t **out, size_t *out_len) {
   *out_len = len;
   return true;
 
-err : {
-  int saved = errno;
+err:
+  saved_errno = errno;
   free(buf);
   close(fd);
-  errno = saved;
+  errno = saved_errno;
   return false;
-}
 }
 
 static void free_secret(uint8_t *buf, size_t len) {
@@ -644,6 +649,7 @@ static bool file_write_atomic(const struct cert_opts *o, const char *dir, const 
     return false;
   }
   const char *step = "write";
+  int saved_errno;
   if (fchmod(fd, mode) != 0) {
     step = "chmod";
     goto err;
@@ -681,15 +687,14 @@ static bool file_write_atomic(const struct cert_opts *o, const char *dir, const 
   }
   return true;
 
-err : {
-  int saved = errno;
+err:
+  saved_errno = errno;
   if (fd >= 0) {
     close(fd);
   }
   unlink(tmp);
-  errorf(o, "cannot write %s (%s): %s", path, step, strerror(saved));
+  errorf(o, "cannot write %s (%s): %s", path, step, strerror(saved_errno));
   return false;
-}
 }
 
 /* bio_contents points |*out| at a memory BIO's bytes, which the BIO keeps owning. */
@@ -697,7 +702,7 @@ static bool bio_contents(BIO *bio, const uint8_t **out, size_t *out_len) {
   return BIO_mem_contents(bio, out, out_len) != 0;
 }
 
-/* write_cert_pem writes |certs| (in order) as PEM to DIR/NAME, mode 0644. */
+/* write_certs writes |certs| (in order) as PEM to DIR/NAME, mode 0644. */
 static bool write_certs(const struct cert_opts *o, const char *dir, const char *name,
                         X509 *const *certs, size_t count) {
   BIO *bio = BIO_new(BIO_s_mem());
@@ -784,9 +789,9 @@ static X509_NAME *name_new(const char *cn) {
   return name;
 }
 
-/* set_serial gives |cert| a random positive 16-byte serial (RFC 5280 section 4.1.2.2
- * allows 20): unpredictable, so no two runs collide, and with the top bits set so the
- * DER encoding is always exactly 16 bytes. */
+/* set_serial gives |cert| a random 16-byte serial (RFC 5280 section 4.1.2.2 allows 20),
+ * so that no two runs collide: the top bit clear keeps it positive, and the next one set
+ * keeps its DER encoding exactly 16 bytes long. */
 static bool set_serial(X509 *cert) {
   uint8_t bytes[CERTGEN_SERIAL_LEN];
   RAND_bytes(bytes, sizeof(bytes));
@@ -966,11 +971,11 @@ static void issuer_free(struct issuer *is) {
   memset(is, 0, sizeof(*is));
 }
 
-/* certs_parse appends every PEM certificate in |data| to |out| (a new stack). A file
- * with none, or with garbage where a certificate should be, is refused. */
+/* certs_parse returns a new stack of the PEM certificates in |data|, which the caller
+ * frees with sk_X509_pop_free, or NULL when there is none or one does not parse. */
 static STACK_OF(X509) * certs_parse(const uint8_t *data, size_t len) {
   STACK_OF(X509) *certs = sk_X509_new_null();
-  BIO *bio = BIO_new_mem_buf(data, len);
+  BIO *bio = BIO_new_mem_buf(data, (int)len);
   if (certs == NULL || bio == NULL) {
     goto err;
   }
@@ -1000,7 +1005,7 @@ err:
 }
 
 static EVP_PKEY *key_parse(const uint8_t *data, size_t len) {
-  BIO *bio = BIO_new_mem_buf(data, len);
+  BIO *bio = BIO_new_mem_buf(data, (int)len);
   /* No password callback: an encrypted key fails instead of prompting. */
   EVP_PKEY *key = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
   BIO_free(bio);
@@ -1176,7 +1181,7 @@ out:
   return ret;
 }
 
-/* same_dir says whether two existing paths name one directory. */
+/* same_dir says whether |a| and |b| both exist and name one directory, however spelt. */
 static bool same_dir(const char *a, const char *b) {
   struct stat sa, sb;
   return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
@@ -1192,6 +1197,10 @@ static int cmd_issue(const struct cert_opts *o) {
   if (!resolve_validity(o, o->intermediate ? 365 : 90, &nb, &na)) {
     return CERTGEN_EXIT_USAGE;
   }
+  if (same_dir(o->out_dir, o->ca_dir)) {
+    errorf(o, "--out and --ca name the same directory, whose CA files would be replaced");
+    return CERTGEN_EXIT_USAGE;
+  }
   if (!issuer_load(o, &is)) {
     return CERTGEN_EXIT_RUNTIME;
   }
@@ -1204,12 +1213,12 @@ static int cmd_issue(const struct cert_opts *o) {
   if (o->spiffe_count > 1) {
     fprintf(stderr,
             "%s: warning: %zu --spiffe-id given; the SPIFFE X.509-SVID profile allows "
-            "exactly one URI SAN, and mtlsd refuses such a certificate as a peer\n",
+            "exactly one URI SAN, so peers (mtlsd among them) refuse this certificate\n",
             o->prefix, o->spiffe_count);
   }
 
-  /* The common name is informational (the SANs are the identity); the first DNS name,
-   * when there is one, is what tools like "openssl x509 -subject" users expect. */
+  /* The common name is informational (the SANs are the identity), but people read it in
+   * "openssl x509 -subject", so it repeats the first DNS name when there is one. */
   const char *cn = o->name;
   if (cn == NULL && o->intermediate) {
     cn = "mtlsd intermediate CA";
@@ -1248,11 +1257,6 @@ static int cmd_issue(const struct cert_opts *o) {
     goto out;
   }
   if (!dir_create(o, o->out_dir)) {
-    goto out;
-  }
-  if (same_dir(o->out_dir, o->ca_dir)) {
-    errorf(o, "--out and --ca name the same directory; the CA's files would be replaced");
-    ret = CERTGEN_EXIT_USAGE;
     goto out;
   }
 
@@ -1315,8 +1319,8 @@ int certgen_main(int argc, char **argv) {
     goto out;
   }
   ret = parse_args(&o, argc, argv);
-  if (ret == -1) {
-    ret = CERTGEN_EXIT_OK; /* --help was printed. */
+  if (ret == CERTGEN_HELP_SHOWN) {
+    ret = CERTGEN_EXIT_OK;
     goto out;
   }
   if (ret != CERTGEN_EXIT_OK) {

@@ -45,10 +45,14 @@ static const struct bad_case kBadCases[] = {
     /* Syntax and shape. */
     {"", "config.json: top level: the file is empty (expected a JSON object)"},
     {" \n\t ", "config.json: top level: the file is empty (expected a JSON object)"},
-    {"{", "config.json: line 1, column 2: JSON syntax error"},
+    {"{",
+     "config.json: line 1, column 2: JSON syntax error: unexpected end of file (expected a "
+     "key)"},
     {"{\n  'workers': 1\n  'access_log': 'off'\n}",
-     "config.json: line 3, column 3: JSON syntax error"},
-    {"{'listeners': [" OUT_T "]} trailing", "config.json: line 1, column 93: JSON syntax error"},
+     "config.json: line 3, column 3: JSON syntax error: expected ',' or '}'"},
+    {"{'listeners': [" OUT_T "]} trailing",
+     "config.json: line 1, column 97: JSON syntax error: unexpected text after the JSON "
+     "value"},
     {"{'a':'x\\u0000y'}", "config.json: line 1, column 8: \"\\u0000\" is not allowed in strings"},
     {"[]", "config.json: top level: expected an object, got array"},
     {"'just a string'", "config.json: top level: expected an object, got string"},
@@ -333,10 +337,66 @@ TEST(raw_bytes) {
 TEST(line_and_column) {
   char err[256];
   /* Columns count characters, not bytes: "é" is one. */
-  CHECK(parse_sq("{\n  'trust_domain': 'é',\n  'workers': 1,,\n}", err, sizeof(err)) == NULL);
-  CHECK_STREQ(err, "config.json: line 3, column 16: JSON syntax error");
+  CHECK(parse_sq("{\n  'trust_domain': 'é',\n  'workers': 1,\n}", err, sizeof(err)) == NULL);
+  CHECK_STREQ(err, "config.json: line 3, column 15: JSON syntax error: trailing comma");
   CHECK(parse_sq("{'trust_domain': 'é', x}", err, sizeof(err)) == NULL);
-  CHECK_STREQ(err, "config.json: line 1, column 23: JSON syntax error");
+  CHECK_STREQ(err,
+              "config.json: line 1, column 23: JSON syntax error: expected a key in double quotes");
+}
+
+/* Syntax errors, written with real double quotes since quoting is what some get wrong. */
+TEST(syntax_errors) {
+  static const struct {
+    const char *json;
+    const char *err;
+  } cases[] = {
+      {"{\"a\":1,}", "line 1, column 7: JSON syntax error: trailing comma"},
+      {"[1,2,]", "line 1, column 5: JSON syntax error: trailing comma"},
+      {"{\"a\" 1}", "line 1, column 6: JSON syntax error: expected ':' after the key"},
+      {"{\"a\":}", "line 1, column 6: JSON syntax error: expected a value"},
+      {"{'a':1}", "line 1, column 2: JSON syntax error: expected a key in double quotes"},
+      {"{\"a\":'x'}",
+       "line 1, column 6: JSON syntax error: expected a value (strings take double quotes)"},
+      {"{\"a\":\"x}", "line 1, column 6: JSON syntax error: unterminated string"},
+      {"{\"a\":\"\\q\"}", "line 1, column 7: JSON syntax error: invalid escape in string"},
+      {"{\"a\":\"\\u12\"}",
+       "line 1, column 7: JSON syntax error: invalid \\u escape (expected four hex digits)"},
+      {"{\"a\":\"\\ud800x\"}",
+       "line 1, column 7: JSON syntax error: invalid \\u escape (unpaired UTF-16 surrogate)"},
+      {"{\"a\":\"\\udc00\"}",
+       "line 1, column 7: JSON syntax error: invalid \\u escape (unpaired UTF-16 surrogate)"},
+      {"{\"a\":tru}", "line 1, column 6: JSON syntax error: expected a value"},
+      {"{\"a\":+1}", "line 1, column 6: JSON syntax error: expected a value"},
+      {"{\"a\":-}", "line 1, column 6: JSON syntax error: invalid number"},
+      {"{\"a\":1.2.3}", "line 1, column 9: JSON syntax error: expected ',' or '}'"},
+      {"{\"a\":[1 2]}", "line 1, column 9: JSON syntax error: expected ',' or ']'"},
+      {"{\"a\":[1,",
+       "line 1, column 9: JSON syntax error: unexpected end of file (expected a "
+       "value)"},
+      {"{\"a\":1",
+       "line 1, column 7: JSON syntax error: unexpected end of file (expected ',' "
+       "or '}')"},
+      {"\xef\xbb\xbf{\"a\":}", "line 1, column 7: JSON syntax error: expected a value"},
+      {"{}{}", "line 1, column 3: JSON syntax error: unexpected text after the JSON value"},
+  };
+  for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+    char err[256] = "";
+    char want[256];
+    snprintf(want, sizeof(want), "config.json: %s", cases[i].err);
+    CHECK(config_parse("config.json", cases[i].json, strlen(cases[i].json), err, sizeof(err)) ==
+          NULL);
+    CHECK_STREQ(err, want);
+  }
+
+  /* cJSON's nesting limit is reported as such, not as a crash or a vague error. */
+  size_t depth = 1200;
+  char *deep = malloc(depth + 1);
+  memset(deep, '[', depth);
+  deep[depth] = '\0';
+  char err[256] = "";
+  CHECK(config_parse("config.json", deep, depth, err, sizeof(err)) == NULL);
+  CHECK_STREQ(err, "config.json: line 1, column 1001: JSON syntax error: nesting too deep");
+  free(deep);
 }
 
 TEST(error_buffer) {
@@ -820,7 +880,7 @@ TEST(durations) {
     duration_ms ms = 42;
     bool ok = config_parse_duration(&ms, cases[i].text);
     if (ok != cases[i].ok) {
-      fprintf(stderr, "  input: \"%s\"\n", cases[i].text);
+      fprintf(stderr, "  durations case %zu\n", i);
     }
     CHECK_INTEQ(ok, cases[i].ok);
     if (ok) {
@@ -975,8 +1035,8 @@ TEST(allocation_failures) {
 }
 
 TEST_MAIN(TEST_ENTRY(bad_configs), TEST_ENTRY(bad_identities), TEST_ENTRY(raw_bytes),
-          TEST_ENTRY(line_and_column), TEST_ENTRY(error_buffer), TEST_ENTRY(defaults),
-          TEST_ENTRY(spec_example), TEST_ENTRY(every_key), TEST_ENTRY(access_log_values),
-          TEST_ENTRY(round_trip), TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations),
-          TEST_ENTRY(format_durations), TEST_ENTRY(workers), TEST_ENTRY(load_file),
-          TEST_ENTRY(allocation_failures))
+          TEST_ENTRY(line_and_column), TEST_ENTRY(syntax_errors), TEST_ENTRY(error_buffer),
+          TEST_ENTRY(defaults), TEST_ENTRY(spec_example), TEST_ENTRY(every_key),
+          TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
+          TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations), TEST_ENTRY(format_durations),
+          TEST_ENTRY(workers), TEST_ENTRY(load_file), TEST_ENTRY(allocation_failures))

@@ -1,0 +1,373 @@
+"""Shared helpers for the integration tests: certificates, mtlsd processes, backends.
+
+Everything binds 127.0.0.1 only; every process started here is stopped by its PID; every
+wait is bounded in time. Python's standard library only (PyPI is not reachable here).
+"""
+
+import hashlib
+import json
+import os
+import resource
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+
+MTLSD = os.environ.get("MTLSD_BIN", "mtlsd")
+TRUST_DOMAIN = "cluster.local"
+
+# Enough descriptors for the 1,000-connection tests (each side holds one per connection).
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft < min(65536, _hard):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(65536, _hard), _hard))
+
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def listening_ports():
+    """The TCP ports in the LISTEN state on this network namespace."""
+    ports = set()
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if fields[3] == "0A":
+                        ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+        except FileNotFoundError:
+            pass
+    return ports
+
+
+def spiffe(sa, ns="default", td=TRUST_DOMAIN):
+    return f"spiffe://{td}/ns/{ns}/sa/{sa}"
+
+
+def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def run(args, check=True, **kw):
+    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=60, **kw)
+
+
+class Pki:
+    """A development CA in a temporary directory, made with `mtlsd cert`."""
+
+    def __init__(self, root, name="ca", trust_domain=TRUST_DOMAIN):
+        self.root = root
+        self.ca_dir = os.path.join(root, name)
+        run([MTLSD, "cert", "ca", "--out", self.ca_dir, "--trust-domain", trust_domain])
+
+    @property
+    def ca_crt(self):
+        return os.path.join(self.ca_dir, "ca.crt")
+
+    def issue(self, name, spiffe_id=None, dns=(), extra=()):
+        """Issues a leaf into ROOT/NAME (tls.crt, tls.key, ca.crt); returns the dir."""
+        out = os.path.join(self.root, name)
+        args = [MTLSD, "cert", "issue", "--ca", self.ca_dir, "--out", out]
+        if spiffe_id:
+            args += ["--spiffe-id", spiffe_id]
+        for d in dns:
+            args += ["--dns", d]
+        run(args + list(extra))
+        return out
+
+
+def client_context(cert_dir=None, ca_file=None, verify=True):
+    """A Python (OpenSSL) TLS client context presenting CERT_DIR's certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    if verify and (ca_file or cert_dir):
+        ctx.load_verify_locations(ca_file or os.path.join(cert_dir, "ca.crt"))
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert_dir:
+        ctx.load_cert_chain(os.path.join(cert_dir, "tls.crt"), os.path.join(cert_dir, "tls.key"))
+    return ctx
+
+
+class Mtlsd:
+    """One mtlsd process with a JSON config; stdout (the access log) and stderr go to
+    files, and a sanitizer report in either fails stop()."""
+
+    def __init__(self, workdir, config, name="mtlsd", log_format="json", extra_args=()):
+        self.workdir = workdir
+        self.name = name
+        self.config = config
+        self.config_path = os.path.join(workdir, f"{name}.json")
+        with open(self.config_path, "w") as f:
+            json.dump(config, f, indent=2)
+        self.stdout_path = os.path.join(workdir, f"{name}.stdout")
+        self.stderr_path = os.path.join(workdir, f"{name}.stderr")
+        self._out = open(self.stdout_path, "wb")
+        self._err = open(self.stderr_path, "wb")
+        self.proc = subprocess.Popen(
+            [MTLSD, "run", "--config", self.config_path, "--log-format", log_format,
+             "--log-level", "debug", *extra_args],
+            stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
+        self.returncode = None
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def admin_url(self, path):
+        return f"http://{self.config['admin']['listen']}{path}"
+
+    def wait_listening(self, timeout=15.0, admin=False):
+        """Waits until every listener (and with ADMIN, the admin port) is in the LISTEN
+        state. It reads /proc/net/tcp rather than connecting, so that no probe connection
+        shows up in the access log or the metrics."""
+        addrs = [l["listen"] for l in self.config.get("listeners", [])]
+        if admin and "admin" in self.config:
+            addrs.append(self.config["admin"]["listen"])
+        ports = {int(a.rsplit(":", 1)[1]) for a in addrs}
+
+        def all_up():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
+                                     + self.stderr())
+            return ports <= listening_ports()
+
+        wait_until(all_up, timeout=timeout, what=f"{self.name} listening")
+        return self
+
+    def stderr(self):
+        with open(self.stderr_path, errors="replace") as f:
+            return f.read()
+
+    def access_log(self):
+        """The access log lines written so far, parsed."""
+        entries = []
+        with open(self.stdout_path, errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    entries.append(json.loads(line))
+        return entries
+
+    def wait_access(self, predicate, timeout=10.0, what="access log entry"):
+        def find():
+            for e in self.access_log():
+                if predicate(e):
+                    return e
+            return None
+
+        return wait_until(find, timeout=timeout, what=what)
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def cpu_seconds(self):
+        """User plus system CPU time the process has used so far."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=30.0):
+        """Stops the process by PID and returns its exit code; raises on a sanitizer
+        report or a hang."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+                raise AssertionError(f"{self.name} did not stop within {timeout}s")
+        self.returncode = self.proc.returncode
+        self._out.close()
+        self._err.close()
+        self.check_sanitizers()
+        return self.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._out.close()
+        self._err.close()
+
+    def check_sanitizers(self):
+        for path in (self.stderr_path, self.stdout_path):
+            with open(path, errors="replace") as f:
+                text = f.read()
+            for marker in SANITIZER_MARKERS:
+                if marker in text:
+                    raise AssertionError(f"{self.name}: sanitizer report in {path}:\n{text[-6000:]}")
+
+
+def http_get(url, timeout=5.0, method="GET", data=None):
+    """(status, headers, body) of a request to the admin port."""
+    req = urllib.request.Request(url, method=method, data=data)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+class Backend:
+    """A threaded TCP server on 127.0.0.1 standing in for the application. `handler(conn)`
+    runs per connection in its own thread; the default echoes until EOF, then closes."""
+
+    def __init__(self, handler=None, port=None):
+        self.handler = handler or echo_handler
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.sock.listen(4096)
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.received = bytearray()  # What the "received" handlers recorded.
+        self.lock = threading.Lock()
+        self._stop = False
+        self._threads = []
+        self._conns = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self):
+        self.sock.settimeout(0.2)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+                self._conns.append(conn)
+            t = threading.Thread(target=self._run_handler, args=(conn,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _run_handler(self, conn):
+        try:
+            self.handler(self, conn)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self._stop = True
+        self._thread.join(timeout=5)
+        self.sock.close()
+        with self.lock:
+            for c in self._conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+
+
+def echo_handler(backend, conn):
+    while True:
+        data = conn.recv(65536)
+        if not data:
+            return
+        with backend.lock:
+            backend.received += data[:4096]
+        conn.sendall(data)
+
+
+def sha256_handler(backend, conn):
+    """Reads to EOF, then answers with the hex SHA-256 of what it read (a half-close test
+    by construction: the answer can only come after the client's FIN)."""
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        data = conn.recv(1 << 20)
+        if not data:
+            break
+        h.update(data)
+        n += len(data)
+    conn.sendall(f"{n} {h.hexdigest()}".encode())
+    conn.shutdown(socket.SHUT_WR)
+
+
+def recv_all(sock, limit=1 << 30, timeout=30.0):
+    """Reads until EOF (bounded by LIMIT bytes and TIMEOUT seconds)."""
+    sock.settimeout(timeout)
+    chunks = []
+    total = 0
+    while total < limit:
+        data = sock.recv(1 << 20)
+        if not data:
+            break
+        chunks.append(data)
+        total += len(data)
+    return b"".join(chunks)
+
+
+def two_sidecars(workdir, pki, backend_port, out_extra=None, in_extra=None, limits=None,
+                 client_sa="client", server_sa="server", allow=None, workers=1):
+    """Starts an outbound sidecar (pod A, identity CLIENT_SA) and an inbound sidecar (pod B,
+    identity SERVER_SA) forwarding to BACKEND_PORT. Returns (outbound, inbound, out_port)."""
+    a_dir = pki.issue(f"pod-{client_sa}", spiffe(client_sa))
+    b_dir = pki.issue(f"pod-{server_sa}", spiffe(server_sa))
+    in_port, out_port = free_port(), free_port()
+    in_listener = {"name": "inbound", "mode": "inbound", "listen": f"127.0.0.1:{in_port}",
+                   "forward": f"127.0.0.1:{backend_port}",
+                   "allow": allow or [spiffe(client_sa)]}
+    in_listener.update(in_extra or {})
+    out_listener = {"name": "outbound", "mode": "outbound", "listen": f"127.0.0.1:{out_port}",
+                    "upstream": f"127.0.0.1:{in_port}", "server_identity": spiffe(server_sa)}
+    out_listener.update(out_extra or {})
+    common = {"workers": workers}
+    if limits:
+        common["limits"] = limits
+    inbound = Mtlsd(workdir, dict(common, admin={"listen": f"127.0.0.1:{free_port()}"},
+                                  certs={"dir": b_dir}, listeners=[in_listener]), name="inbound")
+    outbound = Mtlsd(workdir, dict(common, admin={"listen": f"127.0.0.1:{free_port()}"},
+                                   certs={"dir": a_dir}, listeners=[out_listener]),
+                     name="outbound")
+    inbound.wait_listening()
+    outbound.wait_listening()
+    return outbound, inbound, out_port
+
+
+class TempDir:
+    """A temporary directory as a context manager that survives a failing test's
+    inspection when MTLSD_KEEP_TMP is set."""
+
+    def __init__(self):
+        self.path = tempfile.mkdtemp(prefix="mtlsd-test-")
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        if not os.environ.get("MTLSD_KEEP_TMP"):
+            subprocess.run(["rm", "-rf", self.path], check=False)
