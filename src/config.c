@@ -40,8 +40,8 @@ enum {
 #define DEFAULT_FORWARD_HOST "127.0.0.1"
 
 static const duration_ms kMsPerSecond = 1000;
-static const duration_ms kMsPerMinute = 60 * 1000;
-static const duration_ms kMsPerHour = 60 * 60 * 1000;
+static const duration_ms kMsPerMinute = (duration_ms)60 * 1000;
+static const duration_ms kMsPerHour = (duration_ms)60 * 60 * 1000;
 
 /* The TLS 1.2 suites the configuration accepts: ECDHE key exchange with an AEAD cipher,
  * in the order BoringSSL prefers them. It is also the default. */
@@ -233,13 +233,13 @@ bool config_parse_duration(duration_ms *out, const char *text) {
  * config_to_json's output reads as a person would write it and parses back the same. */
 static void format_duration(char *out, size_t out_len, duration_ms ms) {
   if (ms != 0 && ms % kMsPerHour == 0) {
-    snprintf(out, out_len, "%" PRIu64 "h", ms / kMsPerHour);
+    (void)snprintf(out, out_len, "%" PRIu64 "h", ms / kMsPerHour);
   } else if (ms != 0 && ms % kMsPerMinute == 0) {
-    snprintf(out, out_len, "%" PRIu64 "m", ms / kMsPerMinute);
+    (void)snprintf(out, out_len, "%" PRIu64 "m", ms / kMsPerMinute);
   } else if (ms != 0 && ms % kMsPerSecond == 0) {
-    snprintf(out, out_len, "%" PRIu64 "s", ms / kMsPerSecond);
+    (void)snprintf(out, out_len, "%" PRIu64 "s", ms / kMsPerSecond);
   } else {
-    snprintf(out, out_len, "%" PRIu64 "ms", ms);
+    (void)snprintf(out, out_len, "%" PRIu64 "ms", ms);
   }
 }
 
@@ -261,11 +261,11 @@ static bool fail(struct parser *p, const char *fmt, ...) {
   char problem[PROBLEM_MAX];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(problem, sizeof(problem), fmt, ap);
+  (void)vsnprintf(problem, sizeof(problem), fmt, ap);
   va_end(ap);
   if (p->err != NULL && p->err_len > 0) {
-    snprintf(p->err, p->err_len, "%s: %s: %s", p->file, p->path_len > 0 ? p->path : "top level",
-             problem);
+    (void)snprintf(p->err, p->err_len, "%s: %s: %s", p->file,
+                   p->path_len > 0 ? p->path : "top level", problem);
   }
   return false;
 }
@@ -315,7 +315,7 @@ static bool fail_value(struct parser *p, const char *value, const char *fmt, ...
   char quoted[QUOTE_BUF];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(problem, sizeof(problem), fmt, ap);
+  (void)vsnprintf(problem, sizeof(problem), fmt, ap);
   va_end(ap);
   return fail(p, "%s: %s", quote(quoted, sizeof(quoted), value), problem);
 }
@@ -549,9 +549,9 @@ static bool get_bool(struct parser *p, const cJSON *obj, const char *key, bool *
  * shortest usual form. */
 static const char *format_number(char *out, size_t out_len, double d) {
   if (d == floor(d) && fabs(d) < 1e15) {
-    snprintf(out, out_len, "%.0f", d);
+    (void)snprintf(out, out_len, "%.0f", d);
   } else {
-    snprintf(out, out_len, "%g", d);
+    (void)snprintf(out, out_len, "%g", d);
   }
   return out;
 }
@@ -778,7 +778,9 @@ static bool check_server_identity(struct parser *p, const char *s) {
     }
     return true;
   }
-  if (!netaddr_valid_dns_name(s)) {
+  /* Both checks: SANs carry neither a trailing dot nor an all-numeric last label, so a
+   * name with either could never match. */
+  if (!netaddr_valid_dns_name(s) || !identity_dns_name_valid(s, false, NULL)) {
     return fail_value(p, s, "not a SPIFFE ID or DNS name");
   }
   return true;
@@ -790,9 +792,9 @@ static bool check_forward_host(struct parser *p, const char *s) {
   char probe[NETADDR_HOST_MAX + 8];
   /* An IPv6 literal needs brackets to be read with a port; a bare host gets neither. */
   if (strchr(s, ':') != NULL && strchr(s, '[') == NULL) {
-    snprintf(probe, sizeof(probe), "[%s]:1", s);
+    (void)snprintf(probe, sizeof(probe), "[%s]:1", s);
   } else {
-    snprintf(probe, sizeof(probe), "%s:1", s);
+    (void)snprintf(probe, sizeof(probe), "%s:1", s);
   }
   if (strlen(s) >= NETADDR_HOST_MAX || strchr(s, '[') != NULL ||
       !netaddr_parse_hostport(&hp, &ignored, probe)) {
@@ -1023,7 +1025,8 @@ static bool check_listener_clashes(struct parser *p, const cJSON *v, const struc
   const struct listener_config *l = &cfg->listeners[i];
   const char *listen = cJSON_GetObjectItemCaseSensitive(v, "listen")->valuestring;
   for (size_t j = 0; j < i; j++) {
-    if (strcmp(cfg->listeners[j].name, l->name) == 0) {
+    /* Every earlier listener was read whole, so its name is set. */
+    if (cfg->listeners[j].name != NULL && strcmp(cfg->listeners[j].name, l->name) == 0) {
       path_push_key(p, "name");
       return fail_value(p, l->name, "name already used by listeners[%zu]", j);
     }
@@ -1161,7 +1164,8 @@ static bool fail_at(struct parser *p, const char *text, size_t offset, const cha
     }
   }
   if (p->err != NULL && p->err_len > 0) {
-    snprintf(p->err, p->err_len, "%s: line %lu, column %lu: %s", p->file, line, column, problem);
+    (void)snprintf(p->err, p->err_len, "%s: line %lu, column %lu: %s", p->file, line, column,
+                   problem);
   }
   return false;
 }
@@ -1460,7 +1464,7 @@ struct config *config_parse(const char *path, const char *json, size_t json_len,
     if (!locate_syntax_error(text, json_len, &offset, &what)) {
       what = "cannot parse it (or out of memory)";
     }
-    snprintf(problem, sizeof(problem), "JSON syntax error: %s", what);
+    (void)snprintf(problem, sizeof(problem), "JSON syntax error: %s", what);
     fail_at(&p, text, offset < json_len ? offset : json_len, problem);
     goto err;
   }
@@ -1540,7 +1544,7 @@ struct config *config_load(const char *path, char *err, size_t err_len) {
   char *text = read_file(path, &len);
   if (text == NULL) {
     if (err != NULL && err_len > 0) {
-      snprintf(err, err_len, "%s: cannot read: %s", path, strerror(errno));
+      (void)snprintf(err, err_len, "%s: cannot read: %s", path, strerror(errno));
     }
     return NULL;
   }

@@ -66,7 +66,10 @@ bool netaddr_valid_dns_name(const char *name) {
   size_t label_start = 0;
   bool label_all_digits = true;
   for (size_t i = 0; i <= len; i++) {
-    char c = i < len ? name[i] : '.';
+    char c = '.'; /* The end closes the last label like a dot would. */
+    if (i < len) {
+      c = name[i];
+    }
     if (c == '.') {
       size_t label_len = i - label_start;
       if (label_len == 0 || label_len > 63 || name[label_start] == '-' || name[i - 1] == '-') {
@@ -197,26 +200,26 @@ char *netaddr_format(char *out, const struct sockaddr *sa) {
   if (sa != NULL && sa->sa_family == AF_INET) {
     const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
     if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip)) != NULL) {
-      snprintf(out, NETADDR_STR_MAX, "%s:%u", ip, (unsigned)ntohs(sin->sin_port));
+      (void)snprintf(out, NETADDR_STR_MAX, "%s:%u", ip, (unsigned)ntohs(sin->sin_port));
       return out;
     }
   } else if (sa != NULL && sa->sa_family == AF_INET6) {
     const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
     if (inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof(ip)) != NULL) {
-      snprintf(out, NETADDR_STR_MAX, "[%s]:%u", ip, (unsigned)ntohs(sin6->sin6_port));
+      (void)snprintf(out, NETADDR_STR_MAX, "[%s]:%u", ip, (unsigned)ntohs(sin6->sin6_port));
       return out;
     }
   }
-  snprintf(out, NETADDR_STR_MAX, "?");
+  (void)snprintf(out, NETADDR_STR_MAX, "?");
   return out;
 }
 
 char *netaddr_format_hostport(char *out, size_t out_len, const struct hostport *hp) {
   /* Only an IPv6 literal contains ':', and it is the one form that needs brackets. */
   if (strchr(hp->host, ':') != NULL) {
-    snprintf(out, out_len, "[%s]:%u", hp->host, (unsigned)hp->port);
+    (void)snprintf(out, out_len, "[%s]:%u", hp->host, (unsigned)hp->port);
   } else {
-    snprintf(out, out_len, "%s:%u", hp->host, (unsigned)hp->port);
+    (void)snprintf(out, out_len, "%s:%u", hp->host, (unsigned)hp->port);
   }
   return out;
 }

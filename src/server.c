@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "mtlsd/admin.h"
@@ -205,11 +206,22 @@ static enum log_access_target access_target(enum access_log_target t) {
   return ACCESS_LOG_TARGET_OFF;
 }
 
+/* Each relayed connection holds two descriptors; the default soft limit of 1024 would
+ * cap a sidecar at about 500 connections. The hard limit is the operator's to set. */
+static void raise_fd_limit(void) {
+  struct rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
 int server_run(const struct config *cfg) {
   int exit_code = 1;
   char err[512];
   /* BoringSSL writes to sockets with write(2); a peer's reset must not kill us. */
   signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
 
   struct server *srv = calloc(1, sizeof(*srv));
   if (srv == NULL) {

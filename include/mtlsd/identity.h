@@ -3,7 +3,9 @@
  * A certificate's identity is its URI SAN when that is a spiffe:// ID, else its DNS SANs.
  * This module validates SPIFFE IDs (per the SPIFFE ID specification), validates allow
  * patterns at configuration time, and matches a peer's identity against a policy. It is
- * pure string logic with no TLS types: the tls module extracts the SANs and calls in. */
+ * pure string logic with no TLS types: the tls module extracts the SANs and calls in.
+ * Nothing here allocates or keeps a pointer; every function accepts NULL strings (never
+ * valid, never matching) and arbitrary bytes, since its input comes from peers. */
 #ifndef MTLSD_IDENTITY_H
 #define MTLSD_IDENTITY_H
 
@@ -73,7 +75,8 @@ bool identity_allowed(const char *const *patterns, size_t pattern_count, const c
 bool identity_in_trust_domain(const char *spiffe_id, const char *trust_domain);
 
 /* identity_primary returns the string that names |peer| in logs and metrics-free places:
- * the SPIFFE ID when there is one, else the first DNS name, else "". */
+ * the SPIFFE ID when there is one, else the first DNS name, else "". The result is
+ * borrowed from |peer| (or is a static ""), so it lives as long as |peer|'s strings. */
 const char *identity_primary(const struct peer_identity *peer);
 
 #endif

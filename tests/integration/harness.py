@@ -112,7 +112,8 @@ class Mtlsd:
     """One mtlsd process with a JSON config; stdout (the access log) and stderr go to
     files, and a sanitizer report in either fails stop()."""
 
-    def __init__(self, workdir, config, name="mtlsd", log_format="json", extra_args=()):
+    def __init__(self, workdir, config, name="mtlsd", log_format="json", extra_args=(),
+                 nofile=None):
         self.workdir = workdir
         self.name = name
         self.config = config
@@ -126,7 +127,9 @@ class Mtlsd:
         self.proc = subprocess.Popen(
             [MTLSD, "run", "--config", self.config_path, "--log-format", log_format,
              "--log-level", "debug", *extra_args],
-            stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL)
+            stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+            if nofile else None)
         self.returncode = None
 
     @property

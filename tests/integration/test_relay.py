@@ -359,7 +359,28 @@ class RelayTest(unittest.TestCase):
 
     # ---- the inbound side against real TLS clients ----
 
-    def inbound_only(self, allow=None, extra=None):
+    def test_out_of_file_descriptors_pauses_accepting(self):
+        m, port, b = self.inbound_only(nofile=48)
+        a_dir = self.pki.issue("pod-a", spiffe("a"))
+        stalled = []
+        try:
+            # Handshakes that never start hold descriptors until mtlsd runs out.
+            for _ in range(80):
+                s = socket.socket()
+                s.connect(("127.0.0.1", port))
+                stalled.append(s)
+            wait_until(lambda: "pausing accepts" in m.stderr(), what="accept to pause")
+            cpu_before = m.cpu_seconds()
+            time.sleep(1.5)
+            self.assertLess(m.cpu_seconds() - cpu_before, 0.5, "spinning while out of fds")
+        finally:
+            for s in stalled:
+                s.close()
+        wait_until(lambda: self.tls_attempt(port, client_context(a_dir)) == b"secret",
+                   timeout=20, what="serving again after descriptors were freed")
+        self.assertIsNone(m.proc.poll())
+
+    def inbound_only(self, allow=None, extra=None, nofile=None):
         b = self.backend()
         b_dir = self.pki.issue("pod-b", spiffe("b"))
         port = free_port()
@@ -370,7 +391,7 @@ class RelayTest(unittest.TestCase):
         cfg = {"workers": 1, "certs": {"dir": b_dir},
                "admin": {"listen": f"127.0.0.1:{free_port()}"}, "listeners": [listener]}
         cfg.update(extra or {})
-        m = Mtlsd(self.tmp, cfg, name="inbound").wait_listening()
+        m = Mtlsd(self.tmp, cfg, name="inbound", nofile=nofile).wait_listening()
         self.procs.append(m)
         return m, port, b
 

@@ -206,6 +206,11 @@ static const struct bad_case kBadCases[] = {
      "trust domain)"},
     {LISTENER(OUT_EXPLICIT ",'upstream':'x:1','server_identity':'not an id!'"),
      "config.json: listeners[0].server_identity: \"not an id!\": not a SPIFFE ID or DNS name"},
+    {LISTENER(OUT_EXPLICIT ",'upstream':'x:1','server_identity':'db.example.com.'"),
+     "config.json: listeners[0].server_identity: \"db.example.com.\": not a SPIFFE ID or DNS "
+     "name"},
+    {LISTENER(OUT_EXPLICIT ",'upstream':'x:1','server_identity':'10.0.0.1'"),
+     "config.json: listeners[0].server_identity: \"10.0.0.1\": not a SPIFFE ID or DNS name"},
     {"{'listeners':[" OUT_T ",{'name':'out','mode':'inbound','listen':'0.0.0.0:15006',"
      "'transparent':true}]}",
      "config.json: listeners[1].name: \"out\": name already used by listeners[0]"},
