@@ -19,7 +19,8 @@
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
-    "usage: mtlsd [run] --config FILE [--log-level debug|info|warn|error] [--log-format json|text]\n"
+    "usage: mtlsd [run] --config FILE [--log-level debug|info|warn|error] [--log-format "
+    "json|text]\n"
     "       mtlsd check --config FILE\n"
     "       mtlsd cert ca --out DIR [--trust-domain TD] [--days N]\n"
     "       mtlsd cert issue --ca DIR --out DIR (--spiffe-id URI | --dns NAME)... [--days N]\n"

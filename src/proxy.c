@@ -49,7 +49,7 @@ struct side {
   int fd;
   uv_poll_t poll;
   bool poll_open;
-  int events; /* What poll is started with now. */
+  int events;           /* What poll is started with now. */
   struct tls_conn *tls; /* NULL on the plaintext side. */
 };
 
@@ -60,10 +60,10 @@ struct flow {
   uint8_t *buf;
   uint32_t off;
   uint32_t len;
-  bool src_eof;  /* The source's stream ended. */
-  bool done;     /* ...and the end was passed on to the destination. */
-  int want_src;  /* Poll events the flow waits for on src, or 0. */
-  int want_dst;  /* Poll events the flow waits for on dst, or 0. */
+  bool src_eof; /* The source's stream ended. */
+  bool done;    /* ...and the end was passed on to the destination. */
+  int want_src; /* Poll events the flow waits for on src, or 0. */
+  int want_dst; /* Poll events the flow waits for on dst, or 0. */
   uint64_t bytes;
   enum listener_counter rx_counter;
   enum listener_counter tx_counter;
@@ -281,8 +281,8 @@ static void conn_close(struct conn *c, const char *result) {
   c->state = CONN_CLOSING;
   c->result = result;
   write_access_log(c);
-  LOG_DEBUGF("proxy", "%s: connection from %s closed: %s", c->l->cfg->name,
-             c->upstream_str, result);
+  LOG_DEBUGF("proxy", "%s: connection from %s closed: %s", c->l->cfg->name, c->upstream_str,
+             result);
 
   stats_add(c->stats, LC_CONNECTIONS_ACTIVE, (uint64_t)-1);
   if (established) {
@@ -348,7 +348,7 @@ static void handshake_failed(struct conn *c, enum tls_failure failure, const cha
   char peer[NETADDR_STR_MAX];
   log_write(LOG_INFO, "proxy", "%s: handshake with %s failed (%s): %s", c->l->cfg->name,
             c->l->cfg->mode == LISTENER_INBOUND ? netaddr_format(peer, (struct sockaddr *)&c->peer)
-                                                 : c->upstream_str,
+                                                : c->upstream_str,
             tls_failure_name(failure), detail);
   conn_close(c, tls_failure_name(failure));
 }
@@ -674,9 +674,9 @@ static void start_handshake(struct conn *c) {
     c->tls_side = &c->up;
     char key[NETADDR_HOST_MAX + 80];
     snprintf(key, sizeof(key), "%s|%s", l->cfg->name, c->upstream_str);
-    c->up.tls = tls_conn_new_client(w->tls, c->up.fd, &l->policy,
-                                    c->target_host[0] != '\0' ? c->target_host : NULL,
-                                    w->sessions, key);
+    c->up.tls =
+        tls_conn_new_client(w->tls, c->up.fd, &l->policy,
+                            c->target_host[0] != '\0' ? c->target_host : NULL, w->sessions, key);
   }
   if (c->tls_side->tls == NULL) {
     conn_close(c, "error");

@@ -49,8 +49,8 @@ static void record_reload(struct server *srv, bool ok, const char *error) {
   srv->last_reload_time = time(NULL);
   snprintf(srv->last_reload_error, sizeof(srv->last_reload_error), "%s", error);
   pthread_mutex_unlock(&srv->tls_lock);
-  atomic_fetch_add(ok ? &srv->stats->global.cert_reloads_ok : &srv->stats->global.cert_reloads_failed,
-                   1);
+  atomic_fetch_add(
+      ok ? &srv->stats->global.cert_reloads_ok : &srv->stats->global.cert_reloads_failed, 1);
 }
 
 bool server_reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg_len) {

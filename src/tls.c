@@ -246,8 +246,8 @@ static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert) {
     }
   }
   if (!X509_STORE_CTX_init(store_ctx, conn->ctxs->set->store, leaf, intermediates) ||
-      !X509_STORE_CTX_set_purpose(store_ctx, conn->is_server ? X509_PURPOSE_SSL_CLIENT
-                                                              : X509_PURPOSE_SSL_SERVER)) {
+      !X509_STORE_CTX_set_purpose(
+          store_ctx, conn->is_server ? X509_PURPOSE_SSL_CLIENT : X509_PURPOSE_SSL_SERVER)) {
     goto done;
   }
   if (X509_verify_cert(store_ctx) != 1) {
@@ -269,8 +269,7 @@ static enum ssl_verify_result_t verify_peer(SSL *ssl, uint8_t *out_alert) {
   int64_t earliest = INT64_MAX;
   for (size_t i = 0; i < sk_X509_num(verified); i++) {
     int64_t t;
-    if (tls_asn1_time_to_unix(&t, X509_get0_notAfter(sk_X509_value(verified, i))) &&
-        t < earliest) {
+    if (tls_asn1_time_to_unix(&t, X509_get0_notAfter(sk_X509_value(verified, i))) && t < earliest) {
       earliest = t;
     }
   }

@@ -135,8 +135,8 @@ done:
 }
 
 /* Reads |dir|/|name| whole into a new buffer. */
-static bool read_file(uint8_t **out, size_t *out_len, const char *dir, const char *name,
-                      char *err, size_t err_len) {
+static bool read_file(uint8_t **out, size_t *out_len, const char *dir, const char *name, char *err,
+                      size_t err_len) {
   char path[4096];
   snprintf(path, sizeof(path), "%s/%s", dir, name);
   int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -173,7 +173,7 @@ static bool read_file(uint8_t **out, size_t *out_len, const char *dir, const cha
 }
 
 /* Parses every CERTIFICATE block of a PEM buffer; other block types are skipped. */
-static STACK_OF(X509) *parse_pem_certs(const uint8_t *pem, size_t len) {
+static STACK_OF(X509) * parse_pem_certs(const uint8_t *pem, size_t len) {
   STACK_OF(X509) *certs = sk_X509_new_null();
   BIO *bio = BIO_new_mem_buf(pem, (int)len);
   if (certs == NULL || bio == NULL) {
@@ -226,7 +226,7 @@ void tls_certset_free(struct tls_certset *set) {
   free(set);
 }
 
-static bool chain_to_buffers(struct tls_certset *set, STACK_OF(X509) *certs) {
+static bool chain_to_buffers(struct tls_certset *set, STACK_OF(X509) * certs) {
   size_t n = sk_X509_num(certs);
   set->chain = calloc(n, sizeof(CRYPTO_BUFFER *));
   if (set->chain == NULL) {
@@ -249,7 +249,7 @@ static bool chain_to_buffers(struct tls_certset *set, STACK_OF(X509) *certs) {
 }
 
 /* Checks that the leaf chains to the bundle through the given intermediates, at now. */
-static bool verify_own_chain(struct tls_certset *set, STACK_OF(X509) *certs, const char *cert_name,
+static bool verify_own_chain(struct tls_certset *set, STACK_OF(X509) * certs, const char *cert_name,
                              const char *ca_name, char *err, size_t err_len) {
   STACK_OF(X509) *intermediates = sk_X509_new_null();
   X509_STORE_CTX *ctx = X509_STORE_CTX_new();
