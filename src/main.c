@@ -12,6 +12,7 @@
 
 #include "mtlsd/certgen.h"
 #include "mtlsd/config.h"
+#include "mtlsd/iptables.h"
 #include "mtlsd/log.h"
 #include "mtlsd/server.h"
 #include "mtlsd/tls.h"
@@ -24,12 +25,14 @@ static const char usage_text[] =
     "       mtlsd check --config FILE\n"
     "       mtlsd cert ca --out DIR [--trust-domain TD] [--days N]\n"
     "       mtlsd cert issue --ca DIR --out DIR (--spiffe-id URI | --dns NAME)... [--days N]\n"
+    "       mtlsd iptables [--print | --apply | --clean] [options]\n"
     "       mtlsd version\n"
     "\n"
     "  run      serve as a mutual TLS sidecar (the default command)\n"
     "  check    validate the configuration and the certificate files; exit 0 when both are\n"
     "           good, 1 when the certificates are bad, 2 when the configuration is\n"
     "  cert     make a development CA and certificates (see mtlsd cert --help)\n"
+    "  iptables print or apply the pod's interception rules (see mtlsd iptables --help)\n"
     "  version  print the versions of mtlsd and its libraries\n";
 
 static int usage(FILE *out, int code) {
@@ -188,6 +191,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "cert") == 0) {
     return certgen_main(argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "iptables") == 0) {
+    return iptables_main(argc - 1, argv + 1);
   }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     return cmd_version(argc - 1, argv + 1);

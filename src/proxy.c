@@ -901,13 +901,19 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
 /* Reads the address the intercepted connection was meant for (iptables REDIRECT). */
 static bool original_destination(struct conn *c) {
   socklen_t len = sizeof(c->target);
-  int level = c->local.ss_family == AF_INET6 ? SOL_IPV6 : SOL_IP;
-  int name = c->local.ss_family == AF_INET6 ? IP6T_SO_ORIGINAL_DST : SO_ORIGINAL_DST;
-  if (getsockopt(c->down.fd, level, name, &c->target, &len) != 0) {
-    return false;
+  /* An IPv4 connection on a dual-stack socket was tracked, and NATed, as IPv4. */
+  bool v6 = c->local.ss_family == AF_INET6 &&
+            !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)&c->local)->sin6_addr);
+  int level = v6 ? SOL_IPV6 : SOL_IP;
+  int name = v6 ? IP6T_SO_ORIGINAL_DST : SO_ORIGINAL_DST;
+  bool ok = getsockopt(c->down.fd, level, name, &c->target, &len) == 0;
+  /* Written only on a change: a store per accept would bounce the line between cores. */
+  _Atomic int *broken = &c->w->server->original_dst_broken;
+  if (atomic_load_explicit(broken, memory_order_relaxed) != !ok) {
+    atomic_store_explicit(broken, !ok, memory_order_relaxed);
   }
   c->target_len = len;
-  return true;
+  return ok;
 }
 
 static bool same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {

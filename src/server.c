@@ -111,6 +111,12 @@ bool server_ready(struct server *srv, char *reason, size_t reason_len) {
     snprintf(reason, reason_len, "listeners are not all bound yet");
     return false;
   }
+  if (atomic_load_explicit(&srv->original_dst_broken, memory_order_relaxed)) {
+    snprintf(reason, reason_len,
+             "a transparent listener cannot read original destinations (are the iptables "
+             "rules and conntrack in place?)");
+    return false;
+  }
   struct tls_contexts *ctxs = server_acquire_tls(srv);
   if (ctxs == NULL) {
     pthread_mutex_lock(&srv->tls_lock);

@@ -79,6 +79,15 @@ static int open_listener(struct worker_listener *l, char *err, size_t err_len) {
    * connections across them, so no accept lock or thundering herd. libuv has no flag
    * for SO_REUSEPORT, hence the raw socket. */
   int one = 1;
+  /* "[::]:15006" means IPv6 only, so that "0.0.0.0:15006" can be a listener of its own,
+   * and each family reads its original destination the way it must. */
+  if (addr.ss_family == AF_INET6 &&
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+    int e = errno;
+    snprintf(err, err_len, "listener %s: IPV6_V6ONLY: %s", l->cfg->name, strerror(e));
+    close(fd);
+    return -e;
+  }
   if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
       bind(fd, (struct sockaddr *)&addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {

@@ -42,7 +42,9 @@ struct server {
   _Atomic int state;                   /* enum server_state */
   _Atomic unsigned listeners_bound;    /* Workers whose listeners are all serving. */
   _Atomic unsigned workers_drained;    /* Workers with no connection left in a drain. */
-  bool exit_after_drain;
+  /* Transparent listeners: whether the last attempt to read an original destination
+   * failed (iptables or conntrack missing), which /ready reports until one succeeds. */
+  _Atomic int original_dst_broken;
   int64_t start_time;
 
   struct worker *workers;

@@ -36,10 +36,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def listening_ports():
-    """The TCP ports in the LISTEN state on this network namespace."""
+def listening_ports(pid=None):
+    """The TCP ports in the LISTEN state in this network namespace, or in PID's."""
     ports = set()
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    base = f"/proc/{pid}/net" if pid else "/proc/net"
+    for path in (f"{base}/tcp", f"{base}/tcp6"):
         try:
             with open(path) as f:
                 next(f)
@@ -113,7 +114,7 @@ class Mtlsd:
     files, and a sanitizer report in either fails stop()."""
 
     def __init__(self, workdir, config, name="mtlsd", log_format="json", extra_args=(),
-                 nofile=None):
+                 nofile=None, prefix=()):
         self.workdir = workdir
         self.name = name
         self.config = config
@@ -124,8 +125,9 @@ class Mtlsd:
         self.stderr_path = os.path.join(workdir, f"{name}.stderr")
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
+        # PREFIX (e.g. ip netns exec NS setpriv ...) must exec, so that the PID is mtlsd's.
         self.proc = subprocess.Popen(
-            [MTLSD, "run", "--config", self.config_path, "--log-format", log_format,
+            [*prefix, MTLSD, "run", "--config", self.config_path, "--log-format", log_format,
              "--log-level", "debug", *extra_args],
             stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
             preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
@@ -152,7 +154,7 @@ class Mtlsd:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
                                      + self.stderr())
-            return ports <= listening_ports()
+            return ports <= listening_ports(self.pid)
 
         wait_until(all_up, timeout=timeout, what=f"{self.name} listening")
         return self

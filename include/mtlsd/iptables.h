@@ -1,0 +1,52 @@
+/* iptables: `mtlsd iptables` (SPEC section 8), the NAT rules that send a pod's TCP
+ * traffic through its sidecar, as an init container installs them.
+ *
+ * Owns the rule set: generating it (a pure function of the options and of the rules
+ * already installed, so it can be unit-tested), and printing, applying or removing it
+ * through iptables-restore / ip6tables-restore in one transaction, never one iptables
+ * call per rule. */
+#ifndef MTLSD_IPTABLES_H
+#define MTLSD_IPTABLES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define IPTABLES_MAX_PORTS 64
+#define IPTABLES_MAX_CIDRS 64
+
+struct iptables_opts {
+  uint16_t outbound_port; /* The transparent outbound listener (15001). */
+  uint16_t inbound_port;  /* The transparent inbound listener (15006). */
+  uint16_t admin_port;    /* Never redirected, either way (15000). */
+  uint32_t proxy_uid;     /* The sidecar's own traffic is never redirected (1337). */
+  uint32_t proxy_gid;
+  uint16_t exclude_inbound_ports[IPTABLES_MAX_PORTS];
+  size_t exclude_inbound_count;
+  uint16_t exclude_outbound_ports[IPTABLES_MAX_PORTS];
+  size_t exclude_outbound_count;
+  uint16_t inbound_ports[IPTABLES_MAX_PORTS]; /* Only these, when any are given. */
+  size_t inbound_count;
+  char *exclude_outbound_cidrs[IPTABLES_MAX_CIDRS];
+  size_t exclude_cidr_count;
+};
+
+/* iptables_default_opts fills |opts| with the defaults above. */
+void iptables_default_opts(struct iptables_opts *opts);
+
+/* iptables_render returns, as a new string the caller frees, the iptables-restore input
+ * that installs the rules for one family (|ipv6| selects which CIDRs apply and the
+ * loopback address). |installed| is the current `iptables-save -t nat` output (may be
+ * NULL): jumps from the built-in chains that already exist are not added again, which
+ * makes applying twice leave the same rules. Returns NULL on allocation failure. */
+char *iptables_render(const struct iptables_opts *opts, bool ipv6, const char *installed);
+
+/* iptables_render_clean returns the iptables-restore input that removes everything
+ * iptables_render installs, given the |installed| rules. */
+char *iptables_render_clean(const char *installed);
+
+/* iptables_main runs `mtlsd iptables ...`: |argv[0]| is "iptables". Returns the exit
+ * code (0 ok, 1 when applying failed, 2 on a usage error). */
+int iptables_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,509 @@
+/* iptables: the pod's NAT redirect rules (see mtlsd/iptables.h).
+ *
+ * The rules follow what istio-init and linkerd's proxy-init install, in chains of our
+ * own so that they can be found, replaced and removed as a unit:
+ *   PREROUTING -> MTLSD_INBOUND -> MTLSD_IN_REDIRECT (REDIRECT to the inbound port)
+ *   OUTPUT     -> MTLSD_OUTPUT  -> MTLSD_REDIRECT    (REDIRECT to the outbound port)
+ * The sidecar's own traffic (its UID and GID) and loopback traffic return early, so the
+ * sidecar's connections are never redirected back into itself. */
+#include "mtlsd/iptables.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+static const char *const own_chains[] = {"MTLSD_INBOUND", "MTLSD_IN_REDIRECT", "MTLSD_OUTPUT",
+                                         "MTLSD_REDIRECT"};
+
+/* A growable string; on allocation failure it stays failed and the result is NULL. */
+struct text {
+  char *buf;
+  size_t len;
+  size_t cap;
+  bool failed;
+};
+
+static void text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void text_printf(struct text *t, const char *fmt, ...) {
+  if (t->failed) {
+    return;
+  }
+  for (;;) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->buf == NULL ? NULL : t->buf + t->len, t->buf == NULL ? 0 : t->cap - t->len,
+                      fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+      t->failed = true;
+      return;
+    }
+    if (t->buf != NULL && t->len + (size_t)n < t->cap) {
+      t->len += (size_t)n;
+      return;
+    }
+    size_t cap = t->cap == 0 ? 1024 : t->cap;
+    while (cap <= t->len + (size_t)n) {
+      cap *= 2;
+    }
+    char *grown = realloc(t->buf, cap);
+    if (grown == NULL) {
+      t->failed = true;
+      return;
+    }
+    t->buf = grown;
+    t->cap = cap;
+  }
+}
+
+static char *text_finish(struct text *t) {
+  if (t->failed || t->buf == NULL) {
+    free(t->buf);
+    return NULL;
+  }
+  return t->buf;
+}
+
+void iptables_default_opts(struct iptables_opts *opts) {
+  memset(opts, 0, sizeof(*opts));
+  opts->outbound_port = 15001;
+  opts->inbound_port = 15006;
+  opts->admin_port = 15000;
+  opts->proxy_uid = 1337;
+  opts->proxy_gid = 1337;
+}
+
+/* Whether |installed| (iptables-save output) has a rule "-A CHAIN ... -j TARGET". */
+static bool has_jump(const char *installed, const char *chain, const char *target) {
+  if (installed == NULL) {
+    return false;
+  }
+  char prefix[64], jump[64];
+  snprintf(prefix, sizeof(prefix), "-A %s ", chain);
+  snprintf(jump, sizeof(jump), "-j %s", target);
+  for (const char *line = installed; *line != '\0';) {
+    const char *end = strchr(line, '\n');
+    size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+    if (strncmp(line, prefix, strlen(prefix)) == 0) {
+      const char *j = memmem(line, len, jump, strlen(jump));
+      /* The target must end the word: MTLSD_OUTPUT is not MTLSD_OUTPUT_X. */
+      if (j != NULL && (j + strlen(jump) == line + len || j[strlen(jump)] == ' ')) {
+        return true;
+      }
+    }
+    line += len + (end != NULL ? 1 : 0);
+  }
+  return false;
+}
+
+static bool cidr_is_ipv6(const char *cidr) {
+  return strchr(cidr, ':') != NULL;
+}
+
+char *iptables_render(const struct iptables_opts *o, bool ipv6, const char *installed) {
+  struct text t = {0};
+  const char *loopback = ipv6 ? "::1/128" : "127.0.0.1/32";
+  text_printf(&t, "*nat\n");
+  for (size_t i = 0; i < sizeof(own_chains) / sizeof(own_chains[0]); i++) {
+    /* Declaring a chain creates it, or flushes it when it exists: re-applying replaces
+     * our rules instead of appending copies. */
+    text_printf(&t, ":%s - [0:0]\n", own_chains[i]);
+  }
+  text_printf(&t,
+              "-A MTLSD_IN_REDIRECT -p tcp -m comment --comment \"mtlsd: to the inbound "
+              "listener\" -j REDIRECT --to-ports %u\n",
+              o->inbound_port);
+  text_printf(&t,
+              "-A MTLSD_REDIRECT -p tcp -m comment --comment \"mtlsd: to the outbound "
+              "listener\" -j REDIRECT --to-ports %u\n",
+              o->outbound_port);
+
+  if (!has_jump(installed, "PREROUTING", "MTLSD_INBOUND")) {
+    text_printf(&t,
+                "-A PREROUTING -p tcp -m comment --comment \"mtlsd: inbound interception\" -j "
+                "MTLSD_INBOUND\n");
+  }
+  text_printf(&t,
+              "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" "
+              "-j RETURN\n",
+              o->admin_port);
+  for (size_t i = 0; i < o->exclude_inbound_count; i++) {
+    text_printf(&t,
+                "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
+                "inbound port\" -j RETURN\n",
+                o->exclude_inbound_ports[i]);
+  }
+  if (o->inbound_count > 0) {
+    for (size_t i = 0; i < o->inbound_count; i++) {
+      text_printf(&t,
+                  "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: intercepted "
+                  "inbound port\" -j MTLSD_IN_REDIRECT\n",
+                  o->inbound_ports[i]);
+    }
+  } else {
+    text_printf(&t,
+                "-A MTLSD_INBOUND -p tcp -m comment --comment \"mtlsd: every other inbound "
+                "port\" -j MTLSD_IN_REDIRECT\n");
+  }
+
+  if (!has_jump(installed, "OUTPUT", "MTLSD_OUTPUT")) {
+    text_printf(&t,
+                "-A OUTPUT -p tcp -m comment --comment \"mtlsd: outbound interception\" -j "
+                "MTLSD_OUTPUT\n");
+  }
+  text_printf(&t,
+              "-A MTLSD_OUTPUT -m owner --uid-owner %u -m comment --comment \"mtlsd: the "
+              "sidecar's own traffic\" -j RETURN\n",
+              o->proxy_uid);
+  text_printf(&t,
+              "-A MTLSD_OUTPUT -m owner --gid-owner %u -m comment --comment \"mtlsd: the "
+              "sidecar's own traffic\" -j RETURN\n",
+              o->proxy_gid);
+  text_printf(&t,
+              "-A MTLSD_OUTPUT -o lo -m comment --comment \"mtlsd: loopback traffic to the "
+              "app\" -j RETURN\n");
+  text_printf(&t,
+              "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: loopback traffic to the "
+              "app\" -j RETURN\n",
+              loopback);
+  text_printf(&t,
+              "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" "
+              "-j RETURN\n",
+              o->admin_port);
+  for (size_t i = 0; i < o->exclude_outbound_count; i++) {
+    text_printf(&t,
+                "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
+                "outbound port\" -j RETURN\n",
+                o->exclude_outbound_ports[i]);
+  }
+  for (size_t i = 0; i < o->exclude_cidr_count; i++) {
+    if (cidr_is_ipv6(o->exclude_outbound_cidrs[i]) == ipv6) {
+      text_printf(&t,
+                  "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: excluded outbound "
+                  "CIDR\" -j RETURN\n",
+                  o->exclude_outbound_cidrs[i]);
+    }
+  }
+  text_printf(&t,
+              "-A MTLSD_OUTPUT -p tcp -m comment --comment \"mtlsd: every other outbound "
+              "connection\" -j MTLSD_REDIRECT\n");
+  text_printf(&t, "COMMIT\n");
+  return text_finish(&t);
+}
+
+char *iptables_render_clean(const char *installed) {
+  struct text t = {0};
+  text_printf(&t, "*nat\n");
+  /* Jumps into our chains first: a chain cannot be deleted while referenced. */
+  for (const char *line = installed != NULL ? installed : ""; *line != '\0';) {
+    const char *end = strchr(line, '\n');
+    size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+    if ((strncmp(line, "-A PREROUTING ", 14) == 0 || strncmp(line, "-A OUTPUT ", 10) == 0) &&
+        memmem(line, len, "-j MTLSD_", 9) != NULL) {
+      text_printf(&t, "-D%.*s\n", (int)(len - 2), line + 2);
+    }
+    line += len + (end != NULL ? 1 : 0);
+  }
+  for (size_t i = 0; i < sizeof(own_chains) / sizeof(own_chains[0]); i++) {
+    char decl[64];
+    snprintf(decl, sizeof(decl), ":%s ", own_chains[i]);
+    if (installed != NULL && strstr(installed, decl) != NULL) {
+      text_printf(&t, "-F %s\n", own_chains[i]);
+    }
+  }
+  for (size_t i = 0; i < sizeof(own_chains) / sizeof(own_chains[0]); i++) {
+    char decl[64];
+    snprintf(decl, sizeof(decl), ":%s ", own_chains[i]);
+    if (installed != NULL && strstr(installed, decl) != NULL) {
+      text_printf(&t, "-X %s\n", own_chains[i]);
+    }
+  }
+  text_printf(&t, "COMMIT\n");
+  return text_finish(&t);
+}
+
+/* ---- The command ---- */
+
+static const char usage_text[] =
+    "usage: mtlsd iptables [--print | --apply | --clean] [options]\n"
+    "\n"
+    "Prints (the default) or applies, through iptables-restore, the NAT rules that send a\n"
+    "pod's TCP traffic through its sidecar; --clean removes them.\n"
+    "\n"
+    "  --outbound-port N            the transparent outbound listener (15001)\n"
+    "  --inbound-port N             the transparent inbound listener (15006)\n"
+    "  --admin-port N               never redirected (15000)\n"
+    "  --proxy-uid N, --proxy-gid N the sidecar's own traffic is not redirected (1337)\n"
+    "  --inbound-ports P,P...       intercept only these inbound ports (default: all)\n"
+    "  --exclude-inbound-ports P,P...\n"
+    "  --exclude-outbound-ports P,P...\n"
+    "  --exclude-outbound-cidrs C,C...  (IPv4 or IPv6 CIDRs)\n"
+    "  --ipv6                       also the IPv6 rules, through ip6tables-restore\n";
+
+static bool parse_u32(uint32_t *out, const char *s, uint32_t max) {
+  if (*s == '\0') {
+    return false;
+  }
+  uint64_t v = 0;
+  for (const char *p = s; *p != '\0'; p++) {
+    if (*p < '0' || *p > '9' || (v = v * 10 + (uint64_t)(*p - '0')) > max) {
+      return false;
+    }
+  }
+  *out = (uint32_t)v;
+  return true;
+}
+
+static bool parse_port(uint16_t *out, const char *s) {
+  uint32_t v;
+  if (!parse_u32(&v, s, 65535) || v == 0) {
+    return false;
+  }
+  *out = (uint16_t)v;
+  return true;
+}
+
+static bool parse_port_list(uint16_t *ports, size_t *count, const char *list) {
+  char buf[1024];
+  snprintf(buf, sizeof(buf), "%s", list);
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+    if (*count >= IPTABLES_MAX_PORTS || !parse_port(&ports[*count], tok)) {
+      return false;
+    }
+    (*count)++;
+  }
+  return *count > 0;
+}
+
+static bool valid_cidr(const char *cidr) {
+  char addr[INET6_ADDRSTRLEN + 1];
+  const char *slash = strchr(cidr, '/');
+  size_t len = slash != NULL ? (size_t)(slash - cidr) : strlen(cidr);
+  if (len == 0 || len >= sizeof(addr)) {
+    return false;
+  }
+  memcpy(addr, cidr, len);
+  addr[len] = '\0';
+  unsigned char bin[16];
+  bool v6 = strchr(addr, ':') != NULL;
+  if (inet_pton(v6 ? AF_INET6 : AF_INET, addr, bin) != 1) {
+    return false;
+  }
+  uint32_t prefix;
+  return slash == NULL || parse_u32(&prefix, slash + 1, v6 ? 128 : 32);
+}
+
+static bool parse_cidr_list(struct iptables_opts *o, const char *list) {
+  char buf[4096];
+  snprintf(buf, sizeof(buf), "%s", list);
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+    if (o->exclude_cidr_count >= IPTABLES_MAX_CIDRS || !valid_cidr(tok)) {
+      return false;
+    }
+    o->exclude_outbound_cidrs[o->exclude_cidr_count] = strdup(tok);
+    if (o->exclude_outbound_cidrs[o->exclude_cidr_count] == NULL) {
+      return false;
+    }
+    o->exclude_cidr_count++;
+  }
+  return o->exclude_cidr_count > 0;
+}
+
+/* Runs a fixed command (no shell input comes from the user) and returns its stdout. */
+static char *capture(const char *command) {
+  FILE *p = popen(command, "r");
+  if (p == NULL) {
+    return NULL;
+  }
+  struct text t = {0};
+  char chunk[4096];
+  size_t n;
+  while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0) {
+    text_printf(&t, "%.*s", (int)n, chunk);
+  }
+  int status = pclose(p);
+  char *out = text_finish(&t);
+  if (status != 0) {
+    free(out);
+    return NULL;
+  }
+  return out != NULL ? out : strdup("");
+}
+
+static bool feed(const char *command, const char *input) {
+  FILE *p = popen(command, "w");
+  if (p == NULL) {
+    return false;
+  }
+  size_t len = strlen(input);
+  bool ok = fwrite(input, 1, len, p) == len;
+  int status = pclose(p);
+  return ok && status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* Applies (or cleans) one family's rules in one iptables-restore transaction. */
+static int apply_family(const struct iptables_opts *o, bool ipv6, bool clean) {
+  const char *tool = ipv6 ? "ip6tables" : "iptables";
+  char cmd[128];
+  snprintf(cmd, sizeof(cmd), "%s --version 2>/dev/null", tool);
+  char *version = capture(cmd);
+  if (version == NULL) {
+    fprintf(stderr, "mtlsd iptables: %s is not installed (apt-get install iptables)\n", tool);
+    return EXIT_FAILED;
+  }
+  const char *backend = strstr(version, "nf_tables") != NULL ? "nf_tables"
+                        : strstr(version, "legacy") != NULL  ? "legacy"
+                                                             : "unknown";
+  fprintf(stderr, "mtlsd iptables: %s uses the %s backend\n", tool, backend);
+  free(version);
+
+  snprintf(cmd, sizeof(cmd), "%s-save -t nat 2>/dev/null", tool);
+  char *installed = capture(cmd);
+  char *rules = clean ? iptables_render_clean(installed) : iptables_render(o, ipv6, installed);
+  free(installed);
+  if (rules == NULL) {
+    fprintf(stderr, "mtlsd iptables: out of memory\n");
+    return EXIT_FAILED;
+  }
+  snprintf(cmd, sizeof(cmd), "%s-restore --noflush", tool);
+  bool ok = feed(cmd, rules);
+  free(rules);
+  if (!ok) {
+    fprintf(stderr,
+            "mtlsd iptables: %s-restore failed (is this a network namespace with "
+            "CAP_NET_ADMIN?)\n",
+            tool);
+    return EXIT_FAILED;
+  }
+  fprintf(stderr, "mtlsd iptables: %s the %s rules\n", clean ? "removed" : "applied",
+          ipv6 ? "IPv6" : "IPv4");
+  return EXIT_OK;
+}
+
+int iptables_main(int argc, char **argv) {
+  enum {
+    OPT_OUT = 256,
+    OPT_IN,
+    OPT_ADMIN,
+    OPT_UID,
+    OPT_GID,
+    OPT_IN_PORTS,
+    OPT_EX_IN,
+    OPT_EX_OUT,
+    OPT_EX_CIDR
+  };
+  static const struct option long_opts[] = {
+      {"print", no_argument, NULL, 'p'},
+      {"apply", no_argument, NULL, 'a'},
+      {"clean", no_argument, NULL, 'c'},
+      {"ipv6", no_argument, NULL, '6'},
+      {"help", no_argument, NULL, 'h'},
+      {"outbound-port", required_argument, NULL, OPT_OUT},
+      {"inbound-port", required_argument, NULL, OPT_IN},
+      {"admin-port", required_argument, NULL, OPT_ADMIN},
+      {"proxy-uid", required_argument, NULL, OPT_UID},
+      {"proxy-gid", required_argument, NULL, OPT_GID},
+      {"inbound-ports", required_argument, NULL, OPT_IN_PORTS},
+      {"exclude-inbound-ports", required_argument, NULL, OPT_EX_IN},
+      {"exclude-outbound-ports", required_argument, NULL, OPT_EX_OUT},
+      {"exclude-outbound-cidrs", required_argument, NULL, OPT_EX_CIDR},
+      {NULL, 0, NULL, 0},
+  };
+  struct iptables_opts o;
+  iptables_default_opts(&o);
+  char action = 'p';
+  bool ipv6 = false;
+  bool ok = true;
+  int code = EXIT_USAGE;
+  optind = 1;
+  opterr = 0;
+  int idx = 0;
+  for (int c; ok && (c = getopt_long(argc, argv, "h", long_opts, &idx)) != -1;) {
+    switch (c) {
+      case 'p':
+      case 'a':
+      case 'c':
+        action = (char)c;
+        break;
+      case '6':
+        ipv6 = true;
+        break;
+      case 'h':
+        fputs(usage_text, stdout);
+        code = EXIT_OK;
+        goto out;
+      case OPT_OUT:
+        ok = parse_port(&o.outbound_port, optarg);
+        break;
+      case OPT_IN:
+        ok = parse_port(&o.inbound_port, optarg);
+        break;
+      case OPT_ADMIN:
+        ok = parse_port(&o.admin_port, optarg);
+        break;
+      case OPT_UID:
+        ok = parse_u32(&o.proxy_uid, optarg, UINT32_MAX - 1);
+        break;
+      case OPT_GID:
+        ok = parse_u32(&o.proxy_gid, optarg, UINT32_MAX - 1);
+        break;
+      case OPT_IN_PORTS:
+        ok = parse_port_list(o.inbound_ports, &o.inbound_count, optarg);
+        break;
+      case OPT_EX_IN:
+        ok = parse_port_list(o.exclude_inbound_ports, &o.exclude_inbound_count, optarg);
+        break;
+      case OPT_EX_OUT:
+        ok = parse_port_list(o.exclude_outbound_ports, &o.exclude_outbound_count, optarg);
+        break;
+      case OPT_EX_CIDR:
+        ok = parse_cidr_list(&o, optarg);
+        break;
+      default:
+        fprintf(stderr, "mtlsd iptables: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
+        fputs(usage_text, stderr);
+        goto out;
+    }
+    if (!ok) {
+      fprintf(stderr, "mtlsd iptables: --%s: invalid value \"%s\"\n", long_opts[idx].name, optarg);
+      goto out;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "mtlsd iptables: unexpected argument \"%s\"\n", argv[optind]);
+    goto out;
+  }
+
+  if (action == 'p') {
+    code = EXIT_OK;
+    for (int family = 0; family < (ipv6 ? 2 : 1); family++) {
+      char *rules = iptables_render(&o, family == 1, NULL);
+      if (rules == NULL) {
+        code = EXIT_FAILED;
+        break;
+      }
+      printf("# %s (iptables-restore --noflush)\n%s", family == 1 ? "IPv6" : "IPv4", rules);
+      free(rules);
+    }
+    goto out;
+  }
+  code = apply_family(&o, false, action == 'c');
+  if (code == EXIT_OK && ipv6) {
+    code = apply_family(&o, true, action == 'c');
+  }
+out:
+  for (size_t i = 0; i < o.exclude_cidr_count; i++) {
+    free(o.exclude_outbound_cidrs[i]);
+  }
+  return code;
+}
