@@ -183,8 +183,8 @@ static void check_expiry(struct certwatch *w) {
              w->warned_generation != generation) {
     w->warned_generation = generation;
     log_write(LOG_WARN, "certwatch",
-              "the certificate of %s (generation %llu) expires in %lld s and %s holds no newer "
-              "one yet",
+              "the certificate of %s (generation %llu) expires in %lld s, and no replacement "
+              "from %s has been loaded yet",
               tls_certset_primary_identity(set), (unsigned long long)generation, (long long)left,
               srv->cfg->certs.dir);
   }
@@ -316,11 +316,17 @@ struct certwatch *certwatch_start(struct server *srv) {
   w->debounce.data = w;
   w->open_handles = 3;
 
-  /* The server loaded (or failed to load) this set just before; start from it. */
+  /* The server has just loaded the files, or counted them as failed. A failed set is not
+   * counted again: it is retried quietly by every poll. A loaded one is compared once
+   * more, in case it changed in between; the content hash makes that free of swaps. */
   stat_set(w, &w->seen);
-  w->done = w->seen;
   struct tls_contexts *ctxs = server_acquire_tls(srv);
-  w->done_failed = ctxs == NULL;
+  if (ctxs == NULL) {
+    w->done = w->seen;
+    w->done_failed = true;
+  } else {
+    schedule_check(w, DEBOUNCE_MS);
+  }
   tls_contexts_free(ctxs);
 
   ensure_watch(w);

@@ -43,14 +43,18 @@ struct tls_contexts *server_acquire_tls(struct server *srv) {
   return ctxs;
 }
 
-static void record_reload(struct server *srv, bool ok, const char *error) {
+/* Records a reload's outcome for /certs; |counted| reloads also move
+ * mtlsd_cert_reloads_total (a set identical to the one serving is not a reload). */
+static void record_reload(struct server *srv, bool ok, const char *error, bool counted) {
   pthread_mutex_lock(&srv->tls_lock);
   srv->last_reload_ok = ok;
   srv->last_reload_time = time(NULL);
   snprintf(srv->last_reload_error, sizeof(srv->last_reload_error), "%s", error);
   pthread_mutex_unlock(&srv->tls_lock);
-  atomic_fetch_add(
-      ok ? &srv->stats->global.cert_reloads_ok : &srv->stats->global.cert_reloads_failed, 1);
+  if (counted) {
+    atomic_fetch_add(
+        ok ? &srv->stats->global.cert_reloads_ok : &srv->stats->global.cert_reloads_failed, 1);
+  }
 }
 
 bool server_reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg_len) {
@@ -61,7 +65,7 @@ bool server_reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg
     if (!dry_run) {
       log_write(LOG_WARN, "certs", "refused the certificate set in %s: %s", srv->cfg->certs.dir,
                 err);
-      record_reload(srv, false, err);
+      record_reload(srv, false, err, true);
     }
     return false;
   }
@@ -75,6 +79,8 @@ bool server_reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg
   bool unchanged = current != NULL && tls_certset_same(tls_contexts_certset(current), set);
   tls_contexts_free(current);
   if (unchanged) {
+    /* The files are good again (a refused set may have been put back): say so. */
+    record_reload(srv, true, "", false);
     tls_certset_free(set);
     snprintf(msg, msg_len, "unchanged");
     return true;
@@ -88,11 +94,11 @@ bool server_reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg
     tls_certset_free(set);
     snprintf(msg, msg_len, "%s", err);
     log_write(LOG_WARN, "certs", "refused the certificate set in %s: %s", srv->cfg->certs.dir, err);
-    record_reload(srv, false, err);
+    record_reload(srv, false, err, true);
     return false;
   }
   server_publish_tls(srv, ctxs);
-  record_reload(srv, true, "");
+  record_reload(srv, true, "", true);
   atomic_store(&srv->stats->global.cert_generation, generation);
   atomic_store(&srv->stats->global.cert_expiry, not_after);
   log_write(LOG_INFO, "certs", "loaded generation %llu: %s, expires in %lld s",

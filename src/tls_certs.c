@@ -420,8 +420,14 @@ static char *name_oneline(const X509_NAME *name) {
       X509_NAME_print_ex(bio, name, 0, XN_FLAG_SEP_CPLUS_SPC | ASN1_STRFLGS_RFC2253) >= 0) {
     const uint8_t *data;
     size_t len;
+    /* Not strndup: the BIO's bytes have no terminating NUL, and strndup may look for one
+     * past |len| (AddressSanitizer's strict_string_checks reports that read). */
     if (BIO_mem_contents(bio, &data, &len)) {
-      out = strndup((const char *)data, len);
+      out = malloc(len + 1);
+    }
+    if (out != NULL) {
+      memcpy(out, data, len);
+      out[len] = '\0';
     }
   }
   BIO_free(bio);
