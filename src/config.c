@@ -42,6 +42,7 @@ enum {
 static const duration_ms kMsPerSecond = 1000;
 static const duration_ms kMsPerMinute = (duration_ms)60 * 1000;
 static const duration_ms kMsPerHour = (duration_ms)60 * 60 * 1000;
+static const duration_ms kMaxDuration = (duration_ms)8760 * 60 * 60 * 1000;
 
 /* The TLS 1.2 suites the configuration accepts: ECDHE key exchange with an AEAD cipher,
  * in the order BoringSSL prefers them. It is also the default. */
@@ -605,6 +606,11 @@ static bool get_duration(struct parser *p, const cJSON *obj, const char *key, du
     char text[32];
     format_duration(text, sizeof(text), min);
     return fail_value(p, v->valuestring, "must be at least %s", text);
+  }
+  /* Deadlines are computed as now + duration in milliseconds: a bound keeps that sum far
+   * from overflowing, and no timeout of a sidecar needs more than a year. */
+  if (ms > kMaxDuration) {
+    return fail_value(p, v->valuestring, "must be at most 8760h");
   }
   *out = ms;
   path_pop(p, saved);

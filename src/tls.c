@@ -27,13 +27,6 @@ const char *tls_failure_name(enum tls_failure failure) {
   return failure < TLS_FAIL_COUNT ? failure_names[failure] : "protocol";
 }
 
-/* Only AEAD suites with forward secrecy: TLS 1.3's are fixed by BoringSSL, these are the
- * TLS 1.2 ones. */
-static const char default_cipher_list[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-
 struct tls_contexts {
   atomic_int refs;
   uint64_t generation;
@@ -316,10 +309,31 @@ static bool check_resumed_peer(struct tls_conn *conn) {
 
 /* ---- Contexts ---- */
 
+/* Joins |names| with ':' (BoringSSL's list syntax) into a new string in |*out|. */
+static bool join_names(char **out, const char *const *names, size_t count) {
+  size_t len = 1;
+  for (size_t i = 0; i < count; i++) {
+    len += strlen(names[i]) + 1;
+  }
+  char *joined = malloc(len);
+  if (joined == NULL) {
+    return false;
+  }
+  size_t pos = 0;
+  joined[0] = '\0';
+  for (size_t i = 0; i < count; i++) {
+    int n = snprintf(joined + pos, len - pos, "%s%s", i > 0 ? ":" : "", names[i]);
+    pos += n > 0 ? (size_t)n : 0;
+  }
+  *out = joined;
+  return true;
+}
+
 static SSL_CTX *new_ctx(const struct config *cfg, const struct tls_certset *set, bool server,
                         char *err, size_t err_len) {
   SSL_CTX *ctx = SSL_CTX_new(TLS_with_buffers_method());
   char *ciphers = NULL;
+  char *groups = NULL;
   if (ctx == NULL) {
     snprintf(err, err_len, "out of memory");
     return NULL;
@@ -332,36 +346,25 @@ static SSL_CTX *new_ctx(const struct config *cfg, const struct tls_certset *set,
     goto err;
   }
 
-  const char *cipher_list = default_cipher_list;
-  if (cfg->tls.cipher_suite_count > 0) {
-    size_t len = 1;
-    for (size_t i = 0; i < cfg->tls.cipher_suite_count; i++) {
-      len += strlen(cfg->tls.cipher_suites[i]) + 1;
-    }
-    ciphers = calloc(1, len);
-    if (ciphers == NULL) {
-      snprintf(err, err_len, "out of memory");
-      goto err;
-    }
-    for (size_t i = 0; i < cfg->tls.cipher_suite_count; i++) {
-      if (i > 0) {
-        strcat(ciphers, ":");
-      }
-      strcat(ciphers, cfg->tls.cipher_suites[i]);
-    }
-    cipher_list = ciphers;
+  /* Only AEAD suites with forward secrecy: TLS 1.3's are fixed by BoringSSL; the TLS 1.2
+   * ones are the configured list, or the config module's default one. */
+  size_t suite_count = cfg->tls.cipher_suite_count;
+  const char *const *suites = (const char *const *)cfg->tls.cipher_suites;
+  if (suite_count == 0) {
+    suites = config_default_cipher_suites(&suite_count);
   }
-  if (!SSL_CTX_set_strict_cipher_list(ctx, cipher_list)) {
-    snprintf(err, err_len, "tls.cipher_suites: BoringSSL refused \"%s\"", cipher_list);
+  if (!join_names(&ciphers, suites, suite_count)) {
+    snprintf(err, err_len, "out of memory");
+    goto err;
+  }
+  if (!SSL_CTX_set_strict_cipher_list(ctx, ciphers)) {
+    snprintf(err, err_len, "tls.cipher_suites: BoringSSL refused \"%s\"", ciphers);
     goto err;
   }
 
-  char groups[128] = "";
-  for (size_t i = 0; i < cfg->tls.group_count; i++) {
-    if (i > 0) {
-      strncat(groups, ":", sizeof(groups) - strlen(groups) - 1);
-    }
-    strncat(groups, cfg->tls.groups[i], sizeof(groups) - strlen(groups) - 1);
+  if (!join_names(&groups, (const char *const *)cfg->tls.groups, cfg->tls.group_count)) {
+    snprintf(err, err_len, "out of memory");
+    goto err;
   }
   if (groups[0] != '\0' && !SSL_CTX_set1_curves_list(ctx, groups)) {
     snprintf(err, err_len, "tls.groups: BoringSSL refused \"%s\"", groups);
@@ -392,10 +395,12 @@ static SSL_CTX *new_ctx(const struct config *cfg, const struct tls_certset *set,
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   }
   free(ciphers);
+  free(groups);
   ERR_clear_error();
   return ctx;
 err:
   free(ciphers);
+  free(groups);
   SSL_CTX_free(ctx);
   ERR_clear_error();
   return NULL;

@@ -11,12 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The modules are compiled into the driver rather than linked from mtlsd_base, whose
- * objects carry no coverage instrumentation: without it libFuzzer is blind and never
- * gets past the first brace. The library's copies are then never pulled in, since
- * nothing else refers to them. */
-#include "config.c"
-#include "netaddr.c"
+#include "mtlsd/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -123,6 +123,8 @@ static const struct bad_case kBadCases[] = {
      "config.json: limits.handshake_timeout: \"1.0005s\": not a whole number of milliseconds"},
     {WITH_LISTENER("'limits':{'idle_timeout':'99999999999999999999h'}"),
      "config.json: limits.idle_timeout: \"99999999999999999999h\": duration too large"},
+    {WITH_LISTENER("'limits':{'idle_timeout':'8761h'}"),
+     "config.json: limits.idle_timeout: \"8761h\": must be at most 8760h"},
     {WITH_LISTENER("'certs':{'poll_interval':'50ms'}"),
      "config.json: certs.poll_interval: \"50ms\": must be at least 100ms"},
     {WITH_LISTENER("'certs':{'expiry_warning':''}"),
