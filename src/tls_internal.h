@@ -14,9 +14,9 @@ struct tls_certset {
   size_t chain_len;
   EVP_PKEY *key;
   X509 *leaf;
-  STACK_OF(X509) *bundle; /* The trust anchors, in file order. */
-  X509_STORE *store;      /* The same anchors, for verifying peers. */
-  char *identity;         /* SPIFFE ID, else the first DNS SAN. */
+  STACK_OF(X509) * bundle; /* The trust anchors, in file order. */
+  X509_STORE *store;       /* The same anchors, for verifying peers. */
+  char *identity;          /* SPIFFE ID, else the first DNS SAN. */
   int64_t not_before, not_after;
   uint8_t content_digest[32]; /* SHA-256 over the three files, to detect no-op reloads. */
 };
