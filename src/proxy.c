@@ -281,8 +281,11 @@ static void conn_close(struct conn *c, const char *result) {
   c->state = CONN_CLOSING;
   c->result = result;
   write_access_log(c);
-  LOG_DEBUGF("proxy", "%s: connection from %s closed: %s", c->l->cfg->name, c->upstream_str,
-             result);
+  if (log_enabled(LOG_DEBUG)) {
+    char down[NETADDR_STR_MAX];
+    log_write(LOG_DEBUG, "proxy", "%s: %s -> %s closed: %s", c->l->cfg->name,
+              netaddr_format(down, (const struct sockaddr *)&c->peer), c->upstream_str, result);
+  }
 
   stats_add(c->stats, LC_CONNECTIONS_ACTIVE, (uint64_t)-1);
   if (established) {
@@ -520,8 +523,7 @@ static void relay_update(struct conn *c) {
   side_want(c, &c->up, wants_of(&c->d2u, &c->up) | wants_of(&c->u2d, &c->up));
 }
 
-static const char *relay_error(const struct conn *c, const struct flow *f) {
-  (void)c;
+static const char *relay_error(const struct flow *f) {
   return f->src->tls != NULL || f->dst->tls != NULL ? "tls_error" : "reset";
 }
 
@@ -533,7 +535,7 @@ static void relay_event(struct conn *c, struct side *s, int events) {
       continue;
     }
     if (!pump(c, f)) {
-      conn_close(c, relay_error(c, f));
+      conn_close(c, relay_error(f));
       return;
     }
   }
@@ -553,11 +555,11 @@ static void start_relay(struct conn *c) {
   c->u2d.tx_counter = LC_BYTES_SENT_DOWNSTREAM;
   arm_relay_timer(c);
   if (!pump(c, &c->d2u)) {
-    conn_close(c, relay_error(c, &c->d2u));
+    conn_close(c, relay_error(&c->d2u));
     return;
   }
   if (!pump(c, &c->u2d)) {
-    conn_close(c, relay_error(c, &c->u2d));
+    conn_close(c, relay_error(&c->u2d));
     return;
   }
   relay_update(c);
