@@ -8,7 +8,7 @@ build=(build-essential cmake ninja-build pkg-config xz-utils ca-certificates
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" clang clang-format libclang-rt-14-dev curl iproute2 iptables
-              tcpdump procps) ;;
+              tcpdump procps prometheus) ;;
   demo) want=("${build[@]}" curl procps) ;;
   *) echo "usage: $0 build|test|demo" >&2; exit 2 ;;
 esac

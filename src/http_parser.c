@@ -241,8 +241,8 @@ static enum http_parse_result end_field(struct http_parser *p, const char *buf) 
 static enum http_parse_result end_version(struct http_parser *p, const char *buf) {
   const char *v = buf + p->mark;
   size_t len = p->pos - p->mark;
-  if (len != VERSION_LEN || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' ||
-      v[6] != '.' || v[7] < '0' || v[7] > '9') {
+  if (len != VERSION_LEN || memcmp(v, "HTTP/", 5) != 0 || v[5] < '0' || v[5] > '9' || v[6] != '.' ||
+      v[7] < '0' || v[7] > '9') {
     return fail(p, 400, "malformed HTTP version");
   }
   if (v[5] != '1') {

@@ -145,7 +145,13 @@ void server_request_drain(struct server *srv, bool then_exit) {
   if (then_exit) {
     atomic_store(&srv->requested_exit, 1);
   }
-  atomic_store(&srv->requested_drain, 1);
+  /* The state turns at once, so a /ready right after POST /drain already says 503; the
+   * main loop tells the workers. */
+  int live = SERVER_LIVE;
+  if (atomic_compare_exchange_strong(&srv->state, &live, SERVER_DRAINING)) {
+    atomic_store(&srv->stats->global.draining, 1);
+    atomic_store(&srv->requested_drain, 1);
+  }
   uv_async_send(&srv->wakeup);
 }
 
@@ -171,11 +177,9 @@ static void on_wakeup(uv_async_t *async) {
     char msg[512];
     server_reload_certs(srv, false, msg, sizeof(msg));
   }
-  if (atomic_load(&srv->requested_drain) && atomic_load(&srv->state) == SERVER_LIVE) {
+  if (atomic_exchange(&srv->requested_drain, 0)) {
     log_write(LOG_INFO, "server", "draining: no new connections; open ones have %llu ms to finish",
               (unsigned long long)srv->cfg->limits.drain_timeout);
-    atomic_store(&srv->state, SERVER_DRAINING);
-    atomic_store(&srv->stats->global.draining, 1);
     wake_workers(srv);
   }
   if (atomic_load(&srv->state) == SERVER_DRAINING && atomic_load(&srv->requested_exit) &&

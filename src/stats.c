@@ -11,17 +11,23 @@
 #include <unistd.h>
 
 static const char *const upstream_failure_names[UPSTREAM_FAIL_COUNT] = {
-    "refused", "timeout", "unreachable", "dns",
+    "refused",
+    "timeout",
+    "unreachable",
+    "dns",
 };
 
 static const char *const refusal_names[REFUSED_COUNT] = {
-    "limit", "loop", "no_certificate", "no_destination",
+    "limit",
+    "loop",
+    "no_certificate",
+    "no_destination",
 };
 
 /* Bucket upper bounds in seconds, per histogram kind. */
 static const double stats_bucket_bounds[HIST_COUNT][STATS_BUCKETS] = {
-    [HIST_HANDSHAKE] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-                        5, 10},
+    [HIST_HANDSHAKE] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                        10},
     [HIST_CONNECTION] = {0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200},
 };
 
@@ -201,8 +207,8 @@ static const struct metric_def kMetrics[] = {
     {"mtlsd_handshake_failures_total", "counter", "Failed TLS handshakes, by reason.", SRC_COUNTER,
      LC_HANDSHAKE_FAILURE_FIRST, TLS_FAIL_COUNT, "reason", tls_failure_label},
     {"mtlsd_handshake_duration_seconds", "histogram",
-     "Time from the start of a TLS handshake to its successful end.", SRC_HISTOGRAM,
-     HIST_HANDSHAKE, 0, NULL, NULL},
+     "Time from the start of a TLS handshake to its successful end.", SRC_HISTOGRAM, HIST_HANDSHAKE,
+     0, NULL, NULL},
     {"mtlsd_tls_resumptions_total", "counter", "TLS handshakes that resumed a session.",
      SRC_COUNTER, LC_RESUMPTIONS, 1, NULL, NULL},
     {"mtlsd_upstream_connect_failures_total", "counter",
@@ -223,8 +229,8 @@ static const struct metric_def kMetrics[] = {
     {"mtlsd_cert_reloads_total", "counter", "Certificate set loads, by result.", SRC_SCALAR,
      SC_RELOADS_OK, 2, "result", result_label},
     {"mtlsd_cert_expiry_timestamp_seconds", "gauge",
-     "Expiry of the loaded leaf certificate in Unix seconds; 0 before any valid set.",
-     SRC_SCALAR, SC_CERT_EXPIRY, 1, NULL, NULL},
+     "Expiry of the loaded leaf certificate in Unix seconds; 0 before any valid set.", SRC_SCALAR,
+     SC_CERT_EXPIRY, 1, NULL, NULL},
     {"mtlsd_cert_generation", "gauge",
      "Successful certificate loads so far; the first valid set is generation 1.", SRC_SCALAR,
      SC_CERT_GENERATION, 1, NULL, NULL},
@@ -234,8 +240,8 @@ static const struct metric_def kMetrics[] = {
      SRC_SCALAR, SC_CPU_SECONDS, 1, NULL, NULL},
     {"process_open_fds", "gauge", "Number of open file descriptors.", SRC_SCALAR, SC_OPEN_FDS, 1,
      NULL, NULL},
-    {"process_max_fds", "gauge", "Maximum number of open file descriptors.", SRC_SCALAR,
-     SC_MAX_FDS, 1, NULL, NULL},
+    {"process_max_fds", "gauge", "Maximum number of open file descriptors.", SRC_SCALAR, SC_MAX_FDS,
+     1, NULL, NULL},
     {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", SRC_SCALAR,
      SC_VIRTUAL_MEMORY, 1, NULL, NULL},
     {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", SRC_SCALAR,
@@ -491,7 +497,8 @@ static void out_str(struct outbuf *b, const char *s) {
   out_append(b, s, strlen(s));
 }
 
-static void out_printf(struct outbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void out_printf(struct outbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 static void out_printf(struct outbuf *b, const char *fmt, ...) {
   char small[128];

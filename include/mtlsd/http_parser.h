@@ -87,7 +87,8 @@ struct http_parser {
   bool bad_expect;
 };
 
-/* http_parser_init readies |p| for a new request. */
+/* http_parser_init readies |p| for a new request. The parser allocates nothing, so there
+ * is nothing to free; the caller owns |p| and the buffer it parses. */
 void http_parser_init(struct http_parser *p);
 
 /* http_parser_execute parses the request whose first byte is |buf[0]|. |len| is the

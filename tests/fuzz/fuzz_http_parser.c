@@ -5,18 +5,13 @@
  * rest is the byte stream, parsed as pipelined requests the way admin.c does. Each
  * request is parsed twice, in one call and read by read, and both must agree exactly;
  * every accepted request must satisfy the header's promises (spans inside the head, a
- * token method, limits respected). A disagreement aborts.
- *
- * The parser's source is included rather than linked: the libraries are not built with
- * coverage instrumentation (only the driver gets -fsanitize=fuzzer), and without it
- * libFuzzer would be blind to the parser's branches. */
+ * token method, limits respected). A disagreement aborts. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "http_parser.c"
 #include "mtlsd/http_parser.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -47,12 +42,12 @@ static void check_request(const struct http_request *r, const char *buf) {
   check_span(r->target, head, "the target is inside the head");
   check_span(r->path, head, "the path is inside the head");
   check_span(r->query, head, "the query is inside the head");
-  require(r->path.off >= r->target.off &&
-              r->path.off + r->path.len <= r->target.off + r->target.len,
-          "the path is inside the target");
-  require(r->query.off >= r->target.off &&
-              r->query.off + r->query.len <= r->target.off + r->target.len,
-          "the query is inside the target");
+  require(
+      r->path.off >= r->target.off && r->path.off + r->path.len <= r->target.off + r->target.len,
+      "the path is inside the target");
+  require(
+      r->query.off >= r->target.off && r->query.off + r->query.len <= r->target.off + r->target.len,
+      "the query is inside the target");
   for (size_t i = 0; i < r->method.len; i++) {
     char c = buf[r->method.off + i];
     require(c > ' ' && c < 0x7f && c != '(' && c != '"', "a method is a token");
@@ -133,8 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (res == HTTP_PARSE_ERROR) {
       require(whole.error_status == reads.error_status, "the same error either way");
       require(whole.error_status >= 400 && whole.error_status < 600, "an error is a 4xx or 5xx");
-      require(whole.error_reason != NULL && whole.error_reason[0] != '\0',
-              "an error has a reason");
+      require(whole.error_reason != NULL && whole.error_reason[0] != '\0', "an error has a reason");
       require(strcmp(http_status_text(whole.error_status), "Unknown") != 0,
               "an error status has a reason phrase");
       break;

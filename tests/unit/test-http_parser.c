@@ -46,10 +46,10 @@ static const struct good_case kGood[] = {
     {"GET /stats?x=1&y HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/stats", "x=1&y", 1, true, 0, 0},
     {"GET /a? HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/a", "", 1, true, 0, 0},
     {"GET /a?b?c HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/a", "b?c", 1, true, 0, 0},
-    {"POST /reload?dry_run=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "POST",
-     "/reload", "dry_run=1", 1, true, 0, 0},
-    {"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "POST", "/drain", "",
-     1, true, 5, 5},
+    {"POST /reload?dry_run=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "POST", "/reload",
+     "dry_run=1", 1, true, 0, 0},
+    {"POST /drain HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello", "POST", "/drain", "", 1,
+     true, 5, 5},
     {"GET / HTTP/1.0\r\n\r\n", "GET", "/", "", 0, false, 0, 0},
     {"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "GET", "/", "", 0, true, 0, 0},
     {"GET / HTTP/1.0\r\nConnection: Keep-Alive, close\r\n\r\n", "GET", "/", "", 0, false, 0, 0},
@@ -66,18 +66,18 @@ static const struct good_case kGood[] = {
     {"GET https://h?q HTTP/1.1\r\nHost: h\r\n\r\n", "GET", "", "q", 1, true, 0, 0},
     {"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", "BREW", "/pot", "", 1, true, 0, 0},
     {"GET / HTTP/1.1\r\nHost:\r\n\r\n", "GET", "/", "", 1, true, 0, 0},
-    {"GET / HTTP/1.1\r\nHost:    x   \t\r\nX-Empty:\r\nX-Sp: \t \r\n\r\n", "GET", "/", "", 1,
-     true, 0, 0},
+    {"GET / HTTP/1.1\r\nHost:    x   \t\r\nX-Empty:\r\nX-Sp: \t \r\n\r\n", "GET", "/", "", 1, true,
+     0, 0},
     {"GET / HTTP/1.1\r\nHost: x\r\nX-Obs: caf\xc3\xa9\r\n\r\n", "GET", "/", "", 1, true, 0, 0},
-    {"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc", "GET",
-     "/", "", 1, true, 3, 3},
-    {"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\n1234567", "GET", "/", "", 1, true,
-     7, 7},
-    {"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nz", "GET",
-     "/", "", 1, true, 1, 1},
+    {"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\nabc", "GET", "/",
+     "", 1, true, 3, 3},
+    {"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 007\r\n\r\n1234567", "GET", "/", "", 1, true, 7,
+     7},
+    {"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\nz", "GET", "/",
+     "", 1, true, 1, 1},
     {"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\n", "GET", "/", "", 1, true, 0, 20},
-    {"GET /%41~!$&'()*+,;=:@-._ HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/%41~!$&'()*+,;=:@-._", "",
-     1, true, 0, 0},
+    {"GET /%41~!$&'()*+,;=:@-._ HTTP/1.1\r\nHost: x\r\n\r\n", "GET", "/%41~!$&'()*+,;=:@-._", "", 1,
+     true, 0, 0},
 };
 
 TEST(good_requests) {
@@ -128,7 +128,8 @@ struct bad_case {
   size_t len; /* The literal's length: some hold NUL bytes. */
 };
 
-#define BAD(in, status) {in, status, sizeof(in) - 1}
+#define BAD(in, status) \
+  { in, status, sizeof(in) - 1 }
 
 static const struct bad_case kBad[] = {
     /* Not HTTP at all. */
@@ -196,8 +197,10 @@ static const struct bad_case kBad[] = {
     BAD("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, CHUNKED\r\n\r\n", 411),
     BAD("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 501),
     BAD("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", 501),
-    BAD("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-    BAD("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", 400),
+    BAD("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        400),
+    BAD("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+        400),
     BAD("POST / HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417),
 };
 
