@@ -8,6 +8,7 @@
  * every message can say where the problem is. The first problem ends the load; there is
  * no partial configuration. */
 #include "mtlsd/config.h"
+#include "mtlsd/file.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -108,10 +109,6 @@ static bool config_alloc_ok(void) {
 
 static void *config_calloc(size_t n, size_t size) {
   return config_alloc_ok() ? calloc(n, size) : NULL;
-}
-
-static void *config_realloc(void *ptr, size_t size) {
-  return config_alloc_ok() ? realloc(ptr, size) : NULL;
 }
 
 static char *config_strdup(const char *s) {
@@ -1495,66 +1492,17 @@ err:
   return NULL;
 }
 
-/* read_file reads all of |path| into a new buffer; on failure it returns NULL with errno
- * set. It reads until end of file rather than trusting st_size, so that pipes and
- * /proc-like files work too. */
-static char *read_file(const char *path, size_t *out_len) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return NULL;
-  }
-  char *buf = NULL;
-  size_t len = 0;
-  size_t cap = 0;
-  for (;;) {
-    if (len == cap) {
-      if (cap >= CONFIG_FILE_MAX) {
-        errno = EFBIG;
-        goto err;
-      }
-      size_t new_cap = cap == 0 ? 4096 : cap * 2;
-      char *grown = config_realloc(buf, new_cap);
-      if (grown == NULL) {
-        errno = ENOMEM;
-        goto err;
-      }
-      buf = grown;
-      cap = new_cap;
-    }
-    ssize_t n = read(fd, buf + len, cap - len);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      goto err;
-    }
-    if (n == 0) {
-      break;
-    }
-    len += (size_t)n;
-  }
-  close(fd);
-  *out_len = len;
-  return buf;
-
-err:;
-  int saved_errno = errno;
-  free(buf);
-  close(fd);
-  errno = saved_errno;
-  return NULL;
-}
-
 struct config *config_load(const char *path, char *err, size_t err_len) {
   size_t len = 0;
-  char *text = read_file(path, &len);
-  if (text == NULL) {
+  uint8_t *text = NULL;
+  int r = file_read_all(path, CONFIG_FILE_MAX, &text, &len);
+  if (r != 0) {
     if (err != NULL && err_len > 0) {
-      (void)snprintf(err, err_len, "%s: cannot read: %s", path, strerror(errno));
+      (void)snprintf(err, err_len, "%s: cannot read: %s", path, strerror(-r));
     }
     return NULL;
   }
-  struct config *cfg = config_parse(path, text, len, err, err_len);
+  struct config *cfg = config_parse(path, (const char *)text, len, err, err_len);
   free(text);
   return cfg;
 }

@@ -39,7 +39,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "mtlsd/file.h"
 #include "mtlsd/identity.h"
+#include "tls_internal.h"
 
 /* Inputs are PEM files of a few KiB; a bigger one is a wrong path, not a real CA. */
 #define CERTGEN_FILE_MAX (1 << 20)
@@ -545,54 +547,11 @@ static bool path_join(char *out, size_t out_len, const char *dir, const char *na
 /* file_read reads a whole file into a new buffer that the caller frees with
  * free_secret. On failure it returns false with errno set. */
 static bool file_read(const char *path, uint8_t **out, size_t *out_len) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return false;
+  int r = file_read_all(path, CERTGEN_FILE_MAX, out, out_len);
+  if (r != 0) {
+    errno = -r;
   }
-  uint8_t *buf = NULL;
-  int saved_errno;
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    goto err;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-    goto err;
-  }
-  if (st.st_size > CERTGEN_FILE_MAX) {
-    errno = EFBIG;
-    goto err;
-  }
-  size_t cap = (size_t)st.st_size;
-  buf = malloc(cap + 1);
-  if (buf == NULL) {
-    goto err;
-  }
-  size_t len = 0;
-  while (len < cap) {
-    ssize_t n = read(fd, buf + len, cap - len);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      goto err;
-    }
-    if (n == 0) {
-      break; /* Shrunk since fstat: keep what is there. */
-    }
-    len += (size_t)n;
-  }
-  close(fd);
-  *out = buf;
-  *out_len = len;
-  return true;
-
-err:
-  saved_errno = errno;
-  free(buf);
-  close(fd);
-  errno = saved_errno;
-  return false;
+  return r == 0;
 }
 
 static void free_secret(uint8_t *buf, size_t len) {
@@ -974,34 +933,12 @@ static void issuer_free(struct issuer *is) {
 /* certs_parse returns a new stack of the PEM certificates in |data|, which the caller
  * frees with sk_X509_pop_free, or NULL when there is none or one does not parse. */
 static STACK_OF(X509) * certs_parse(const uint8_t *data, size_t len) {
-  STACK_OF(X509) *certs = sk_X509_new_null();
-  BIO *bio = BIO_new_mem_buf(data, (int)len);
-  if (certs == NULL || bio == NULL) {
-    goto err;
+  STACK_OF(X509) *certs = tls_pem_parse_certs(data, len);
+  if (certs != NULL && sk_X509_num(certs) == 0) {
+    sk_X509_free(certs);
+    return NULL;
   }
-  for (;;) {
-    X509 *cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-    if (cert == NULL) {
-      uint32_t e = ERR_peek_last_error();
-      if (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE &&
-          sk_X509_num(certs) > 0) {
-        ERR_clear_error(); /* The normal end of the file. */
-        break;
-      }
-      goto err;
-    }
-    if (!sk_X509_push(certs, cert)) {
-      X509_free(cert);
-      goto err;
-    }
-  }
-  BIO_free(bio);
   return certs;
-
-err:
-  BIO_free(bio);
-  sk_X509_pop_free(certs, X509_free);
-  return NULL;
 }
 
 static EVP_PKEY *key_parse(const uint8_t *data, size_t len) {

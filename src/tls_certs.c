@@ -21,6 +21,7 @@
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
+#include "mtlsd/file.h"
 #include "mtlsd/identity.h"
 #include "tls_internal.h"
 
@@ -139,41 +140,16 @@ static bool read_file(uint8_t **out, size_t *out_len, const char *dir, const cha
                       size_t err_len) {
   char path[4096];
   snprintf(path, sizeof(path), "%s/%s", dir, name);
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    snprintf(err, err_len, "%s: cannot read: %s", name, strerror(errno));
-    return false;
+  int r = file_read_all(path, CERT_FILE_MAX, out, out_len);
+  if (r == -EFBIG) {
+    snprintf(err, err_len, "%s: larger than 1 MiB", name);
+  } else if (r != 0) {
+    snprintf(err, err_len, "%s: cannot read: %s", name, strerror(-r));
   }
-  uint8_t *buf = malloc(CERT_FILE_MAX);
-  size_t len = 0;
-  bool ok = buf != NULL;
-  while (ok) {
-    ssize_t n = read(fd, buf + len, CERT_FILE_MAX - len);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      snprintf(err, err_len, "%s: cannot read: %s", name, strerror(errno));
-      ok = false;
-    } else if (n == 0) {
-      break;
-    } else if ((len += (size_t)n) == CERT_FILE_MAX) {
-      snprintf(err, err_len, "%s: larger than 1 MiB", name);
-      ok = false;
-    }
-  }
-  close(fd);
-  if (!ok) {
-    free(buf);
-    return false;
-  }
-  *out = buf;
-  *out_len = len;
-  return true;
+  return r == 0;
 }
 
-/* Parses every CERTIFICATE block of a PEM buffer; other block types are skipped. */
-static STACK_OF(X509) * parse_pem_certs(const uint8_t *pem, size_t len) {
+STACK_OF(X509) * tls_pem_parse_certs(const uint8_t *pem, size_t len) {
   STACK_OF(X509) *certs = sk_X509_new_null();
   BIO *bio = BIO_new_mem_buf(pem, (int)len);
   if (certs == NULL || bio == NULL) {
@@ -308,13 +284,13 @@ struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t
     goto err;
   }
 
-  certs = parse_pem_certs(cert_pem, cert_len);
+  certs = tls_pem_parse_certs(cert_pem, cert_len);
   if (certs == NULL || sk_X509_num(certs) == 0) {
     snprintf(err, err_len, "%s: no PEM certificate found", cert_name);
     goto err;
   }
   set->leaf = X509_dup(sk_X509_value(certs, 0));
-  set->bundle = parse_pem_certs(ca_pem, ca_len);
+  set->bundle = tls_pem_parse_certs(ca_pem, ca_len);
   if (set->bundle == NULL || sk_X509_num(set->bundle) == 0) {
     snprintf(err, err_len, "%s: no PEM certificate found", ca_name);
     goto err;

@@ -41,6 +41,11 @@ bool tls_asn1_time_to_unix(int64_t *out, const ASN1_TIME *t);
  * first |hex_len| digits, into |out| (hex_len + 1 bytes). */
 void tls_cert_sha256_hex(char *out, size_t hex_len, const X509 *cert);
 
+/* tls_pem_parse_certs returns a new stack (freed with sk_X509_pop_free) of every
+ * CERTIFICATE block in the PEM text |pem|, skipping other block types; it may be empty.
+ * Returns NULL when a certificate does not parse or on allocation failure. */
+STACK_OF(X509) * tls_pem_parse_certs(const uint8_t *pem, size_t len);
+
 /* tls_buffer_pool returns the process-wide pool that deduplicates certificate bytes
  * across connections (every peer of one identity shares one copy). */
 CRYPTO_BUFFER_POOL *tls_buffer_pool(void);
