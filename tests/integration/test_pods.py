@@ -53,14 +53,15 @@ import socket, sys
 host, port, payload = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode()
 got = b""
 with socket.create_connection((host, port), timeout=10) as s:
-    s.sendall(payload); s.shutdown(socket.SHUT_WR)
     try:
+        s.sendall(payload); s.shutdown(socket.SHUT_WR)
         while True:
             d = s.recv(65536)
             if not d: break
             got += d
-    except ConnectionResetError:
-        pass
+    except (ConnectionResetError, BrokenPipeError, OSError) as e:
+        if isinstance(e, TimeoutError): raise
+        # A refused connection is reset: what was received so far is the answer.
 sys.stdout.write(got.decode(errors="replace"))
 """
 
