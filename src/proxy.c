@@ -347,6 +347,16 @@ static void upstream_failed(struct conn *c, enum upstream_failure failure) {
 }
 
 static void handshake_failed(struct conn *c, enum tls_failure failure, const char *detail) {
+  if (c->tls_side != NULL && c->tls_side->tls != NULL) {
+    c->info = (struct tls_conn_info){
+        .peer_identity = tls_conn_peer_identity(c->tls_side->tls),
+        .version = "",
+        .cipher = "",
+        .peer_root = "",
+        .peer_not_after = INT64_MAX,
+    };
+    c->have_info = true;
+  }
   stats_add(c->stats, LC_HANDSHAKES_FAILED, 1);
   stats_add(c->stats, LC_HANDSHAKE_FAILURE_FIRST + failure, 1);
   char peer[NETADDR_STR_MAX];

@@ -192,6 +192,9 @@ static bool check_identity(struct tls_conn *conn, const X509 *leaf) {
     ok = ids.spiffe_id != NULL && identity_in_trust_domain(ids.spiffe_id, policy->trust_domain);
   }
   const char *who = identity_primary(&peer);
+  /* Kept even when refused: the access log names who was turned away. */
+  free(conn->peer_identity);
+  conn->peer_identity = strdup(who);
   if (!ok) {
     char detail[sizeof(conn->detail_buf)];
     snprintf(detail, sizeof(detail), "peer identity \"%.100s\" is not allowed",
@@ -199,8 +202,6 @@ static bool check_identity(struct tls_conn *conn, const X509 *leaf) {
     set_failure(conn, TLS_FAIL_IDENTITY_DENIED, detail);
     goto done;
   }
-  free(conn->peer_identity);
-  conn->peer_identity = strdup(who);
 done:
   tls_cert_identities_free(&ids);
   return ok;
@@ -605,6 +606,10 @@ int tls_conn_shutdown(struct tls_conn *conn) {
   }
   int result = map_error(conn, ret);
   return result == TLS_EOF ? TLS_OK : result;
+}
+
+const char *tls_conn_peer_identity(const struct tls_conn *conn) {
+  return conn->peer_identity != NULL ? conn->peer_identity : "";
 }
 
 void tls_conn_get_info(const struct tls_conn *conn, struct tls_conn_info *out) {

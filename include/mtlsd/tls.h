@@ -170,6 +170,11 @@ struct tls_conn_info {
   int64_t peer_not_after; /* Earliest expiry in the peer's chain (epoch seconds). */
 };
 
+/* tls_conn_peer_identity returns the identity the peer's certificate named, also when the
+ * handshake then refused it, or "" when none was seen. The string lives as long as
+ * |conn|. */
+const char *tls_conn_peer_identity(const struct tls_conn *conn);
+
 /* tls_conn_get_info fills |*out| for a connection whose handshake completed. */
 void tls_conn_get_info(const struct tls_conn *conn, struct tls_conn_info *out);
 

@@ -439,6 +439,8 @@ class RelayTest(unittest.TestCase):
         m, port, b = self.inbound_only(allow=[spiffe("a")])
         x_dir = self.pki.issue("pod-x", spiffe("x"))
         self.assert_refused(m, port, b, client_context(x_dir), "identity_denied")
+        e = m.wait_access(lambda e: e["result"] == "identity_denied")
+        self.assertEqual(e["identity"], spiffe("x"), "the access log names who was refused")
 
     def test_inbound_default_policy_is_the_trust_domain(self):
         m, port, b = self.inbound_only()
