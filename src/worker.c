@@ -18,7 +18,7 @@
 /* How many accepts one readiness event may take before other work gets a turn. */
 enum { ACCEPT_BATCH = 64 };
 /* Idle relay buffers kept per worker; more are returned to the allocator. */
-enum { POOL_KEEP = 64 };
+enum { POOL_KEEP = 16 };
 /* How long accepting pauses after the process ran out of file descriptors. */
 enum { ACCEPT_RETRY_MS = 250 };
 enum { LISTEN_BACKLOG = 4096 };

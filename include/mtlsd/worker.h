@@ -77,8 +77,9 @@ void worker_join(struct worker *w);
 /* worker_close_fds releases the sockets of a worker that never started. */
 void worker_close_fds(struct worker *w);
 
-/* Relay buffer size: one TLS record of plaintext. */
-#define WORKER_BUFFER_SIZE 16384
+/* Relay buffer size: four TLS records of plaintext, so that bulk transfers cost few
+ * system calls; a connection holds buffers only while bytes are in flight. */
+#define WORKER_BUFFER_SIZE 65536
 
 /* worker_buffer_get returns a WORKER_BUFFER_SIZE buffer, or NULL when out of memory;
  * worker_buffer_put gives it back. */
