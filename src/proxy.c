@@ -470,18 +470,8 @@ static bool pump(struct conn *c, struct flow *f) {
         f->off += (uint32_t)n;
         f->len -= (uint32_t)n;
         stats_add(c->stats, f->tx_counter, (uint64_t)n);
-        if (f->len > 0) {
-          continue;
-        }
-        flow_release(c, f);
-        if (f->src_failed) {
-          return false;
-        }
-        if (f->src_waits != 0 && !f->src_eof) {
-          f->want_src = f->src_waits;
-          f->want_dst = 0;
-          f->src_waits = 0;
-          return true;
+        if (f->len == 0) {
+          flow_release(c, f);
         }
         continue;
       }
@@ -491,6 +481,27 @@ static bool pump(struct conn *c, struct flow *f) {
         return true;
       }
       return false;
+    }
+    if (f->dst->tls != NULL) {
+      /* Records the socket did not take yet go out before anything more is read. */
+      int r = tls_conn_flush(f->dst->tls);
+      if (r == TLS_WANT_WRITE) {
+        f->want_dst = UV_WRITABLE;
+        f->want_src = 0;
+        return true;
+      }
+      if (r != TLS_OK) {
+        return false;
+      }
+    }
+    if (f->src_failed) {
+      return false;
+    }
+    if (f->src_waits != 0 && !f->src_eof) {
+      f->want_src = f->src_waits;
+      f->want_dst = 0;
+      f->src_waits = 0;
+      return true;
     }
     if (f->src_eof) {
       if (!f->done) {
@@ -515,7 +526,6 @@ static bool pump(struct conn *c, struct flow *f) {
         return false;
       }
     }
-    f->src_waits = 0;
     ssize_t n = side_read(f->src, f->buf, WORKER_BUFFER_SIZE);
     if (n > 0) {
       size_t len = (size_t)n;
@@ -535,6 +545,11 @@ static bool pump(struct conn *c, struct flow *f) {
             f->src_failed = true;
           }
           break;
+        }
+        /* Reading can make TLS answer (a KeyUpdate, an alert): best effort, as the flow
+         * that writes this socket flushes it too. */
+        if (tls_conn_flush(f->src->tls) == TLS_ERROR) {
+          f->src_failed = true;
         }
       } else if (len < WORKER_BUFFER_SIZE) {
         /* A short read emptied the socket's queue. */

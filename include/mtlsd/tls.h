@@ -151,10 +151,17 @@ enum tls_failure tls_conn_failure(const struct tls_conn *conn, const char **deta
  * TLS_WANT_WRITE, TLS_EOF or TLS_ERROR. */
 ssize_t tls_conn_read(struct tls_conn *conn, void *buf, size_t len);
 
-/* tls_conn_write encrypts and sends up to |len| bytes of |buf|: a positive count (maybe
- * fewer than |len|), TLS_WANT_READ, TLS_WANT_WRITE or TLS_ERROR. After a WANT result the
- * same bytes must be offered again. */
+/* tls_conn_write encrypts up to |len| bytes of |buf| and sends what the socket takes: a
+ * positive count of bytes taken (maybe fewer than |len|), TLS_WANT_READ, TLS_WANT_WRITE
+ * or TLS_ERROR. After a WANT result the same bytes must be offered again. Taken bytes may
+ * still wait in the connection's buffer (see tls_conn_flush). */
 ssize_t tls_conn_write(struct tls_conn *conn, const void *buf, size_t len);
+
+/* tls_conn_flush hands the records still buffered for the socket to the kernel: TLS_OK
+ * once none is left, TLS_WANT_WRITE while the socket is full, or TLS_ERROR. Writes
+ * flush what they can themselves; a caller waits for writability and calls this when a
+ * write left bytes behind. */
+int tls_conn_flush(struct tls_conn *conn);
 
 /* tls_conn_shutdown sends close_notify: TLS_OK once sent, a WANT result, or TLS_ERROR. */
 int tls_conn_shutdown(struct tls_conn *conn);
