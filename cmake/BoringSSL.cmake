@@ -51,7 +51,9 @@ if(MTLSD_BORINGSSL STREQUAL "source")
   if(NOT _asm)
     list(APPEND _bssl_defs OPENSSL_NO_ASM)
   endif()
-  set(_bssl_opts -O2 -fvisibility=hidden -fno-common -w)
+  # Function and data sections let the linker drop what mtlsd never calls (DTLS, ECH,
+  # legacy ciphers): a smaller binary and fewer resident pages in every pod.
+  set(_bssl_opts -O2 -fvisibility=hidden -fno-common -ffunction-sections -fdata-sections -w)
 
   add_library(bssl_crypto STATIC ${crypto_sources} ${_asm})
   add_library(bssl_ssl STATIC ${ssl_sources})
