@@ -144,6 +144,36 @@ class RelayTest(unittest.TestCase):
         out.wait_access(lambda e: e["result"] == "ok")
         inb.wait_access(lambda e: e["result"] == "ok")
 
+    def test_proxy_protocol_v2_carries_address_and_identity(self):
+        got = []
+
+        def record(backend, conn):
+            got.append(recv_all(conn, timeout=10))
+
+        b = self.backend(record)
+        out, inb, port = self.pair(b.port, in_extra={"proxy_protocol": True})
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"payload")
+            s.shutdown(socket.SHUT_WR)
+            s.settimeout(10)
+            recv_all(s, timeout=10)
+        wait_until(lambda: got, what="the app to read the connection")
+        data = got[0]
+        self.assertEqual(data[:12], b"\r\n\r\n\x00\r\nQUIT\n")
+        self.assertEqual(data[12], 0x21, "version 2, PROXY command")
+        self.assertEqual(data[13], 0x11, "TCP over IPv4")
+        length = int.from_bytes(data[14:16], "big")
+        body, rest = data[16:16 + length], data[16 + length:]
+        self.assertEqual(socket.inet_ntoa(body[0:4]), "127.0.0.1")
+        self.assertEqual(socket.inet_ntoa(body[4:8]), "127.0.0.1")
+        dst_port = int.from_bytes(body[10:12], "big")
+        self.assertEqual(dst_port, int(inb.config["listeners"][0]["listen"].rsplit(":", 1)[1]))
+        tlv = body[12:]
+        self.assertEqual(tlv[0], 0xE0)
+        tlv_len = int.from_bytes(tlv[1:3], "big")
+        self.assertEqual(tlv[3:3 + tlv_len].decode(), spiffe("client"))
+        self.assertEqual(rest, b"payload")
+
     def test_upstream_resolved_by_name_with_sni(self):
         b = self.backend()
         inbound_port = free_port()
