@@ -101,17 +101,31 @@ static int parse_common(struct common_opts *opts, int argc, char **argv, const c
   return -1;
 }
 
-static int cmd_run(int argc, char **argv) {
+/* Parses run's or check's options and loads the configuration: -1 with |*out| and
+ * |*path| set, or the exit code to end with. */
+static int load_config(struct config **out, const char **path, int argc, char **argv,
+                       const char *cmd) {
   struct common_opts opts;
-  int r = parse_common(&opts, argc, argv, "run");
+  int r = parse_common(&opts, argc, argv, cmd);
   if (r >= 0) {
     return r;
   }
   char err[1024];
-  struct config *cfg = config_load(opts.config, err, sizeof(err));
-  if (cfg == NULL) {
+  *out = config_load(opts.config, err, sizeof(err));
+  if (*out == NULL) {
     fprintf(stderr, "%s\n", err);
     return EXIT_USAGE;
+  }
+  *path = opts.config;
+  return -1;
+}
+
+static int cmd_run(int argc, char **argv) {
+  struct config *cfg;
+  const char *path;
+  int r = load_config(&cfg, &path, argc, argv, "run");
+  if (r >= 0) {
+    return r;
   }
   int code = server_run(cfg);
   config_free(cfg);
@@ -132,18 +146,14 @@ static bool any_cert_file_present(const struct config *cfg) {
 }
 
 static int cmd_check(int argc, char **argv) {
-  struct common_opts opts;
-  int r = parse_common(&opts, argc, argv, "check");
+  struct config *cfg;
+  const char *path;
+  int r = load_config(&cfg, &path, argc, argv, "check");
   if (r >= 0) {
     return r;
   }
   char err[1024];
-  struct config *cfg = config_load(opts.config, err, sizeof(err));
-  if (cfg == NULL) {
-    fprintf(stderr, "%s\n", err);
-    return EXIT_USAGE;
-  }
-  printf("%s: configuration ok: %zu listener%s, %u worker%s, trust domain %s\n", opts.config,
+  printf("%s: configuration ok: %zu listener%s, %u worker%s, trust domain %s\n", path,
          cfg->listener_count, cfg->listener_count == 1 ? "" : "s", cfg->workers,
          cfg->workers == 1 ? "" : "s", cfg->trust_domain);
   int code = EXIT_OK;
@@ -152,7 +162,7 @@ static int cmd_check(int argc, char **argv) {
   } else {
     struct tls_certset *set = tls_certset_load(cfg, err, sizeof(err));
     if (set == NULL) {
-      fprintf(stderr, "%s: certificates in %s: %s\n", opts.config, cfg->certs.dir, err);
+      fprintf(stderr, "%s: certificates in %s: %s\n", path, cfg->certs.dir, err);
       code = EXIT_RUNTIME;
     } else {
       long long left = (long long)(tls_certset_not_after(set) - time(NULL));
