@@ -66,6 +66,7 @@ struct tls_conn {
   struct tls_session_cache *cache;
   char *cache_key;
   int fd;
+  bool gather; /* Inside a write of several records: gather them for one send(2). */
   /* Records waiting for the socket: gathered so that several go out in one send(2). */
   uint8_t *wbuf;
   size_t wlen;
@@ -470,10 +471,33 @@ const struct tls_certset *tls_contexts_certset(const struct tls_contexts *ctxs) 
  * it, so an idle connection holds none. */
 
 /* Room for the four records a 64 KiB relay buffer makes, with their overhead. */
-enum { WBUF_CAP = 80 * 1024 };
+enum { WBUF_CAP = 80 * 1024, TLS_RECORD_PLAINTEXT_MAX = 16384 };
 
 static BIO_METHOD *g_bio_method;
 static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
+
+/* One spare gathering buffer per thread: a bulk transfer takes and returns it per write,
+ * which must not cost a malloc, a free and the heap trimming that follows each time. */
+static _Thread_local uint8_t *t_spare_wbuf;
+
+static uint8_t *wbuf_take(void) {
+  uint8_t *buf = t_spare_wbuf;
+  t_spare_wbuf = NULL;
+  return buf != NULL ? buf : malloc(WBUF_CAP);
+}
+
+void tls_thread_release(void) {
+  free(t_spare_wbuf);
+  t_spare_wbuf = NULL;
+}
+
+static void wbuf_give(uint8_t *buf) {
+  if (t_spare_wbuf == NULL) {
+    t_spare_wbuf = buf;
+  } else {
+    free(buf);
+  }
+}
 
 /* Sends what is buffered: 1 when all of it went out, 0 when the socket is full, -1 on an
  * error (errno set). */
@@ -490,7 +514,9 @@ static int wbuf_flush(struct tls_conn *conn) {
       return -1;
     }
   }
-  free(conn->wbuf);
+  if (conn->wbuf != NULL) {
+    wbuf_give(conn->wbuf);
+  }
   conn->wbuf = NULL;
   conn->wlen = 0;
   conn->woff = 0;
@@ -501,6 +527,23 @@ static int bio_sock_write(BIO *bio, const char *data, int len) {
   struct tls_conn *conn = BIO_get_data(bio);
   BIO_clear_retry_flags(bio);
   size_t n = (size_t)len;
+  if (!conn->gather && conn->wbuf == NULL) {
+    /* A single record (a small message, a handshake flight): straight to the socket;
+     * only what the socket does not take is buffered. */
+    ssize_t sent;
+    do {
+      sent = send(conn->fd, data, n, MSG_NOSIGNAL);
+    } while (sent < 0 && errno == EINTR);
+    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+      return -1;
+    }
+    size_t taken = sent > 0 ? (size_t)sent : 0;
+    if (taken == n) {
+      return len;
+    }
+    data += taken;
+    n -= taken;
+  }
   if (conn->wlen - conn->woff + n > WBUF_CAP) {
     if (wbuf_flush(conn) < 0) {
       return -1;
@@ -511,7 +554,7 @@ static int bio_sock_write(BIO *bio, const char *data, int len) {
     }
   }
   if (conn->wbuf == NULL) {
-    conn->wbuf = malloc(WBUF_CAP);
+    conn->wbuf = wbuf_take();
     if (conn->wbuf == NULL) {
       return -1;
     }
@@ -662,7 +705,9 @@ void tls_conn_free(struct tls_conn *conn) {
   tls_contexts_free(conn->ctxs);
   free(conn->peer_identity);
   free(conn->cache_key);
-  free(conn->wbuf);
+  if (conn->wbuf != NULL) {
+    wbuf_give(conn->wbuf);
+  }
   free(conn);
 }
 
@@ -729,6 +774,7 @@ ssize_t tls_conn_read(struct tls_conn *conn, void *buf, size_t len) {
 ssize_t tls_conn_write(struct tls_conn *conn, const void *buf, size_t len) {
   const uint8_t *bytes = buf;
   size_t done = 0;
+  conn->gather = len > TLS_RECORD_PLAINTEXT_MAX;
   /* One record per SSL_write (partial writes), gathered in the BIO until it is full. */
   while (done < len) {
     size_t chunk = len - done > INT32_MAX ? INT32_MAX : len - done;
@@ -743,6 +789,7 @@ ssize_t tls_conn_write(struct tls_conn *conn, const void *buf, size_t len) {
     }
     done += (size_t)ret;
   }
+  conn->gather = false;
   if (wbuf_flush(conn) < 0) {
     set_failure(conn, TLS_FAIL_PROTOCOL, strerror(errno));
     return TLS_ERROR;

@@ -291,6 +291,7 @@ static void worker_main(void *arg) {
   /* A drain or a new certificate may have been published before the loop ran. */
   on_wakeup(&w->wakeup);
   uv_run(&w->loop, UV_RUN_DEFAULT);
+  tls_thread_release();
 }
 
 int worker_start(struct worker *w) {

@@ -187,6 +187,10 @@ void tls_conn_get_info(const struct tls_conn *conn, struct tls_conn_info *out);
 
 /* ---- Library ---- */
 
+/* tls_thread_release frees what the calling thread keeps cached for its connections; a
+ * worker calls it when its loop ends. */
+void tls_thread_release(void);
+
 /* tls_library_version returns a description of the BoringSSL in use. */
 const char *tls_library_version(void);
 
