@@ -71,10 +71,6 @@ struct tls_conn {
   uint8_t *wbuf;
   size_t wlen;
   size_t woff;
-  /* Bytes read ahead from the socket that BoringSSL has not asked for yet. */
-  uint8_t *rbuf;
-  size_t rlen;
-  size_t roff;
   bool close_notify_queued;
 };
 
@@ -475,7 +471,7 @@ const struct tls_certset *tls_contexts_certset(const struct tls_contexts *ctxs) 
  * it, so an idle connection holds none. */
 
 /* Room for the four records a 64 KiB relay buffer makes, with their overhead. */
-enum { WBUF_CAP = 80 * 1024, RBUF_CAP = 64 * 1024, TLS_RECORD_PLAINTEXT_MAX = 16384 };
+enum { WBUF_CAP = 80 * 1024, TLS_RECORD_PLAINTEXT_MAX = 16384 };
 
 static BIO_METHOD *g_bio_method;
 static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
@@ -483,35 +479,24 @@ static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
 /* One spare gathering buffer per thread: a bulk transfer takes and returns it per write,
  * which must not cost a malloc, a free and the heap trimming that follows each time. */
 static _Thread_local uint8_t *t_spare_wbuf;
-static _Thread_local uint8_t *t_spare_rbuf;
-
-static uint8_t *spare_take(uint8_t **spare, size_t size) {
-  uint8_t *buf = *spare;
-  *spare = NULL;
-  return buf != NULL ? buf : malloc(size);
-}
-
-static void spare_give(uint8_t **spare, uint8_t *buf) {
-  if (*spare == NULL) {
-    *spare = buf;
-  } else {
-    free(buf);
-  }
-}
 
 static uint8_t *wbuf_take(void) {
-  return spare_take(&t_spare_wbuf, WBUF_CAP);
-}
-
-static void wbuf_give(uint8_t *buf) {
-  spare_give(&t_spare_wbuf, buf);
+  uint8_t *buf = t_spare_wbuf;
+  t_spare_wbuf = NULL;
+  return buf != NULL ? buf : malloc(WBUF_CAP);
 }
 
 void tls_thread_release(void) {
   free(t_spare_wbuf);
   t_spare_wbuf = NULL;
-  free(t_spare_rbuf);
-  t_spare_rbuf = NULL;
+}
+
+static void wbuf_give(uint8_t *buf) {
+  if (t_spare_wbuf == NULL) {
+    t_spare_wbuf = buf;
+  } else {
+    free(buf);
+  }
 }
 
 /* Sends what is buffered: 1 when all of it went out, 0 when the socket is full, -1 on an
@@ -583,49 +568,22 @@ static int bio_sock_write(BIO *bio, const char *data, int len) {
   return len;
 }
 
-/* Reads ahead: BoringSSL asks for each record's 5-byte header and then its body, two
- * system calls per record; one recv(2) of up to RBUF_CAP serves several records. The
- * buffer is returned to the thread's spare as soon as it is empty. */
 static int bio_sock_read(BIO *bio, char *out, int len) {
   struct tls_conn *conn = BIO_get_data(bio);
   BIO_clear_retry_flags(bio);
-  if (conn->roff == conn->rlen) {
-    if (conn->rbuf == NULL) {
-      conn->rbuf = spare_take(&t_spare_rbuf, RBUF_CAP);
-      if (conn->rbuf == NULL) {
-        return -1;
-      }
+  for (;;) {
+    ssize_t n = recv(conn->fd, out, (size_t)len, 0);
+    if (n >= 0) {
+      return (int)n;
     }
-    ssize_t n;
-    do {
-      n = recv(conn->fd, conn->rbuf, RBUF_CAP, 0);
-    } while (n < 0 && errno == EINTR);
-    if (n <= 0) {
-      int saved = errno;
-      spare_give(&t_spare_rbuf, conn->rbuf);
-      conn->rbuf = NULL;
-      conn->roff = conn->rlen = 0;
-      errno = saved;
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        BIO_set_retry_read(bio);
-      }
-      return n == 0 ? 0 : -1;
+    if (errno == EINTR) {
+      continue;
     }
-    conn->roff = 0;
-    conn->rlen = (size_t)n;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      BIO_set_retry_read(bio);
+    }
+    return -1;
   }
-  size_t take = conn->rlen - conn->roff;
-  if (take > (size_t)len) {
-    take = (size_t)len;
-  }
-  memcpy(out, conn->rbuf + conn->roff, take);
-  conn->roff += take;
-  if (conn->roff == conn->rlen) {
-    spare_give(&t_spare_rbuf, conn->rbuf);
-    conn->rbuf = NULL;
-    conn->roff = conn->rlen = 0;
-  }
-  return (int)take;
 }
 
 static long bio_sock_ctrl(BIO *bio, int cmd, long num, void *ptr) {
@@ -749,9 +707,6 @@ void tls_conn_free(struct tls_conn *conn) {
   free(conn->cache_key);
   if (conn->wbuf != NULL) {
     wbuf_give(conn->wbuf);
-  }
-  if (conn->rbuf != NULL) {
-    spare_give(&t_spare_rbuf, conn->rbuf);
   }
   free(conn);
 }
