@@ -17,60 +17,12 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "mtlsd/textbuf.h"
+
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static const char *const own_chains[] = {"MTLSD_INBOUND", "MTLSD_IN_REDIRECT", "MTLSD_OUTPUT",
                                          "MTLSD_REDIRECT"};
-
-/* A growable string; on allocation failure it stays failed and the result is NULL. */
-struct text {
-  char *buf;
-  size_t len;
-  size_t cap;
-  bool failed;
-};
-
-static void text_printf(struct text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void text_printf(struct text *t, const char *fmt, ...) {
-  if (t->failed) {
-    return;
-  }
-  for (;;) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(t->buf == NULL ? NULL : t->buf + t->len, t->buf == NULL ? 0 : t->cap - t->len,
-                      fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-      t->failed = true;
-      return;
-    }
-    if (t->buf != NULL && t->len + (size_t)n < t->cap) {
-      t->len += (size_t)n;
-      return;
-    }
-    size_t cap = t->cap == 0 ? 1024 : t->cap;
-    while (cap <= t->len + (size_t)n) {
-      cap *= 2;
-    }
-    char *grown = realloc(t->buf, cap);
-    if (grown == NULL) {
-      t->failed = true;
-      return;
-    }
-    t->buf = grown;
-    t->cap = cap;
-  }
-}
-
-static char *text_finish(struct text *t) {
-  if (t->failed || t->buf == NULL) {
-    free(t->buf);
-    return NULL;
-  }
-  return t->buf;
-}
 
 void iptables_default_opts(struct iptables_opts *opts) {
   memset(opts, 0, sizeof(*opts));
@@ -109,106 +61,106 @@ static bool cidr_is_ipv6(const char *cidr) {
 }
 
 char *iptables_render(const struct iptables_opts *o, bool ipv6, const char *installed) {
-  struct text t = {0};
+  struct textbuf t = {0};
   const char *loopback = ipv6 ? "::1/128" : "127.0.0.1/32";
-  text_printf(&t, "*nat\n");
+  textbuf_printf(&t, "*nat\n");
   for (size_t i = 0; i < sizeof(own_chains) / sizeof(own_chains[0]); i++) {
     /* Declaring a chain creates it, or flushes it when it exists: re-applying replaces
      * our rules instead of appending copies. */
-    text_printf(&t, ":%s - [0:0]\n", own_chains[i]);
+    textbuf_printf(&t, ":%s - [0:0]\n", own_chains[i]);
   }
-  text_printf(&t,
-              "-A MTLSD_IN_REDIRECT -p tcp -m comment --comment \"mtlsd: to the inbound "
-              "listener\" -j REDIRECT --to-ports %u\n",
-              o->inbound_port);
-  text_printf(&t,
-              "-A MTLSD_REDIRECT -p tcp -m comment --comment \"mtlsd: to the outbound "
-              "listener\" -j REDIRECT --to-ports %u\n",
-              o->outbound_port);
+  textbuf_printf(&t,
+                 "-A MTLSD_IN_REDIRECT -p tcp -m comment --comment \"mtlsd: to the inbound "
+                 "listener\" -j REDIRECT --to-ports %u\n",
+                 o->inbound_port);
+  textbuf_printf(&t,
+                 "-A MTLSD_REDIRECT -p tcp -m comment --comment \"mtlsd: to the outbound "
+                 "listener\" -j REDIRECT --to-ports %u\n",
+                 o->outbound_port);
 
   if (!has_jump(installed, "PREROUTING", "MTLSD_INBOUND")) {
-    text_printf(&t,
-                "-A PREROUTING -p tcp -m comment --comment \"mtlsd: inbound interception\" -j "
-                "MTLSD_INBOUND\n");
+    textbuf_printf(&t,
+                   "-A PREROUTING -p tcp -m comment --comment \"mtlsd: inbound interception\" -j "
+                   "MTLSD_INBOUND\n");
   }
-  text_printf(&t,
-              "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" "
-              "-j RETURN\n",
-              o->admin_port);
+  textbuf_printf(&t,
+                 "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" "
+                 "-j RETURN\n",
+                 o->admin_port);
   for (size_t i = 0; i < o->exclude_inbound_count; i++) {
-    text_printf(&t,
-                "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
-                "inbound port\" -j RETURN\n",
-                o->exclude_inbound_ports[i]);
+    textbuf_printf(&t,
+                   "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
+                   "inbound port\" -j RETURN\n",
+                   o->exclude_inbound_ports[i]);
   }
   if (o->inbound_count > 0) {
     for (size_t i = 0; i < o->inbound_count; i++) {
-      text_printf(&t,
-                  "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: intercepted "
-                  "inbound port\" -j MTLSD_IN_REDIRECT\n",
-                  o->inbound_ports[i]);
+      textbuf_printf(&t,
+                     "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: intercepted "
+                     "inbound port\" -j MTLSD_IN_REDIRECT\n",
+                     o->inbound_ports[i]);
     }
   } else {
-    text_printf(&t,
-                "-A MTLSD_INBOUND -p tcp -m comment --comment \"mtlsd: every other inbound "
-                "port\" -j MTLSD_IN_REDIRECT\n");
+    textbuf_printf(&t,
+                   "-A MTLSD_INBOUND -p tcp -m comment --comment \"mtlsd: every other inbound "
+                   "port\" -j MTLSD_IN_REDIRECT\n");
   }
 
   if (!has_jump(installed, "OUTPUT", "MTLSD_OUTPUT")) {
-    text_printf(&t,
-                "-A OUTPUT -p tcp -m comment --comment \"mtlsd: outbound interception\" -j "
-                "MTLSD_OUTPUT\n");
+    textbuf_printf(&t,
+                   "-A OUTPUT -p tcp -m comment --comment \"mtlsd: outbound interception\" -j "
+                   "MTLSD_OUTPUT\n");
   }
-  text_printf(&t,
-              "-A MTLSD_OUTPUT -m owner --uid-owner %u -m comment --comment \"mtlsd: the "
-              "sidecar's own traffic\" -j RETURN\n",
-              o->proxy_uid);
-  text_printf(&t,
-              "-A MTLSD_OUTPUT -m owner --gid-owner %u -m comment --comment \"mtlsd: the "
-              "sidecar's own traffic\" -j RETURN\n",
-              o->proxy_gid);
-  text_printf(&t,
-              "-A MTLSD_OUTPUT -o lo -m comment --comment \"mtlsd: loopback traffic to the "
-              "app\" -j RETURN\n");
-  text_printf(&t,
-              "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: loopback traffic to the "
-              "app\" -j RETURN\n",
-              loopback);
-  text_printf(&t,
-              "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" "
-              "-j RETURN\n",
-              o->admin_port);
+  textbuf_printf(&t,
+                 "-A MTLSD_OUTPUT -m owner --uid-owner %u -m comment --comment \"mtlsd: the "
+                 "sidecar's own traffic\" -j RETURN\n",
+                 o->proxy_uid);
+  textbuf_printf(&t,
+                 "-A MTLSD_OUTPUT -m owner --gid-owner %u -m comment --comment \"mtlsd: the "
+                 "sidecar's own traffic\" -j RETURN\n",
+                 o->proxy_gid);
+  textbuf_printf(&t,
+                 "-A MTLSD_OUTPUT -o lo -m comment --comment \"mtlsd: loopback traffic to the "
+                 "app\" -j RETURN\n");
+  textbuf_printf(&t,
+                 "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: loopback traffic to the "
+                 "app\" -j RETURN\n",
+                 loopback);
+  textbuf_printf(&t,
+                 "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" "
+                 "-j RETURN\n",
+                 o->admin_port);
   for (size_t i = 0; i < o->exclude_outbound_count; i++) {
-    text_printf(&t,
-                "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
-                "outbound port\" -j RETURN\n",
-                o->exclude_outbound_ports[i]);
+    textbuf_printf(&t,
+                   "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
+                   "outbound port\" -j RETURN\n",
+                   o->exclude_outbound_ports[i]);
   }
   for (size_t i = 0; i < o->exclude_cidr_count; i++) {
     if (cidr_is_ipv6(o->exclude_outbound_cidrs[i]) == ipv6) {
-      text_printf(&t,
-                  "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: excluded outbound "
-                  "CIDR\" -j RETURN\n",
-                  o->exclude_outbound_cidrs[i]);
+      textbuf_printf(&t,
+                     "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: excluded outbound "
+                     "CIDR\" -j RETURN\n",
+                     o->exclude_outbound_cidrs[i]);
     }
   }
-  text_printf(&t,
-              "-A MTLSD_OUTPUT -p tcp -m comment --comment \"mtlsd: every other outbound "
-              "connection\" -j MTLSD_REDIRECT\n");
-  text_printf(&t, "COMMIT\n");
-  return text_finish(&t);
+  textbuf_printf(&t,
+                 "-A MTLSD_OUTPUT -p tcp -m comment --comment \"mtlsd: every other outbound "
+                 "connection\" -j MTLSD_REDIRECT\n");
+  textbuf_printf(&t, "COMMIT\n");
+  return textbuf_finish(&t);
 }
 
 char *iptables_render_clean(const char *installed) {
-  struct text t = {0};
-  text_printf(&t, "*nat\n");
+  struct textbuf t = {0};
+  textbuf_printf(&t, "*nat\n");
   /* Jumps into our chains first: a chain cannot be deleted while referenced. */
   for (const char *line = installed != NULL ? installed : ""; *line != '\0';) {
     const char *end = strchr(line, '\n');
     size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
     if ((strncmp(line, "-A PREROUTING ", 14) == 0 || strncmp(line, "-A OUTPUT ", 10) == 0) &&
         memmem(line, len, "-j MTLSD_", 9) != NULL) {
-      text_printf(&t, "-D%.*s\n", (int)(len - 2), line + 2);
+      textbuf_printf(&t, "-D%.*s\n", (int)(len - 2), line + 2);
     }
     line += len + (end != NULL ? 1 : 0);
   }
@@ -216,18 +168,18 @@ char *iptables_render_clean(const char *installed) {
     char decl[64];
     snprintf(decl, sizeof(decl), ":%s ", own_chains[i]);
     if (installed != NULL && strstr(installed, decl) != NULL) {
-      text_printf(&t, "-F %s\n", own_chains[i]);
+      textbuf_printf(&t, "-F %s\n", own_chains[i]);
     }
   }
   for (size_t i = 0; i < sizeof(own_chains) / sizeof(own_chains[0]); i++) {
     char decl[64];
     snprintf(decl, sizeof(decl), ":%s ", own_chains[i]);
     if (installed != NULL && strstr(installed, decl) != NULL) {
-      text_printf(&t, "-X %s\n", own_chains[i]);
+      textbuf_printf(&t, "-X %s\n", own_chains[i]);
     }
   }
-  text_printf(&t, "COMMIT\n");
-  return text_finish(&t);
+  textbuf_printf(&t, "COMMIT\n");
+  return textbuf_finish(&t);
 }
 
 /* ---- The command ---- */
@@ -325,14 +277,14 @@ static char *capture(const char *command) {
   if (p == NULL) {
     return NULL;
   }
-  struct text t = {0};
+  struct textbuf t = {0};
   char chunk[4096];
   size_t n;
   while ((n = fread(chunk, 1, sizeof(chunk), p)) > 0) {
-    text_printf(&t, "%.*s", (int)n, chunk);
+    textbuf_append(&t, chunk, n);
   }
   int status = pclose(p);
-  char *out = text_finish(&t);
+  char *out = textbuf_finish(&t);
   if (status != 0) {
     free(out);
     return NULL;

@@ -1,6 +1,7 @@
 /* stats: per-worker metric storage and its JSON and Prometheus renderings (see
  * mtlsd/stats.h). */
 #include "mtlsd/stats.h"
+#include "mtlsd/textbuf.h"
 
 #include <dirent.h>
 #include <stdarg.h>
@@ -457,91 +458,13 @@ err:
   return false;
 }
 
-/* ---- Output buffer ---- */
-
-struct outbuf {
-  char *data;
-  size_t len;
-  size_t cap;
-  bool failed; /* An allocation failed: the result is NULL. */
-};
-
-static void out_reserve(struct outbuf *b, size_t more) {
-  if (b->failed || b->len + more < b->cap) {
-    return;
-  }
-  size_t cap = b->cap > 0 ? b->cap : 16384;
-  while (b->len + more >= cap) {
-    cap *= 2;
-  }
-  char *data = realloc(b->data, cap);
-  if (data == NULL) {
-    b->failed = true;
-    return;
-  }
-  b->data = data;
-  b->cap = cap;
-}
-
-static void out_append(struct outbuf *b, const char *s, size_t n) {
-  out_reserve(b, n + 1);
-  if (b->failed) {
-    return;
-  }
-  memcpy(b->data + b->len, s, n);
-  b->len += n;
-  b->data[b->len] = '\0';
-}
-
-static void out_str(struct outbuf *b, const char *s) {
-  out_append(b, s, strlen(s));
-}
-
-static void out_printf(struct outbuf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void out_printf(struct outbuf *b, const char *fmt, ...) {
-  char small[128];
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(small, sizeof(small), fmt, ap);
-  va_end(ap);
-  if (n < 0) {
-    b->failed = true;
-    return;
-  }
-  if ((size_t)n < sizeof(small)) {
-    out_append(b, small, (size_t)n);
-    return;
-  }
-  out_reserve(b, (size_t)n + 1);
-  if (b->failed) {
-    return;
-  }
-  va_start(ap, fmt);
-  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-  va_end(ap);
-  b->len += (size_t)n;
-}
-
-static char *out_finish(struct outbuf *b) {
-  if (b->failed) {
-    free(b->data);
-    return NULL;
-  }
-  if (b->data == NULL) {
-    return calloc(1, 1);
-  }
-  return b->data;
-}
-
-static void out_value(struct outbuf *b, const struct scalar_value *v) {
+static void out_value(struct textbuf *b, const struct scalar_value *v) {
   if (!v->present) {
-    out_str(b, "null");
+    textbuf_str(b, "null");
   } else if (v->is_float) {
-    out_printf(b, "%.6f", v->f);
+    textbuf_printf(b, "%.6f", v->f);
   } else {
-    out_printf(b, "%lld", (long long)v->i);
+    textbuf_printf(b, "%lld", (long long)v->i);
   }
 }
 
@@ -554,42 +477,43 @@ static struct scalar_value counter_value(const struct metric_def *m, uint64_t ra
 
 /* ---- JSON ---- */
 
-static void json_string(struct outbuf *b, const char *s) {
-  out_str(b, "\"");
+static void json_string(struct textbuf *b, const char *s) {
+  textbuf_str(b, "\"");
   for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++) {
     if (*p == '"' || *p == '\\') {
       char esc[2] = {'\\', (char)*p};
-      out_append(b, esc, 2);
+      textbuf_append(b, esc, 2);
     } else if (*p < 0x20) {
-      out_printf(b, "\\u%04x", *p);
+      textbuf_printf(b, "\\u%04x", *p);
     } else {
-      out_append(b, (const char *)p, 1);
+      textbuf_append(b, (const char *)p, 1);
     }
   }
-  out_str(b, "\"");
+  textbuf_str(b, "\"");
 }
 
-static void json_key(struct outbuf *b, bool *first, const char *key) {
-  out_str(b, *first ? "" : ",");
+static void json_key(struct textbuf *b, bool *first, const char *key) {
+  textbuf_str(b, *first ? "" : ",");
   *first = false;
   json_string(b, key);
-  out_str(b, ":");
+  textbuf_str(b, ":");
 }
 
-static void json_histogram(struct outbuf *b, const struct listener_snapshot *l, size_t kind) {
-  out_printf(b, "{\"count\":%llu,\"sum\":%.6f,\"buckets\":{",
-             (unsigned long long)l->buckets[kind][STATS_BUCKETS], (double)l->sum_us[kind] / 1e6);
+static void json_histogram(struct textbuf *b, const struct listener_snapshot *l, size_t kind) {
+  textbuf_printf(b, "{\"count\":%llu,\"sum\":%.6f,\"buckets\":{",
+                 (unsigned long long)l->buckets[kind][STATS_BUCKETS],
+                 (double)l->sum_us[kind] / 1e6);
   for (size_t i = 0; i < STATS_BUCKETS; i++) {
-    out_printf(b, "\"%g\":%llu,", stats_bucket_bounds[kind][i],
-               (unsigned long long)l->buckets[kind][i]);
+    textbuf_printf(b, "\"%g\":%llu,", stats_bucket_bounds[kind][i],
+                   (unsigned long long)l->buckets[kind][i]);
   }
-  out_printf(b, "\"+Inf\":%llu}}", (unsigned long long)l->buckets[kind][STATS_BUCKETS]);
+  textbuf_printf(b, "\"+Inf\":%llu}}", (unsigned long long)l->buckets[kind][STATS_BUCKETS]);
 }
 
 /* Writes one listener's (or the total's) metrics as a JSON object. */
-static void json_listener(struct outbuf *b, const struct listener_snapshot *l) {
+static void json_listener(struct textbuf *b, const struct listener_snapshot *l) {
   bool first = true;
-  out_str(b, "{");
+  textbuf_str(b, "{");
   for (size_t i = 0; i < METRIC_COUNT; i++) {
     const struct metric_def *m = &kMetrics[i];
     if (m->source == SRC_SCALAR) {
@@ -600,27 +524,27 @@ static void json_listener(struct outbuf *b, const struct listener_snapshot *l) {
       json_histogram(b, l, (size_t)m->first);
     } else if (m->source == SRC_ROOTS) {
       bool first_root = true;
-      out_str(b, "{");
+      textbuf_str(b, "{");
       for (size_t r = 0; r < l->root_count; r++) {
         json_key(b, &first_root, l->roots[r].root);
-        out_printf(b, "%llu", (unsigned long long)l->roots[r].count);
+        textbuf_printf(b, "%llu", (unsigned long long)l->roots[r].count);
       }
-      out_str(b, "}");
+      textbuf_str(b, "}");
     } else if (m->label == NULL) {
       struct scalar_value v = counter_value(m, l->counters[m->first]);
       out_value(b, &v);
     } else {
       bool first_value = true;
-      out_str(b, "{");
+      textbuf_str(b, "{");
       for (size_t v = 0; v < m->value_count; v++) {
         json_key(b, &first_value, m->label_value(v));
         struct scalar_value value = counter_value(m, l->counters[(size_t)m->first + v]);
         out_value(b, &value);
       }
-      out_str(b, "}");
+      textbuf_str(b, "}");
     }
   }
-  out_str(b, "}");
+  textbuf_str(b, "}");
 }
 
 char *stats_render_json(const struct stats *stats) {
@@ -628,16 +552,16 @@ char *stats_render_json(const struct stats *stats) {
   if (!snapshot_take(&snap, stats)) {
     return NULL;
   }
-  struct outbuf b = {0};
+  struct textbuf b = {0};
   bool first = true;
-  out_str(&b, "{\"listeners\":{");
+  textbuf_str(&b, "{\"listeners\":{");
   for (size_t i = 0; i < snap.listeners; i++) {
     json_key(&b, &first, stats->cfg->listeners[i].name);
     json_listener(&b, &snap.l[i]);
   }
-  out_str(&b, "},\"total\":");
+  textbuf_str(&b, "},\"total\":");
   json_listener(&b, &snap.l[snap.listeners]);
-  out_str(&b, ",\"global\":{");
+  textbuf_str(&b, ",\"global\":{");
   first = true;
   for (size_t i = 0; i < METRIC_COUNT; i++) {
     const struct metric_def *m = &kMetrics[i];
@@ -650,42 +574,42 @@ char *stats_render_json(const struct stats *stats) {
       continue;
     }
     bool first_value = true;
-    out_str(&b, "{");
+    textbuf_str(&b, "{");
     for (size_t v = 0; v < m->value_count; v++) {
       json_key(&b, &first_value, m->label_value(v));
       out_value(&b, &snap.scalars[(size_t)m->first + v]);
     }
-    out_str(&b, "}");
+    textbuf_str(&b, "}");
   }
-  out_str(&b, "}}\n");
+  textbuf_str(&b, "}}\n");
   snapshot_free(&snap);
-  return out_finish(&b);
+  return textbuf_finish(&b);
 }
 
 /* ---- Prometheus text format 0.0.4 ---- */
 
 /* Label values escape backslash, double quote and line feed; HELP text escapes
  * backslash and line feed only. */
-static void prom_escaped(struct outbuf *b, const char *s, bool quote) {
+static void prom_escaped(struct textbuf *b, const char *s, bool quote) {
   for (const char *p = s; *p != '\0'; p++) {
     if (*p == '\\') {
-      out_str(b, "\\\\");
+      textbuf_str(b, "\\\\");
     } else if (*p == '\n') {
-      out_str(b, "\\n");
+      textbuf_str(b, "\\n");
     } else if (*p == '"' && quote) {
-      out_str(b, "\\\"");
+      textbuf_str(b, "\\\"");
     } else {
-      out_append(b, p, 1);
+      textbuf_append(b, p, 1);
     }
   }
 }
 
 /* Writes "name{listener="x",label="v"} " (without the value); NULL parts are left out. */
-static void prom_series(struct outbuf *b, const char *name, const char *suffix,
+static void prom_series(struct textbuf *b, const char *name, const char *suffix,
                         const char *listener, const char *label, const char *value,
                         const char *le) {
-  out_str(b, name);
-  out_str(b, suffix);
+  textbuf_str(b, name);
+  textbuf_str(b, suffix);
   const char *keys[3] = {listener != NULL ? "listener" : NULL, label, le != NULL ? "le" : NULL};
   const char *values[3] = {listener, value, le};
   bool open = false;
@@ -693,17 +617,17 @@ static void prom_series(struct outbuf *b, const char *name, const char *suffix,
     if (keys[i] == NULL) {
       continue;
     }
-    out_str(b, open ? "," : "{");
+    textbuf_str(b, open ? "," : "{");
     open = true;
-    out_str(b, keys[i]);
-    out_str(b, "=\"");
+    textbuf_str(b, keys[i]);
+    textbuf_str(b, "=\"");
     prom_escaped(b, values[i], true);
-    out_str(b, "\"");
+    textbuf_str(b, "\"");
   }
-  out_str(b, open ? "} " : " ");
+  textbuf_str(b, open ? "} " : " ");
 }
 
-static void prom_histogram(struct outbuf *b, const struct metric_def *m, const char *listener,
+static void prom_histogram(struct textbuf *b, const struct metric_def *m, const char *listener,
                            const struct listener_snapshot *l) {
   size_t kind = (size_t)m->first;
   for (size_t i = 0; i <= STATS_BUCKETS; i++) {
@@ -714,16 +638,16 @@ static void prom_histogram(struct outbuf *b, const struct metric_def *m, const c
       snprintf(le, sizeof(le), "+Inf");
     }
     prom_series(b, m->name, "_bucket", listener, NULL, NULL, le);
-    out_printf(b, "%llu\n", (unsigned long long)l->buckets[kind][i]);
+    textbuf_printf(b, "%llu\n", (unsigned long long)l->buckets[kind][i]);
   }
   prom_series(b, m->name, "_sum", listener, NULL, NULL, NULL);
-  out_printf(b, "%.6f\n", (double)l->sum_us[kind] / 1e6);
+  textbuf_printf(b, "%.6f\n", (double)l->sum_us[kind] / 1e6);
   prom_series(b, m->name, "_count", listener, NULL, NULL, NULL);
-  out_printf(b, "%llu\n", (unsigned long long)l->buckets[kind][STATS_BUCKETS]);
+  textbuf_printf(b, "%llu\n", (unsigned long long)l->buckets[kind][STATS_BUCKETS]);
 }
 
 /* Writes every series of metric |m| for one listener. */
-static void prom_listener(struct outbuf *b, const struct metric_def *m, const char *listener,
+static void prom_listener(struct textbuf *b, const struct metric_def *m, const char *listener,
                           const struct listener_snapshot *l) {
   if (m->source == SRC_HISTOGRAM) {
     prom_histogram(b, m, listener, l);
@@ -732,7 +656,7 @@ static void prom_listener(struct outbuf *b, const struct metric_def *m, const ch
   if (m->source == SRC_ROOTS) {
     for (size_t r = 0; r < l->root_count; r++) {
       prom_series(b, m->name, "", listener, m->label, l->roots[r].root, NULL);
-      out_printf(b, "%llu\n", (unsigned long long)l->roots[r].count);
+      textbuf_printf(b, "%llu\n", (unsigned long long)l->roots[r].count);
     }
     return;
   }
@@ -742,7 +666,7 @@ static void prom_listener(struct outbuf *b, const struct metric_def *m, const ch
                 NULL);
     struct scalar_value value = counter_value(m, l->counters[(size_t)m->first + v]);
     out_value(b, &value);
-    out_str(b, "\n");
+    textbuf_str(b, "\n");
   }
 }
 
@@ -751,12 +675,12 @@ char *stats_render_prometheus(const struct stats *stats) {
   if (!snapshot_take(&snap, stats)) {
     return NULL;
   }
-  struct outbuf b = {0};
+  struct textbuf b = {0};
   for (size_t i = 0; i < METRIC_COUNT; i++) {
     const struct metric_def *m = &kMetrics[i];
-    out_printf(&b, "# HELP %s ", m->name);
+    textbuf_printf(&b, "# HELP %s ", m->name);
     prom_escaped(&b, m->help, false);
-    out_printf(&b, "\n# TYPE %s %s\n", m->name, m->type);
+    textbuf_printf(&b, "\n# TYPE %s %s\n", m->name, m->type);
     if (m->source != SRC_SCALAR) {
       for (size_t l = 0; l < snap.listeners; l++) {
         prom_listener(&b, m, stats->cfg->listeners[l].name, &snap.l[l]);
@@ -772,9 +696,9 @@ char *stats_render_prometheus(const struct stats *stats) {
       prom_series(&b, m->name, "", NULL, m->label, m->label != NULL ? m->label_value(v) : NULL,
                   NULL);
       out_value(&b, value);
-      out_str(&b, "\n");
+      textbuf_str(&b, "\n");
     }
   }
   snapshot_free(&snap);
-  return out_finish(&b);
+  return textbuf_finish(&b);
 }
