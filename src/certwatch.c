@@ -210,16 +210,25 @@ static void reload(struct certwatch *w, const struct set_sig *sig) {
   check_expiry(w);
 }
 
+/* Re-arms the watch and reads the files' signature into |*sig|; when it differs from
+ * the last one seen, records it and restarts the quiet time, and returns true. */
+static bool files_changed(struct certwatch *w, struct set_sig *sig) {
+  ensure_watch(w);
+  stat_set(w, sig);
+  if (sig_equal(sig, &w->seen)) {
+    return false;
+  }
+  w->seen = *sig;
+  schedule_check(w, DEBOUNCE_MS);
+  return true;
+}
+
 /* Runs after DEBOUNCE_MS of quiet (or SETTLE_MS for a set that failed a dry run). */
 static void on_debounce(uv_timer_t *timer) {
   struct certwatch *w = timer->data;
-  ensure_watch(w);
   struct set_sig sig;
-  stat_set(w, &sig);
-  if (!sig_equal(&sig, &w->seen)) {
+  if (files_changed(w, &sig)) {
     /* Changed since the event or poll that scheduled this check: not quiet yet. */
-    w->seen = sig;
-    schedule_check(w, DEBOUNCE_MS);
     return;
   }
   if (sig_equal(&sig, &w->done)) {
@@ -275,16 +284,12 @@ static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events,
 
 static void on_poll(uv_timer_t *timer) {
   struct certwatch *w = timer->data;
-  ensure_watch(w);
   struct set_sig sig;
-  stat_set(w, &sig);
-  if (!sig_equal(&sig, &w->seen)) {
-    w->seen = sig;
-    schedule_check(w, DEBOUNCE_MS);
-  } else if (!sig_equal(&sig, &w->done) && !uv_is_active((uv_handle_t *)&w->debounce)) {
+  bool idle = !files_changed(w, &sig) && !uv_is_active((uv_handle_t *)&w->debounce);
+  if (idle && !sig_equal(&sig, &w->done)) {
     /* A change that neither an event nor an earlier poll turned into a check. */
     schedule_check(w, DEBOUNCE_MS);
-  } else if (w->done_failed && !uv_is_active((uv_handle_t *)&w->debounce)) {
+  } else if (idle && w->done_failed) {
     /* Unchanged files can still become valid: a leaf that was not valid yet. */
     char msg[512];
     if (server_reload_certs(w->srv, true, msg, sizeof(msg))) {
