@@ -246,14 +246,6 @@ static void respond_owned(struct admin_conn *c, const char *content_type, char *
 
 /* ---- Endpoints ---- */
 
-static void format_time(char *out, size_t out_len, int64_t t) {
-  struct tm tm;
-  time_t tt = (time_t)t;
-  if (gmtime_r(&tt, &tm) == NULL || strftime(out, out_len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-    snprintf(out, out_len, "1970-01-01T00:00:00Z");
-  }
-}
-
 static void handle_healthz(struct admin_conn *c, bool head_only) {
   respond_text(c, 200, "ok\n", head_only);
 }
@@ -313,7 +305,7 @@ static void handle_certs(struct admin_conn *c, bool head_only) {
   } else {
     cJSON *last = cJSON_AddObjectToObject(root, "last_reload");
     char stamp[32];
-    format_time(stamp, sizeof(stamp), when);
+    log_time_rfc3339(stamp, sizeof(stamp), when);
     cJSON_AddStringToObject(last, "time", stamp);
     cJSON_AddStringToObject(last, "result", ok ? "ok" : "failed");
     if (ok) {
@@ -338,7 +330,7 @@ static void handle_server_info(struct admin_conn *c, bool head_only) {
   int state = atomic_load(&srv->state);
   bool draining = state == SERVER_DRAINING || state == SERVER_STOPPED;
   char started[32];
-  format_time(started, sizeof(started), srv->start_time);
+  log_time_rfc3339(started, sizeof(started), srv->start_time);
   int64_t uptime = (int64_t)time(NULL) - srv->start_time;
 
   cJSON *root = cJSON_CreateObject();

@@ -46,9 +46,7 @@ bool log_enabled(enum log_level level) {
   return level >= g_level;
 }
 
-/* Appends |src| to |buf| at |*pos| as the inside of a JSON string, escaping what JSON
- * requires; stops before overflowing, always leaving room for the terminator. */
-static void append_json_escaped(char *buf, size_t cap, size_t *pos, const char *src) {
+void log_append_json_escaped(char *buf, size_t cap, size_t *pos, const char *src) {
   static const char hex[] = "0123456789abcdef";
   for (const unsigned char *p = (const unsigned char *)src; *p != '\0'; p++) {
     char esc[7];
@@ -77,14 +75,23 @@ static void append_json_escaped(char *buf, size_t cap, size_t *pos, const char *
   }
 }
 
-static size_t format_time(char *out, size_t cap) {
+char *log_time_rfc3339(char *out, size_t out_len, int64_t unix_seconds) {
+  time_t tt = (time_t)unix_seconds;
+  struct tm tm;
+  if (gmtime_r(&tt, &tm) == NULL || strftime(out, out_len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    snprintf(out, out_len, "%lld", (long long)unix_seconds);
+  }
+  return out;
+}
+
+char *log_time_now(char *out, size_t out_len) {
   struct timespec ts;
   struct tm tm;
   clock_gettime(CLOCK_REALTIME, &ts);
   gmtime_r(&ts.tv_sec, &tm);
-  size_t n = strftime(out, cap, "%Y-%m-%dT%H:%M:%S", &tm);
-  int m = snprintf(out + n, cap - n, ".%03ldZ", ts.tv_nsec / 1000000);
-  return n + (m > 0 ? (size_t)m : 0);
+  size_t n = strftime(out, out_len, "%Y-%m-%dT%H:%M:%S", &tm);
+  snprintf(out + n, out_len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+  return out;
 }
 
 void log_write(enum log_level level, const char *module, const char *fmt, ...) {
@@ -98,7 +105,7 @@ void log_write(enum log_level level, const char *module, const char *fmt, ...) {
   va_end(ap);
 
   char when[40];
-  format_time(when, sizeof(when));
+  log_time_now(when, sizeof(when));
 
   char line[LOG_LINE_MAX + 256];
   size_t pos = 0;
@@ -107,7 +114,7 @@ void log_write(enum log_level level, const char *module, const char *fmt, ...) {
                      "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"", when,
                      level_names[level], module);
     pos = n > 0 ? (size_t)n : 0;
-    append_json_escaped(line, sizeof(line) - 3, &pos, msg);
+    log_append_json_escaped(line, sizeof(line) - 3, &pos, msg);
     memcpy(line + pos, "\"}", 2);
     pos += 2;
   } else {

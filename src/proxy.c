@@ -206,25 +206,23 @@ static void append_field(char *line, size_t cap, size_t *pos, bool json, const c
   if (*pos >= cap) {
     return;
   }
-  int n;
   if (json) {
-    /* Values here are addresses, identities (validated SANs), TLS names and numbers:
-     * none may hold a quote or a backslash, but escape them anyway. */
-    char esc[512];
-    size_t e = 0;
-    for (const char *p = value; *p != '\0' && e + 2 < sizeof(esc); p++) {
-      if (*p == '"' || *p == '\\') {
-        esc[e++] = '\\';
+    int n = snprintf(line + *pos, cap - *pos, "%s\"%s\":%s", *pos > 1 ? "," : "", key,
+                     quote ? "\"" : "");
+    *pos += n > 0 ? (size_t)n : 0;
+    if (*pos + 2 < cap) {
+      log_append_json_escaped(line, cap - 2, pos, value);
+      if (quote) {
+        line[(*pos)++] = '"';
       }
-      esc[e++] = (unsigned char)*p < 0x20 ? '?' : *p;
     }
-    esc[e] = '\0';
-    n = snprintf(line + *pos, cap - *pos, quote ? "%s\"%s\":\"%s\"" : "%s\"%s\":%s",
-                 *pos > 1 ? "," : "", key, esc);
-  } else {
-    n = snprintf(line + *pos, cap - *pos, "%s%s=%s", *pos > 0 ? " " : "", key,
-                 value[0] != '\0' ? value : "-");
+    if (*pos > cap) {
+      *pos = cap;
+    }
+    return;
   }
+  int n = snprintf(line + *pos, cap - *pos, "%s%s=%s", *pos > 0 ? " " : "", key,
+                   value[0] != '\0' ? value : "-");
   if (n > 0) {
     *pos += (size_t)n;
   }
@@ -241,12 +239,7 @@ static void write_access_log(struct conn *c) {
     line[pos++] = '{';
   }
   char when[40];
-  struct timespec ts;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t wn = strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(when + wn, sizeof(when) - wn, ".%03ldZ", ts.tv_nsec / 1000000);
+  log_time_now(when, sizeof(when));
 
   char down[NETADDR_STR_MAX + 8], rx[24], tx[24], dur[24];
   format_addr(down, sizeof(down), &c->peer);

@@ -11,6 +11,7 @@
  * certificates carry only keyCertSign and cRLSign. Options that make a certificate
  * already expired or not yet valid exist because the tests of mtlsd itself need them. */
 #include "mtlsd/certgen.h"
+#include "mtlsd/log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -274,14 +275,6 @@ static bool parse_rfc3339(const char *s, int64_t *out) {
          offset;
   /* A local time late on 9999-12-31 can still land past GeneralizedTime's range. */
   return *out < days_from_civil(10000, 1, 1) * 86400;
-}
-
-static void format_time(char *out, size_t out_len, int64_t t) {
-  time_t tt = (time_t)t;
-  struct tm tm;
-  if (gmtime_r(&tt, &tm) == NULL || strftime(out, out_len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-    snprintf(out, out_len, "%lld", (long long)t);
-  }
 }
 
 /* --- Command line ------------------------------------------------------------------- */
@@ -1049,7 +1042,7 @@ err:
 static void print_written(const struct cert_opts *o, const char *what, const char *files,
                           int64_t not_after) {
   char until[32];
-  format_time(until, sizeof(until), not_after);
+  log_time_rfc3339(until, sizeof(until), not_after);
   printf("%s: wrote %s (%s) to %s: %s, valid until %s\n", o->prefix, what,
          o->key_type_name != NULL ? o->key_type_name : "ecdsa-p256", o->out_dir, files, until);
 }

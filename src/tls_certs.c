@@ -23,6 +23,7 @@
 
 #include "mtlsd/file.h"
 #include "mtlsd/identity.h"
+#include "mtlsd/log.h"
 #include "tls_internal.h"
 
 /* Certificate files are small; anything bigger is a mistake, not a bundle. */
@@ -177,13 +178,6 @@ err:
   BIO_free(bio);
   sk_X509_pop_free(certs, X509_free);
   return NULL;
-}
-
-static void format_time_rfc3339(char *out, size_t cap, int64_t t) {
-  time_t tt = (time_t)t;
-  struct tm tm;
-  gmtime_r(&tt, &tm);
-  strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
 void tls_certset_free(struct tls_certset *set) {
@@ -421,7 +415,7 @@ static void add_cert_common(cJSON *obj, const X509 *cert) {
 
 static void add_time(cJSON *obj, const char *key, int64_t t) {
   char buf[32];
-  format_time_rfc3339(buf, sizeof(buf), t);
+  log_time_rfc3339(buf, sizeof(buf), t);
   cJSON_AddStringToObject(obj, key, buf);
 }
 

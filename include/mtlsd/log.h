@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
@@ -26,6 +27,20 @@ void log_configure(enum log_level level, enum log_format format);
 /* log_enabled returns whether a line at |level| would be written, so that callers can
  * skip building expensive arguments. */
 bool log_enabled(enum log_level level);
+
+/* log_time_rfc3339 writes |unix_seconds| as "2026-11-27T09:00:00Z" into |out| (at least
+ * 21 bytes) and returns |out|: the one time format of /certs, /server_info, logs and
+ * `mtlsd cert`. */
+char *log_time_rfc3339(char *out, size_t out_len, int64_t unix_seconds);
+
+/* log_time_now writes the current time with milliseconds, "2026-11-27T09:00:00.123Z",
+ * into |out| (at least 25 bytes) and returns |out|. */
+char *log_time_now(char *out, size_t out_len);
+
+/* log_append_json_escaped appends |src| to |buf| (|cap| bytes) at |*pos| as the inside
+ * of a JSON string, escaping what JSON requires; it stops before overflowing and always
+ * leaves room for a terminator. */
+void log_append_json_escaped(char *buf, size_t cap, size_t *pos, const char *src);
 
 /* log_write writes one event line: |module| names the module ("proxy", "tls", ...), the
  * rest is a printf format. A line longer than 4 KiB is truncated, never split. */
