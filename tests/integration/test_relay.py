@@ -68,6 +68,16 @@ class SelectorEchoBackend:
         self.sock.close()
 
 
+def recv_exactly(sock, n):
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 class RelayTest(unittest.TestCase):
     def setUp(self):
         self._tmp = TempDir()
@@ -83,6 +93,12 @@ class RelayTest(unittest.TestCase):
             code = p.stop()
             self.assertEqual(code, 0, f"{p.name} exit code\n{p.stderr()[-3000:]}")
         self._tmp.__exit__(None, None, None)
+
+    def round_trip(self, sock, payload):
+        """Sends PAYLOAD through the pair and expects the echo back."""
+        sock.sendall(payload)
+        sock.settimeout(10)
+        self.assertEqual(recv_exactly(sock, len(payload)), payload)
 
     def backend(self, handler=None):
         b = Backend(handler)
@@ -180,9 +196,7 @@ class RelayTest(unittest.TestCase):
         out, inb, port = self.pair(b.port, in_extra={"listen": f"127.0.0.1:{inbound_port}"},
                                    out_extra={"upstream": f"localhost:{inbound_port}"})
         with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"ping")
-            s.settimeout(10)
-            self.assertEqual(s.recv(4), b"ping")
+            self.round_trip(s, b"ping")
         e = out.wait_access(lambda e: e["result"] == "ok")
         self.assertEqual(e["upstream"], f"localhost:{inbound_port}")
 
@@ -191,9 +205,7 @@ class RelayTest(unittest.TestCase):
         out, inb, port = self.pair(b.port)
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(b"x")
-                s.settimeout(10)
-                self.assertEqual(s.recv(1), b"x")
+                self.round_trip(s, b"x")
         wait_until(lambda: len(out.access_log()) == 3, what="three access log lines")
         resumed = [e["resumed"] for e in out.access_log()]
         self.assertEqual(resumed[0], False)
@@ -264,9 +276,7 @@ class RelayTest(unittest.TestCase):
         b = self.backend()
         out, inb, port = self.pair(b.port, limits={"idle_timeout": "1s"})
         with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"x")
-            s.settimeout(10)
-            self.assertEqual(s.recv(1), b"x")
+            self.round_trip(s, b"x")
             start = time.monotonic()
             self.assertEqual(s.recv(1), b"")
             self.assertLess(time.monotonic() - start, 5)
@@ -279,9 +289,7 @@ class RelayTest(unittest.TestCase):
         try:
             for _ in range(3):
                 s = socket.create_connection(("127.0.0.1", port))
-                s.sendall(b"x")
-                s.settimeout(10)
-                self.assertEqual(s.recv(1), b"x")
+                self.round_trip(s, b"x")
                 held.append(s)
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.settimeout(10)
@@ -293,9 +301,7 @@ class RelayTest(unittest.TestCase):
             wait_until(lambda: sum(e["result"] == "ok" for e in out.access_log()) == 1,
                        what="a slot to free up")
             with socket.create_connection(("127.0.0.1", port)) as s:
-                s.sendall(b"y")
-                s.settimeout(10)
-                self.assertEqual(s.recv(1), b"y")
+                self.round_trip(s, b"y")
         finally:
             for s in held:
                 s.close()
@@ -304,9 +310,7 @@ class RelayTest(unittest.TestCase):
         b = self.backend()
         out, inb, port = self.pair(b.port)
         with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"a")
-            s.settimeout(10)
-            self.assertEqual(s.recv(1), b"a")
+            self.round_trip(s, b"a")
             out.send_signal(signal.SIGTERM)
             wait_until(lambda: "draining" in out.stderr(), what="drain to start")
             with self.assertRaises(OSError):
@@ -320,9 +324,7 @@ class RelayTest(unittest.TestCase):
         b = self.backend()
         out, inb, port = self.pair(b.port, limits={"drain_timeout": "500ms"})
         with socket.create_connection(("127.0.0.1", port)) as s:
-            s.sendall(b"a")
-            s.settimeout(10)
-            self.assertEqual(s.recv(1), b"a")
+            self.round_trip(s, b"a")
             start = time.monotonic()
             out.send_signal(signal.SIGTERM)
             self.assertEqual(out.proc.wait(timeout=10), 0)
