@@ -17,6 +17,7 @@
 #include "mtlsd/certwatch.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -27,6 +28,7 @@
 
 #include <uv.h>
 
+#include "mtlsd/file.h"
 #include "mtlsd/log.h"
 #include "mtlsd/server.h"
 
@@ -83,10 +85,13 @@ static int64_t timespec_ns(const struct timespec *ts) {
 }
 
 static void stat_file(struct file_sig *out, const char *dir, const char *name) {
-  char path[4096];
+  char path[PATH_MAX];
   struct stat st;
   memset(out, 0, sizeof(*out));
-  snprintf(path, sizeof(path), "%s/%s", dir, name);
+  if (!file_path_join(path, sizeof(path), dir, name)) {
+    out->err = ENAMETOOLONG;
+    return;
+  }
   /* stat, not lstat: a Kubernetes volume swaps the target behind a stable symlink. */
   if (stat(path, &st) != 0) {
     out->err = errno;

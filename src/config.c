@@ -38,7 +38,6 @@ enum {
 
 #define DEFAULT_TRUST_DOMAIN "cluster.local"
 #define DEFAULT_ADMIN_LISTEN "127.0.0.1:15000"
-#define DEFAULT_FORWARD_HOST "127.0.0.1"
 
 static const duration_ms kMsPerSecond = 1000;
 static const duration_ms kMsPerMinute = (duration_ms)60 * 1000;
@@ -74,20 +73,34 @@ static const char *const kCertsKeys[] = {"dir",           "cert_file",      "key
 static const char *const kTlsKeys[] = {"min_version", "max_version",        "cipher_suites",
                                        "groups",      "session_resumption", "close_on_peer_expiry",
                                        NULL};
-static const char *const kListenerKeys[] = {
-    "name",    "mode",         "listen", "transparent",    "upstream", "server_identity",
-    "forward", "forward_host", "allow",  "proxy_protocol", NULL};
-static const char *const kLimitsKeys[] = {"max_connections", "connect_timeout", "handshake_timeout",
-                                          "idle_timeout",    "drain_timeout",   NULL};
+static const char *const kListenerKeys[] = {"name",
+                                            "mode",
+                                            "listen",
+                                            "transparent",
+                                            "max_connections",
+                                            "upstream",
+                                            "server_identity",
+                                            "forward",
+                                            "forward_host",
+                                            "allow",
+                                            "proxy_protocol",
+                                            NULL};
+static const char *const kLimitsKeys[] = {"max_connections",
+                                          "max_handshaking",
+                                          "connect_timeout",
+                                          "handshake_timeout",
+                                          "idle_timeout",
+                                          "drain_timeout",
+                                          NULL};
 
 /* Where a key misplaced at the wrong level belongs, for "unknown key" hints. */
 static const struct {
   const char *where;
   const char *const *keys;
 } kSections[] = {
-    {"at the top level", kTopKeys},   {"in \"admin\"", kAdminKeys},
-    {"in \"certs\"", kCertsKeys},     {"in \"tls\"", kTlsKeys},
-    {"in a listener", kListenerKeys}, {"in \"limits\"", kLimitsKeys},
+    {"at the top level", kTopKeys}, {"in \"admin\"", kAdminKeys},
+    {"in \"certs\"", kCertsKeys},   {"in \"tls\"", kTlsKeys},
+    {"in \"limits\"", kLimitsKeys}, {"in a listener", kListenerKeys},
 };
 
 /* --- allocation ------------------------------------------------------------------- */
@@ -789,7 +802,7 @@ static bool check_server_identity(struct parser *p, const char *s) {
   return true;
 }
 
-static bool check_forward_host(struct parser *p, const char *s) {
+static bool check_forward_host(struct parser *p, const char *s, bool *is_ip) {
   struct hostport hp;
   const char *ignored = NULL;
   char probe[NETADDR_HOST_MAX + 8];
@@ -803,6 +816,7 @@ static bool check_forward_host(struct parser *p, const char *s) {
       !netaddr_parse_hostport(&hp, &ignored, probe)) {
     return fail_value(p, s, "invalid host (expected an IP address or a DNS name, without port)");
   }
+  *is_ip = hp.host_is_ip;
   return true;
 }
 
@@ -857,6 +871,7 @@ static bool parse_tls(struct parser *p, const cJSON *v, struct config *cfg) {
 static bool parse_limits(struct parser *p, const cJSON *v, struct config *cfg) {
   return expect_object(p, v) && check_keys(p, v, kLimitsKeys) &&
          get_uint(p, v, "max_connections", 1, MAX_CONNECTIONS_MAX, &cfg->limits.max_connections) &&
+         get_uint(p, v, "max_handshaking", 1, MAX_CONNECTIONS_MAX, &cfg->limits.max_handshaking) &&
          get_duration(p, v, "connect_timeout", 1, &cfg->limits.connect_timeout) &&
          get_duration(p, v, "handshake_timeout", 1, &cfg->limits.handshake_timeout) &&
          get_duration(p, v, "idle_timeout", 1, &cfg->limits.idle_timeout) &&
@@ -938,7 +953,8 @@ static bool parse_listener(struct parser *p, const cJSON *v, struct listener_con
   path_pop(p, saved);
   if (!get_choice(p, v, "mode", kModeNames, "invalid mode", "\"outbound\" or \"inbound\"", &mode) ||
       !get_hostport(p, v, "listen", true, &l->listen) ||
-      !get_bool(p, v, "transparent", &l->transparent)) {
+      !get_bool(p, v, "transparent", &l->transparent) ||
+      !get_uint(p, v, "max_connections", 1, MAX_CONNECTIONS_MAX, &l->max_connections)) {
     return false;
   }
   l->mode = (enum listener_mode)mode;
@@ -992,15 +1008,16 @@ static bool parse_listener(struct parser *p, const cJSON *v, struct listener_con
     return false;
   }
   if (l->transparent) {
-    if (!replace_string(p, &l->forward_host, DEFAULT_FORWARD_HOST) ||
-        !get_string(p, v, "forward_host", &l->forward_host)) {
+    if (!get_string(p, v, "forward_host", &l->forward_host)) {
       return false;
     }
-    saved = path_push_key(p, "forward_host");
-    if (!check_forward_host(p, l->forward_host)) {
-      return false;
+    if (l->forward_host != NULL) {
+      saved = path_push_key(p, "forward_host");
+      if (!check_forward_host(p, l->forward_host, &l->forward_host_is_ip)) {
+        return false;
+      }
+      path_pop(p, saved);
     }
-    path_pop(p, saved);
   }
   return get_string_list(p, v, "allow", check_allow_pattern, false,
                          "omit it to allow any identity in the trust domain", &l->allow,
@@ -1047,6 +1064,30 @@ static bool check_listener_clashes(struct parser *p, const cJSON *v, const struc
   return true;
 }
 
+/* check_listener_limit refuses a listener cap above the process-wide one (limits are
+ * read before listeners), which could never be reached. */
+static bool check_listener_limit(struct parser *p, const struct config *cfg, size_t i) {
+  uint32_t cap = cfg->listeners[i].max_connections;
+  if (cap > cfg->limits.max_connections) {
+    path_push_key(p, "max_connections");
+    return fail(p, "%" PRIu32 ": higher than limits.max_connections (%" PRIu32 ")", cap,
+                cfg->limits.max_connections);
+  }
+  return true;
+}
+
+bool config_is_own_port(const struct config *cfg, uint16_t port) {
+  if (port == cfg->admin.listen.port) {
+    return true;
+  }
+  for (size_t i = 0; i < cfg->listener_count; i++) {
+    if (cfg->listeners[i].listen.port == port) {
+      return true;
+    }
+  }
+  return false;
+}
+
 static bool parse_listeners(struct parser *p, const cJSON *root, struct config *cfg) {
   const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "listeners");
   if (v == NULL) {
@@ -1069,7 +1110,8 @@ static bool parse_listeners(struct parser *p, const cJSON *root, struct config *
   size_t i = 0;
   for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
     size_t saved_elem = path_push_index(p, i);
-    if (!parse_listener(p, e, &cfg->listeners[i]) || !check_listener_clashes(p, e, cfg, i)) {
+    if (!parse_listener(p, e, &cfg->listeners[i]) || !check_listener_clashes(p, e, cfg, i) ||
+        !check_listener_limit(p, cfg, i)) {
       return false;
     }
     path_pop(p, saved_elem);
@@ -1104,6 +1146,7 @@ static bool set_defaults(struct parser *p, struct config *cfg) {
   cfg->tls.session_resumption = true;
   cfg->tls.close_on_peer_expiry = true;
   cfg->limits.max_connections = 16384;
+  cfg->limits.max_handshaking = 1024;
   cfg->limits.connect_timeout = 5 * kMsPerSecond;
   cfg->limits.handshake_timeout = 10 * kMsPerSecond;
   cfg->limits.idle_timeout = kMsPerHour;
@@ -1495,10 +1538,10 @@ err:
 struct config *config_load(const char *path, char *err, size_t err_len) {
   size_t len = 0;
   uint8_t *text = NULL;
-  int r = file_read_all(path, CONFIG_FILE_MAX, &text, &len);
+  int r = file_read_all(path, CONFIG_FILE_MAX, 0, &text, &len);
   if (r != 0) {
     if (err != NULL && err_len > 0) {
-      (void)snprintf(err, err_len, "%s: cannot read: %s", path, strerror(-r));
+      (void)snprintf(err, err_len, "%s: cannot read: %s", path, file_error_string(r));
     }
     return NULL;
   }
@@ -1572,6 +1615,9 @@ static void add_listener(cJSON *array, const struct listener_config *l, bool *ok
   add_string(o, "mode", kModeNames[outbound ? 0 : 1], ok);
   add_hostport(o, "listen", &l->listen, ok);
   add_bool(o, "transparent", l->transparent, ok);
+  if (l->max_connections != 0) {
+    add_number(o, "max_connections", l->max_connections, ok);
+  }
   /* Only the keys the listener's kind accepts, so that the output loads back. */
   if (outbound) {
     if (l->has_upstream) {
@@ -1637,6 +1683,7 @@ char *config_to_json(const struct config *cfg) {
 
   cJSON *limits = add_object(root, "limits", &ok);
   add_number(limits, "max_connections", cfg->limits.max_connections, &ok);
+  add_number(limits, "max_handshaking", cfg->limits.max_handshaking, &ok);
   add_duration(limits, "connect_timeout", cfg->limits.connect_timeout, &ok);
   add_duration(limits, "handshake_timeout", cfg->limits.handshake_timeout, &ok);
   add_duration(limits, "idle_timeout", cfg->limits.idle_timeout, &ok);

@@ -3,19 +3,42 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-int file_read_all(const char *path, size_t max, uint8_t **out, size_t *out_len) {
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
+bool file_path_join(char *out, size_t out_len, const char *dir, const char *name) {
+  int n = snprintf(out, out_len, "%s/%s", dir, name);
+  return n > 0 && (size_t)n < out_len;
+}
+
+const char *file_error_string(int result) {
+  return result == -EINVAL ? "not a regular file" : strerror(-result);
+}
+
+int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *out_len) {
+  bool regular_only = (flags & FILE_REGULAR_ONLY) != 0;
+  /* O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; it is
+   * left out otherwise, so that a configuration can still be read from a pipe. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (regular_only ? O_NONBLOCK : 0));
   if (fd < 0) {
     return -errno;
   }
   struct stat st;
-  if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  if (S_ISDIR(st.st_mode)) {
     close(fd);
     return -EISDIR;
+  }
+  if (regular_only && !S_ISREG(st.st_mode)) {
+    close(fd);
+    return -EINVAL;
   }
   uint8_t *buf = NULL;
   size_t len = 0;

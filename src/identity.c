@@ -239,6 +239,18 @@ bool identity_dns_name_valid(const char *name, bool allow_wildcard, const char *
   return dns_check(name, err);
 }
 
+bool identity_san_acceptable(const unsigned char *bytes, size_t len) {
+  if (bytes == NULL || len == 0 || len > SPIFFE_ID_MAX_LEN) {
+    return false;
+  }
+  for (size_t i = 0; i < len; i++) {
+    if (bytes[i] < 0x21 || bytes[i] > 0x7e) {
+      return false;
+    }
+  }
+  return true;
+}
+
 /* spiffe_prefix_len returns, for a "spiffe://.../ *" pattern, the length of the prefix
  * including its final '/' (the pattern minus the '*'), and 0 when |pattern| does not end
  * in "/ *". */
@@ -305,72 +317,123 @@ static bool spiffe_matches(const char *pattern, const char *id) {
   return strcmp(id, pattern) == 0;
 }
 
-/* dns_matches compares the DNS pattern |pattern| with one DNS SAN |san|, ignoring ASCII
- * case. A "*." pattern stands for exactly one whole label. A wildcard SAN ("*.example.com")
- * covers exactly one label too, as in RFC 6125 section 6.4.3, so that a server holding a
- * wildcard certificate passes a server_identity check, as it would in any TLS client;
- * partial-label wildcards ("f*.example.com") are never honoured. */
-static bool dns_matches(const char *pattern, const char *san) {
-  if (san == NULL || !identity_dns_name_valid(san, true, NULL)) {
+/* dns_pattern_matches compares the DNS pattern |pattern| (valid) with one client DNS
+ * SAN |san|, ignoring ASCII case. A "*." pattern stands for exactly one whole label; a
+ * wildcard SAN matches nothing (see identity_pattern_match). */
+static bool dns_pattern_matches(const char *pattern, const char *san) {
+  if (san == NULL || !identity_dns_name_valid(san, false, NULL)) {
     return false;
   }
   size_t pattern_len = strlen(pattern); /* Validated: at most 255 bytes. */
   size_t san_len = strlen(san);
-  if (pattern_len == san_len && ascii_case_equal(pattern, san, san_len)) {
-    return true;
+  if (pattern[0] != '*') {
+    return pattern_len == san_len && ascii_case_equal(pattern, san, san_len);
   }
-  const char *wild = NULL; /* The wildcard side. */
-  const char *name = NULL; /* The other side, which must not be a wildcard. */
-  if (pattern[0] == '*' && san[0] != '*') {
-    wild = pattern;
-    name = san;
-  } else if (san[0] == '*' && pattern[0] != '*') {
-    wild = san;
-    name = pattern;
-  } else {
+  const char *suffix = pattern + 1; /* ".example.com" */
+  const char *dot = strchr(san, '.');
+  if (dot == NULL || dot == san) {
     return false;
   }
-  const char *suffix = wild + 1; /* ".example.com" */
+  size_t suffix_len = pattern_len - 1;
+  return strlen(dot) == suffix_len && ascii_case_equal(dot, suffix, suffix_len);
+}
+
+/* dns_server_matches compares the DNS name |name| (valid, no wildcard) with one server
+ * DNS SAN |san|, ignoring ASCII case. A wildcard SAN "*.rest" covers one whole label of
+ * |name| when |rest| has at least two labels, so "*.com" covers nothing; partial-label
+ * wildcards ("f*.example.com") are never honoured. */
+static bool dns_server_matches(const char *name, const char *san) {
+  if (san == NULL || !identity_dns_name_valid(san, true, NULL)) {
+    return false;
+  }
+  size_t name_len = strlen(name);
+  size_t san_len = strlen(san);
+  if (san[0] != '*') {
+    return name_len == san_len && ascii_case_equal(name, san, san_len);
+  }
+  const char *suffix = san + 1; /* ".example.com" */
+  if (strchr(suffix + 1, '.') == NULL) {
+    return false;
+  }
   const char *dot = strchr(name, '.');
   if (dot == NULL || dot == name) {
     return false;
   }
-  size_t suffix_len = strlen(suffix);
+  size_t suffix_len = san_len - 1;
   return strlen(dot) == suffix_len && ascii_case_equal(dot, suffix, suffix_len);
 }
 
-bool identity_pattern_matches(const char *pattern, const struct peer_identity *peer) {
-  if (peer == NULL || !identity_pattern_valid(pattern, NULL)) {
-    return false;
-  }
-  if (is_spiffe_pattern(pattern)) {
-    return spiffe_matches(pattern, peer->spiffe_id);
-  }
-  if (peer->dns_names == NULL) {
-    return false;
-  }
-  for (size_t i = 0; i < peer->dns_count; i++) {
-    if (dns_matches(pattern, peer->dns_names[i])) {
-      return true;
-    }
-  }
-  return false;
+/* has_spiffe_id tells whether |peer| names itself with a SPIFFE ID, which then is its
+ * only identity. */
+static bool has_spiffe_id(const struct peer_identity *peer) {
+  return peer->spiffe_id != NULL && peer->spiffe_id[0] != '\0';
 }
 
-bool identity_allowed(const char *const *patterns, size_t pattern_count, const char *trust_domain,
-                      const struct peer_identity *peer) {
-  if (peer == NULL) {
-    return false;
+/* dns_san_find returns the first DNS SAN of |peer| for which |matches| holds against
+ * |name|, or NULL. */
+static const char *dns_san_find(const struct peer_identity *peer, const char *name,
+                                bool (*matches)(const char *, const char *)) {
+  if (has_spiffe_id(peer) || peer->dns_names == NULL) {
+    return NULL;
   }
-  if (patterns == NULL) {
-    return identity_in_trust_domain(peer->spiffe_id, trust_domain);
-  }
-  for (size_t i = 0; i < pattern_count; i++) {
-    if (identity_pattern_matches(patterns[i], peer)) {
-      return true;
+  for (size_t i = 0; i < peer->dns_count; i++) {
+    if (matches(name, peer->dns_names[i])) {
+      return peer->dns_names[i];
     }
   }
-  return false;
+  return NULL;
+}
+
+const char *identity_pattern_match(const char *pattern, const struct peer_identity *peer) {
+  if (peer == NULL || !identity_pattern_valid(pattern, NULL)) {
+    return NULL;
+  }
+  if (is_spiffe_pattern(pattern)) {
+    return spiffe_matches(pattern, peer->spiffe_id) ? peer->spiffe_id : NULL;
+  }
+  return dns_san_find(peer, pattern, dns_pattern_matches);
+}
+
+/* trust_domain_member returns |peer|'s SPIFFE ID when it is in |trust_domain|. */
+static const char *trust_domain_member(const char *trust_domain, const struct peer_identity *peer) {
+  return identity_in_trust_domain(peer->spiffe_id, trust_domain) ? peer->spiffe_id : NULL;
+}
+
+const char *identity_allowed(const char *const *patterns, size_t pattern_count,
+                             const char *trust_domain, const struct peer_identity *peer) {
+  if (peer == NULL) {
+    return NULL;
+  }
+  if (patterns == NULL) {
+    return trust_domain_member(trust_domain, peer);
+  }
+  for (size_t i = 0; i < pattern_count; i++) {
+    const char *matched = identity_pattern_match(patterns[i], peer);
+    if (matched != NULL) {
+      return matched;
+    }
+  }
+  return NULL;
+}
+
+const char *identity_server_match(const char *server_identity, const char *trust_domain,
+                                  const struct peer_identity *peer) {
+  if (peer == NULL) {
+    return NULL;
+  }
+  if (server_identity == NULL) {
+    return trust_domain_member(trust_domain, peer);
+  }
+  if (is_spiffe_pattern(server_identity)) {
+    return identity_spiffe_valid(server_identity, NULL) && peer->spiffe_id != NULL &&
+                   strcmp(server_identity, peer->spiffe_id) == 0
+               ? peer->spiffe_id
+               : NULL;
+  }
+  if (!identity_dns_name_valid(server_identity, false, NULL)) {
+    return NULL;
+  }
+  return dns_san_find(peer, server_identity, dns_server_matches);
 }
 
 const char *identity_primary(const struct peer_identity *peer) {

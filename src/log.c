@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -46,32 +47,96 @@ bool log_enabled(enum log_level level) {
   return level >= g_level;
 }
 
-void log_append_json_escaped(char *buf, size_t cap, size_t *pos, const char *src) {
-  static const char hex[] = "0123456789abcdef";
-  for (const unsigned char *p = (const unsigned char *)src; *p != '\0'; p++) {
-    char esc[7];
-    size_t n;
+static const char kHex[] = "0123456789abcdef";
+
+/* utf8_sequence_len returns the length of the valid UTF-8 sequence at |p| (1 to 4), or 0
+ * when the bytes there are not one: overlong forms, surrogates and values past U+10FFFF
+ * are refused, as RFC 3629 says. */
+static size_t utf8_sequence_len(const unsigned char *p) {
+  unsigned char c = p[0];
+  if (c < 0x80) {
+    return 1;
+  }
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xbf; /* The range of the second byte. */
+  if (c >= 0xc2 && c <= 0xdf) {
+    len = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    len = 3;
+    lo = c == 0xe0 ? 0xa0 : 0x80;
+    hi = c == 0xed ? 0x9f : 0xbf;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    len = 4;
+    lo = c == 0xf0 ? 0x90 : 0x80;
+    hi = c == 0xf4 ? 0x8f : 0xbf;
+  } else {
+    return 0;
+  }
+  if (p[1] < lo || p[1] > hi) {
+    return 0;
+  }
+  for (size_t i = 2; i < len; i++) {
+    if (p[i] < 0x80 || p[i] > 0xbf) {
+      return 0;
+    }
+  }
+  return len;
+}
+
+void log_escape_json(struct textbuf *out, const char *src) {
+  const unsigned char *p = (const unsigned char *)src;
+  while (*p != '\0') {
+    const unsigned char *run = p;
+    /* Plain bytes are copied in runs, not one call each. */
+    while (*p >= 0x20 && *p < 0x7f && *p != '"' && *p != '\\') {
+      p++;
+    }
+    textbuf_append(out, (const char *)run, (size_t)(p - run));
+    if (*p == '\0') {
+      break;
+    }
     if (*p == '"' || *p == '\\') {
-      esc[0] = '\\';
-      esc[1] = (char)*p;
-      n = 2;
+      char esc[2] = {'\\', (char)*p};
+      textbuf_append(out, esc, 2);
+      p++;
     } else if (*p == '\n') {
-      memcpy(esc, "\\n", 2);
-      n = 2;
-    } else if (*p < 0x20) {
-      memcpy(esc, "\\u00", 4);
-      esc[4] = hex[*p >> 4];
-      esc[5] = hex[*p & 0xf];
-      n = 6;
+      textbuf_str(out, "\\n");
+      p++;
+    } else if (*p < 0x20 || *p == 0x7f) {
+      char esc[6] = {'\\', 'u', '0', '0', kHex[*p >> 4], kHex[*p & 0xf]};
+      textbuf_append(out, esc, sizeof(esc));
+      p++;
     } else {
-      esc[0] = (char)*p;
-      n = 1;
+      size_t n = utf8_sequence_len(p);
+      if (n == 0) {
+        textbuf_str(out, "\\ufffd");
+        p++;
+      } else {
+        textbuf_append(out, (const char *)p, n);
+        p += n;
+      }
     }
-    if (*pos + n + 1 >= cap) {
-      return;
+  }
+}
+
+void log_escape_text(struct textbuf *out, const char *src, bool keep_spaces) {
+  const unsigned char *p = (const unsigned char *)src;
+  while (*p != '\0') {
+    const unsigned char *run = p;
+    while ((*p > 0x20 && *p < 0x7f && *p != '\\') || (keep_spaces && *p == ' ')) {
+      p++;
     }
-    memcpy(buf + *pos, esc, n);
-    *pos += n;
+    textbuf_append(out, (const char *)run, (size_t)(p - run));
+    if (*p == '\0') {
+      break;
+    }
+    if (*p == '\\') {
+      textbuf_str(out, "\\\\");
+    } else {
+      char esc[4] = {'\\', 'x', kHex[*p >> 4], kHex[*p & 0xf]};
+      textbuf_append(out, esc, sizeof(esc));
+    }
+    p++;
   }
 }
 
@@ -107,26 +172,27 @@ void log_write(enum log_level level, const char *module, const char *fmt, ...) {
   char when[40];
   log_time_now(when, sizeof(when));
 
-  char line[LOG_LINE_MAX + 256];
-  size_t pos = 0;
+  struct textbuf line = {0};
   if (g_format == LOG_FORMAT_JSON) {
-    int n = snprintf(line, sizeof(line),
-                     "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"", when,
-                     level_names[level], module);
-    pos = n > 0 ? (size_t)n : 0;
-    log_append_json_escaped(line, sizeof(line) - 3, &pos, msg);
-    memcpy(line + pos, "\"}", 2);
-    pos += 2;
+    textbuf_printf(&line, "{\"time\":\"%s\",\"level\":\"%s\",\"module\":\"%s\",\"msg\":\"", when,
+                   level_names[level], module);
+    log_escape_json(&line, msg);
+    textbuf_str(&line, "\"}\n");
   } else {
-    int n =
-        snprintf(line, sizeof(line) - 1, "%s %-5s %s: %s", when, level_names[level], module, msg);
-    pos = n < 0 ? 0 : ((size_t)n < sizeof(line) - 1 ? (size_t)n : sizeof(line) - 2);
+    textbuf_printf(&line, "%s %-5s %s: ", when, level_names[level], module);
+    log_escape_text(&line, msg, true);
+    textbuf_str(&line, "\n");
   }
-  line[pos++] = '\n';
+  size_t len = line.len;
+  char *text = textbuf_finish(&line);
+  if (text == NULL) {
+    return;
+  }
   /* One write(2) per line keeps lines whole across threads; a short write to a full pipe
    * is not retried, as losing the tail of a log line beats blocking a worker. */
-  ssize_t ignored = write(STDERR_FILENO, line, pos);
+  ssize_t ignored = write(STDERR_FILENO, text, len);
   (void)ignored;
+  free(text);
 }
 
 static int g_access_fd = -1;

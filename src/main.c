@@ -1,6 +1,7 @@
 /* main: the command line (SPEC section 2): run, check, cert, version. */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 
 #include "mtlsd/certgen.h"
 #include "mtlsd/config.h"
+#include "mtlsd/file.h"
 #include "mtlsd/iptables.h"
 #include "mtlsd/log.h"
 #include "mtlsd/server.h"
@@ -135,10 +137,9 @@ static int cmd_run(int argc, char **argv) {
 static bool any_cert_file_present(const struct config *cfg) {
   const char *names[] = {cfg->certs.cert_file, cfg->certs.key_file, cfg->certs.ca_file};
   for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
-    char path[4096];
+    char path[PATH_MAX];
     struct stat st;
-    snprintf(path, sizeof(path), "%s/%s", cfg->certs.dir, names[i]);
-    if (stat(path, &st) == 0) {
+    if (file_path_join(path, sizeof(path), cfg->certs.dir, names[i]) && stat(path, &st) == 0) {
       return true;
     }
   }

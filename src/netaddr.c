@@ -224,6 +224,17 @@ char *netaddr_format_hostport(char *out, size_t out_len, const struct hostport *
   return out;
 }
 
+uint16_t netaddr_port(const struct sockaddr *sa) {
+  switch (sa->sa_family) {
+    case AF_INET:
+      return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    case AF_INET6:
+      return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    default:
+      return 0;
+  }
+}
+
 bool netaddr_is_loopback(const struct sockaddr *sa) {
   if (sa == NULL) {
     return false;

@@ -27,10 +27,12 @@
 
 #include <uv.h>
 
+#include "mtlsd/identity.h"
 #include "mtlsd/log.h"
 #include "mtlsd/netaddr.h"
 #include "mtlsd/server.h"
 #include "mtlsd/stats.h"
+#include "mtlsd/textbuf.h"
 #include "mtlsd/tls.h"
 #include "mtlsd/worker.h"
 
@@ -110,6 +112,7 @@ struct conn {
   int64_t peer_expiry_ms; /* Loop time at which the peer's certificate expires. */
   struct tls_conn_info info;
   bool have_info;
+  bool handshaking; /* Holds one of its listener's limits.max_handshaking slots. */
   const char *result;
 };
 
@@ -200,43 +203,37 @@ static void format_addr(char *out, size_t cap, const struct sockaddr_storage *ss
   }
 }
 
-/* Appends |s| as a JSON string body or a text token to |line|. */
-static void append_field(char *line, size_t cap, size_t *pos, bool json, const char *key,
-                         const char *value, bool quote) {
-  if (*pos >= cap) {
-    return;
-  }
+/* Appends one access-log field: a JSON member, or a text "key=value" token. Values are
+ * escaped in both forms (identities are validated, but addresses and reasons need not
+ * be trusted either), so that no value can end a line or forge a field. */
+static void append_field(struct textbuf *line, bool json, const char *key, const char *value,
+                         bool quote) {
   if (json) {
-    int n = snprintf(line + *pos, cap - *pos, "%s\"%s\":%s", *pos > 1 ? "," : "", key,
-                     quote ? "\"" : "");
-    *pos += n > 0 ? (size_t)n : 0;
-    if (*pos + 2 < cap) {
-      log_append_json_escaped(line, cap - 2, pos, value);
-      if (quote) {
-        line[(*pos)++] = '"';
-      }
-    }
-    if (*pos > cap) {
-      *pos = cap;
+    textbuf_printf(line, "%s\"%s\":%s", line->len > 1 ? "," : "", key, quote ? "\"" : "");
+    log_escape_json(line, value);
+    if (quote) {
+      textbuf_str(line, "\"");
     }
     return;
   }
-  int n = snprintf(line + *pos, cap - *pos, "%s%s=%s", *pos > 0 ? " " : "", key,
-                   value[0] != '\0' ? value : "-");
-  if (n > 0) {
-    *pos += (size_t)n;
+  textbuf_printf(line, "%s%s=", line->len > 0 ? " " : "", key);
+  if (value[0] == '\0') {
+    textbuf_str(line, "-");
+  } else {
+    log_escape_text(line, value, false);
   }
 }
 
+/* Writes the access-log line of |c|. The line grows as needed, so a 2048-byte identity
+ * never pushes the result, the byte counts or the duration off its end. */
 static void write_access_log(struct conn *c) {
   if (!log_access_enabled()) {
     return;
   }
   bool json = log_current_format() == LOG_FORMAT_JSON;
-  char line[2048];
-  size_t pos = 0;
+  struct textbuf line = {0};
   if (json) {
-    line[pos++] = '{';
+    textbuf_str(&line, "{");
   }
   char when[40];
   log_time_now(when, sizeof(when));
@@ -247,29 +244,35 @@ static void write_access_log(struct conn *c) {
   snprintf(tx, sizeof(tx), "%llu", (unsigned long long)c->u2d.bytes);
   snprintf(dur, sizeof(dur), "%.3f", (double)(now_ms(c) - c->start_ms) / 1000.0);
 
-  append_field(line, sizeof(line), &pos, json, "time", when, true);
-  append_field(line, sizeof(line), &pos, json, "listener", c->l->cfg->name, true);
-  append_field(line, sizeof(line), &pos, json, "downstream", down, true);
-  append_field(line, sizeof(line), &pos, json, "upstream", c->upstream_str, true);
-  append_field(line, sizeof(line), &pos, json, "identity",
-               c->have_info ? c->info.peer_identity : "", true);
-  append_field(line, sizeof(line), &pos, json, "tls_version", c->have_info ? c->info.version : "",
-               true);
-  append_field(line, sizeof(line), &pos, json, "cipher", c->have_info ? c->info.cipher : "", true);
-  append_field(line, sizeof(line), &pos, json, "resumed",
-               c->have_info && c->info.resumed ? "true" : "false", false);
-  append_field(line, sizeof(line), &pos, json, "bytes_from_downstream", rx, false);
-  append_field(line, sizeof(line), &pos, json, "bytes_from_upstream", tx, false);
-  append_field(line, sizeof(line), &pos, json, "duration_s", dur, false);
-  append_field(line, sizeof(line), &pos, json, "result", c->result, true);
-  if (pos > sizeof(line) - 3) {
-    pos = sizeof(line) - 3;
+  append_field(&line, json, "time", when, true);
+  append_field(&line, json, "listener", c->l->cfg->name, true);
+  append_field(&line, json, "downstream", down, true);
+  append_field(&line, json, "upstream", c->upstream_str, true);
+  append_field(&line, json, "identity", c->have_info ? c->info.peer_identity : "", true);
+  append_field(&line, json, "tls_version", c->have_info ? c->info.version : "", true);
+  append_field(&line, json, "cipher", c->have_info ? c->info.cipher : "", true);
+  append_field(&line, json, "resumed", c->have_info && c->info.resumed ? "true" : "false", false);
+  append_field(&line, json, "bytes_from_downstream", rx, false);
+  append_field(&line, json, "bytes_from_upstream", tx, false);
+  append_field(&line, json, "duration_s", dur, false);
+  append_field(&line, json, "result", c->result, true);
+  textbuf_str(&line, json ? "}\n" : "\n");
+  size_t len = line.len;
+  char *text = textbuf_finish(&line);
+  if (text == NULL) {
+    log_write(LOG_WARN, "proxy", "%s: out of memory for an access log line", c->l->cfg->name);
+    return;
   }
-  if (json) {
-    line[pos++] = '}';
+  log_access_write(text, len);
+  free(text);
+}
+
+/* Gives back the connection's limits.max_handshaking slot, once. */
+static void release_handshake_slot(struct conn *c) {
+  if (c->handshaking) {
+    c->handshaking = false;
+    atomic_fetch_sub_explicit(&c->l->load->handshaking, 1, memory_order_relaxed);
   }
-  line[pos++] = '\n';
-  log_access_write(line, pos);
 }
 
 static void conn_close(struct conn *c, const char *result) {
@@ -291,6 +294,8 @@ static void conn_close(struct conn *c, const char *result) {
     stats_observe(c->stats, HIST_CONNECTION, (double)(now_ms(c) - c->start_ms) / 1000.0);
   }
   atomic_fetch_sub_explicit(&c->w->server->active_connections, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&c->l->load->active, 1, memory_order_relaxed);
+  release_handshake_slot(c);
 
   if (c->prev != NULL) {
     c->prev->next = c->next;
@@ -668,7 +673,9 @@ static bool queue_proxy_header(struct conn *c) {
   }
   pos += addr_len;
   const char *id = c->have_info ? c->info.peer_identity : "";
-  size_t id_len = strnlen(id, 2048);
+  /* Identities are validated at extraction (identity_san_acceptable): at most 2048
+   * bytes, which with the addresses fits any relay buffer. */
+  size_t id_len = strnlen(id, IDENTITY_MAX - 1);
   buf[pos++] = 0xE0;
   buf[pos++] = (uint8_t)(id_len >> 8);
   buf[pos++] = (uint8_t)id_len;
@@ -687,6 +694,7 @@ static bool queue_proxy_header(struct conn *c) {
 
 static void handshake_done(struct conn *c) {
   struct tls_conn *tls = c->tls_side->tls;
+  release_handshake_slot(c);
   tls_conn_get_info(tls, &c->info);
   c->have_info = true;
   stats_add(c->stats, LC_HANDSHAKES_OK, 1);
@@ -880,24 +888,24 @@ static void start_connect(struct conn *c) {
   c->state = CONN_CONNECTING;
   c->connect_failure = UPSTREAM_FAIL_UNREACHABLE;
 
-  struct hostport transparent_inbound;
+  struct hostport overridden;
   if (lc->mode == LISTENER_OUTBOUND && lc->has_upstream) {
     hp = &lc->upstream;
   } else if (lc->mode == LISTENER_INBOUND && lc->has_forward) {
     hp = &lc->forward;
-  } else if (lc->mode == LISTENER_INBOUND) {
-    /* Transparent inbound: the app's port is the one the caller meant to reach. */
-    memset(&transparent_inbound, 0, sizeof(transparent_inbound));
-    snprintf(transparent_inbound.host, sizeof(transparent_inbound.host), "%s", lc->forward_host);
-    transparent_inbound.port = c->target.ss_family == AF_INET6
-                                   ? ntohs(((struct sockaddr_in6 *)&c->target)->sin6_port)
-                                   : ntohs(((struct sockaddr_in *)&c->target)->sin_port);
-    transparent_inbound.host_is_ip = true;
-    hp = &transparent_inbound;
+  } else if (lc->forward_host != NULL) {
+    /* Transparent inbound with forward_host: the operator chose another host (such as
+     * loopback) for the port the caller meant to reach. */
+    memset(&overridden, 0, sizeof(overridden));
+    snprintf(overridden.host, sizeof(overridden.host), "%s", lc->forward_host);
+    overridden.port = netaddr_port((const struct sockaddr *)&c->target);
+    overridden.host_is_ip = lc->forward_host_is_ip;
+    hp = &overridden;
   }
 
   if (hp == NULL) {
-    /* Transparent outbound: c->target already holds the original destination. */
+    /* Transparent: c->target holds the original destination, which for inbound is the
+     * pod's own address, so a port the app bound to loopback only is not reachable. */
     format_addr(c->upstream_str, sizeof(c->upstream_str), &c->target);
     try_next_address(c);
     return;
@@ -978,50 +986,101 @@ static bool original_destination(struct conn *c) {
   return ok;
 }
 
-static bool same_endpoint(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
-  if (a->ss_family != b->ss_family) {
-    return false;
-  }
-  if (a->ss_family == AF_INET) {
-    const struct sockaddr_in *x = (const struct sockaddr_in *)a;
-    const struct sockaddr_in *y = (const struct sockaddr_in *)b;
-    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-  }
-  const struct sockaddr_in6 *x = (const struct sockaddr_in6 *)a;
-  const struct sockaddr_in6 *y = (const struct sockaddr_in6 *)b;
-  return x->sin6_port == y->sin6_port &&
-         memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
-}
-
 static void refuse(struct worker_listener *l, int fd, enum refusal why) {
   stats_add(l->stats, LC_REFUSED_FIRST + why, 1);
   close(fd);
 }
 
+/* Takes the slots a new connection on |l| needs: one of limits.max_connections, one of
+ * the listener's max_connections, and one of its limits.max_handshaking until its
+ * handshake completes. Takes nothing and returns false when any is used up. */
+static bool take_slots(struct worker_listener *l) {
+  struct server *srv = l->worker->server;
+  const struct config *cfg = srv->cfg;
+  unsigned active = atomic_fetch_add_explicit(&srv->active_connections, 1, memory_order_relaxed);
+  if (active >= cfg->limits.max_connections) {
+    goto undo_global;
+  }
+  unsigned mine = atomic_fetch_add_explicit(&l->load->active, 1, memory_order_relaxed);
+  if (l->cfg->max_connections != 0 && mine >= l->cfg->max_connections) {
+    goto undo_listener;
+  }
+  unsigned pending = atomic_fetch_add_explicit(&l->load->handshaking, 1, memory_order_relaxed);
+  if (pending >= cfg->limits.max_handshaking) {
+    atomic_fetch_sub_explicit(&l->load->handshaking, 1, memory_order_relaxed);
+    goto undo_listener;
+  }
+  return true;
+undo_listener:
+  atomic_fetch_sub_explicit(&l->load->active, 1, memory_order_relaxed);
+undo_global:
+  atomic_fetch_sub_explicit(&srv->active_connections, 1, memory_order_relaxed);
+  return false;
+}
+
+static void give_slots(struct worker_listener *l) {
+  atomic_fetch_sub_explicit(&l->load->handshaking, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&l->load->active, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&l->worker->server->active_connections, 1, memory_order_relaxed);
+}
+
+/* is_local_address tells whether |sa| is one of this network namespace's own addresses:
+ * binding to it succeeds exactly then. */
+static bool is_local_address(const struct sockaddr_storage *sa) {
+  struct sockaddr_storage probe = *sa;
+  socklen_t len;
+  if (probe.ss_family == AF_INET) {
+    ((struct sockaddr_in *)&probe)->sin_port = 0;
+    len = sizeof(struct sockaddr_in);
+  } else {
+    ((struct sockaddr_in6 *)&probe)->sin6_port = 0;
+    len = sizeof(struct sockaddr_in6);
+  }
+  int fd = socket(probe.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return true; /* Cannot tell: refusing is the safe side. */
+  }
+  bool local = bind(fd, (struct sockaddr *)&probe, len) == 0 || errno != EADDRNOTAVAIL;
+  close(fd);
+  return local;
+}
+
+/* is_loop tells whether the original destination of a transparent connection is one of
+ * mtlsd's own ports. Coming in, whatever the address: relaying it would let a peer use
+ * an outbound listener (and so the pod's identity) or the admin port. Going out, when
+ * the destination is this pod itself (without a redirect, the listener's own address):
+ * another pod's port of the same number is no loop, and its sidecar guards it. */
+static bool is_loop(const struct conn *c) {
+  const struct sockaddr *target = (const struct sockaddr *)&c->target;
+  if (!config_is_own_port(c->w->server->cfg, netaddr_port(target))) {
+    return false;
+  }
+  return c->l->cfg->mode == LISTENER_INBOUND || netaddr_is_loopback(target) ||
+         is_local_address(&c->target);
+}
+
 void proxy_accept(struct worker_listener *l, int fd) {
   struct worker *w = l->worker;
-  struct server *srv = w->server;
   stats_add(l->stats, LC_CONNECTIONS_TOTAL, 1);
-  unsigned active = atomic_fetch_add_explicit(&srv->active_connections, 1, memory_order_relaxed);
-  if (active >= srv->cfg->limits.max_connections) {
-    atomic_fetch_sub_explicit(&srv->active_connections, 1, memory_order_relaxed);
+  if (!take_slots(l)) {
     refuse(l, fd, REFUSED_LIMIT);
     return;
   }
   if (w->tls == NULL) {
-    atomic_fetch_sub_explicit(&srv->active_connections, 1, memory_order_relaxed);
+    give_slots(l);
     refuse(l, fd, REFUSED_NO_CERT);
     return;
   }
   struct conn *c = calloc(1, sizeof(*c));
   if (c == NULL) {
-    atomic_fetch_sub_explicit(&srv->active_connections, 1, memory_order_relaxed);
+    give_slots(l);
     close(fd);
     return;
   }
   c->w = w;
   c->l = l;
   c->stats = l->stats;
+  c->handshaking = true;
   c->down.fd = -1;
   c->up.fd = -1;
   c->start_ms = uv_now(&w->loop);
@@ -1059,9 +1118,10 @@ void proxy_accept(struct worker_listener *l, int fd) {
       conn_close(c, "no_destination");
       return;
     }
-    /* Without a redirect the original destination is the listener itself: relaying it
-     * would connect mtlsd to itself, forever. */
-    if (same_endpoint(&c->target, &l->bound) || same_endpoint(&c->target, &c->local)) {
+    if (is_loop(c)) {
+      char target[NETADDR_STR_MAX];
+      log_write(LOG_INFO, "proxy", "%s: refused a connection to %s, a port of mtlsd itself",
+                l->cfg->name, netaddr_format(target, (const struct sockaddr *)&c->target));
       stats_add(l->stats, LC_REFUSED_FIRST + REFUSED_LOOP, 1);
       conn_close(c, "loop");
       return;

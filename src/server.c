@@ -4,15 +4,18 @@
 #include "mtlsd/server.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "mtlsd/admin.h"
 #include "mtlsd/certwatch.h"
+#include "mtlsd/file.h"
 #include "mtlsd/log.h"
 #include "mtlsd/worker.h"
 
@@ -111,6 +114,12 @@ bool server_ready(struct server *srv, char *reason, size_t reason_len) {
   int state = atomic_load(&srv->state);
   if (state == SERVER_DRAINING || state == SERVER_STOPPED) {
     snprintf(reason, reason_len, "draining");
+    return false;
+  }
+  unsigned failed = atomic_load(&srv->workers_failed);
+  if (failed > 0) {
+    snprintf(reason, reason_len, "%u of %u workers could not watch their listeners", failed,
+             srv->worker_count);
     return false;
   }
   if (atomic_load(&srv->listeners_bound) < srv->worker_count || state != SERVER_LIVE) {
@@ -232,6 +241,21 @@ static void raise_fd_limit(void) {
   }
 }
 
+/* The key file should be readable by mtlsd alone (and its group, as csi-driver-spiffe's
+ * fs-group arranges); a Secret volume's default mode 0644 lets every process in the pod
+ * read it. */
+static void warn_if_key_readable(const struct config *cfg) {
+  char path[PATH_MAX];
+  struct stat st;
+  if (file_path_join(path, sizeof(path), cfg->certs.dir, cfg->certs.key_file) &&
+      stat(path, &st) == 0 && (st.st_mode & S_IROTH) != 0) {
+    log_write(LOG_WARN, "certs",
+              "%s is readable by every user (mode %04o): give it mode 0400 or 0440 (a "
+              "Secret volume's defaultMode)",
+              path, (unsigned)(st.st_mode & 07777));
+  }
+}
+
 int server_run(const struct config *cfg) {
   int exit_code = 1;
   char err[512];
@@ -248,7 +272,12 @@ int server_run(const struct config *cfg) {
   srv->start_time = time(NULL);
   pthread_mutex_init(&srv->tls_lock, NULL);
   srv->stats = stats_new(cfg);
-  if (srv->stats == NULL || uv_loop_init(&srv->loop) != 0) {
+  /* Each on its own cache line: aligned_alloc, as calloc only aligns to 16 bytes. */
+  srv->listener_load = aligned_alloc(64, cfg->listener_count * sizeof(*srv->listener_load));
+  if (srv->listener_load != NULL) {
+    memset(srv->listener_load, 0, cfg->listener_count * sizeof(*srv->listener_load));
+  }
+  if (srv->stats == NULL || srv->listener_load == NULL || uv_loop_init(&srv->loop) != 0) {
     log_write(LOG_ERROR, "server", "out of memory");
     goto out;
   }
@@ -261,6 +290,7 @@ int server_run(const struct config *cfg) {
     goto out_loop;
   }
 
+  warn_if_key_readable(cfg);
   char msg[512];
   if (!server_reload_certs(srv, false, msg, sizeof(msg))) {
     log_write(LOG_WARN, "server",
@@ -296,9 +326,15 @@ int server_run(const struct config *cfg) {
   }
   srv->certwatch = certwatch_start(srv);
   for (unsigned i = 0; i < cfg->workers; i++) {
-    if (worker_start(&srv->workers[i]) != 0) {
-      log_write(LOG_ERROR, "server", "cannot start worker %u", i);
-      abort();
+    r = worker_start(&srv->workers[i]);
+    if (r != 0) {
+      log_write(LOG_ERROR, "server", "cannot start worker %u: %s; stopping", i, uv_strerror(r));
+      for (unsigned j = i; j < cfg->workers; j++) {
+        worker_close_fds(&srv->workers[j]);
+      }
+      atomic_store(&srv->state, SERVER_STOPPED);
+      wake_workers(srv);
+      goto out_handles;
     }
     srv->worker_count++;
   }
@@ -316,10 +352,14 @@ int server_run(const struct config *cfg) {
 out_handles:
   close_main_handles(srv);
   uv_run(&srv->loop, UV_RUN_DEFAULT);
+  for (unsigned i = 0; i < srv->worker_count; i++) {
+    worker_join(&srv->workers[i]);
+  }
 out_loop:
   uv_loop_close(&srv->loop);
 out:
   free(srv->workers);
+  free(srv->listener_load);
   tls_contexts_free(srv->tls);
   stats_free(srv->stats);
   pthread_mutex_destroy(&srv->tls_lock);

@@ -532,18 +532,11 @@ static bool resolve_validity(const struct cert_opts *o, long default_days, int64
 
 /* --- Files ---------------------------------------------------------------------------- */
 
-static bool path_join(char *out, size_t out_len, const char *dir, const char *name) {
-  int n = snprintf(out, out_len, "%s/%s", dir, name);
-  return n > 0 && (size_t)n < out_len;
-}
-
 /* file_read reads a whole file into a new buffer that the caller frees with
- * free_secret. On failure it returns false with errno set. */
-static bool file_read(const char *path, uint8_t **out, size_t *out_len) {
-  int r = file_read_all(path, CERTGEN_FILE_MAX, out, out_len);
-  if (r != 0) {
-    errno = -r;
-  }
+ * free_secret. On failure it returns false with |*why| saying what is wrong. */
+static bool file_read(const char *path, uint8_t **out, size_t *out_len, const char **why) {
+  int r = file_read_all(path, CERTGEN_FILE_MAX, FILE_REGULAR_ONLY, out, out_len);
+  *why = r != 0 ? file_error_string(r) : NULL;
   return r == 0;
 }
 
@@ -590,7 +583,7 @@ static bool dir_create(const struct cert_opts *o, const char *path) {
 static bool file_write_atomic(const struct cert_opts *o, const char *dir, const char *name,
                               const uint8_t *data, size_t len, mode_t mode) {
   char path[PATH_MAX], tmp[PATH_MAX];
-  if (!path_join(path, sizeof(path), dir, name) ||
+  if (!file_path_join(path, sizeof(path), dir, name) ||
       snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, name) >= (int)sizeof(tmp)) {
     errorf(o, "%s/%s: path too long", dir, name);
     return false;
@@ -966,18 +959,19 @@ static bool issuer_load(const struct cert_opts *o, struct issuer *is) {
   STACK_OF(X509) *certs = NULL;
   memset(is, 0, sizeof(*is));
 
-  if (!path_join(crt_path, sizeof(crt_path), dir, "ca.crt") ||
-      !path_join(key_path, sizeof(key_path), dir, "ca.key") ||
-      !path_join(root_path, sizeof(root_path), dir, "root.crt")) {
+  if (!file_path_join(crt_path, sizeof(crt_path), dir, "ca.crt") ||
+      !file_path_join(key_path, sizeof(key_path), dir, "ca.key") ||
+      !file_path_join(root_path, sizeof(root_path), dir, "root.crt")) {
     errorf(o, "--ca %s: path too long", dir);
     return false;
   }
-  if (!file_read(crt_path, &crt, &crt_len)) {
-    errorf(o, "--ca %s: cannot read %s: %s", dir, crt_path, strerror(errno));
+  const char *why;
+  if (!file_read(crt_path, &crt, &crt_len, &why)) {
+    errorf(o, "--ca %s: cannot read %s: %s", dir, crt_path, why);
     goto err;
   }
-  if (!file_read(key_path, &key, &key_len)) {
-    errorf(o, "--ca %s: cannot read %s: %s", dir, key_path, strerror(errno));
+  if (!file_read(key_path, &key, &key_len, &why)) {
+    errorf(o, "--ca %s: cannot read %s: %s", dir, key_path, why);
     goto err;
   }
   certs = certs_parse(crt, crt_len);
@@ -1017,11 +1011,11 @@ static bool issuer_load(const struct cert_opts *o, struct issuer *is) {
     is->bundle = crt;
     is->bundle_len = crt_len;
     crt = NULL;
-  } else if (!file_read(root_path, &is->bundle, &is->bundle_len)) {
+  } else if (!file_read(root_path, &is->bundle, &is->bundle_len, &why)) {
     errorf(o,
            "--ca %s: the CA is an intermediate (not self-signed), and its root bundle %s "
            "cannot be read: %s",
-           dir, root_path, strerror(errno));
+           dir, root_path, why);
     goto err;
   }
   free(crt);

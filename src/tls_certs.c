@@ -5,6 +5,7 @@
  * line saying why, so an invalid rotation can never replace a good set. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,11 +70,13 @@ void tls_cert_sha256_hex(char *out, size_t hex_len, const X509 *cert) {
   out[hex_len] = '\0';
 }
 
-static char *dup_asn1_string(const ASN1_STRING *s) {
+/* dup_san returns a SAN's bytes as a new string, or NULL with |*bad| set when they may
+ * not name anyone (see identity_san_acceptable) or, without |*bad|, when out of memory. */
+static char *dup_san(const ASN1_STRING *s, bool *bad) {
   const unsigned char *data = ASN1_STRING_get0_data(s);
   int len = ASN1_STRING_length(s);
-  /* An embedded NUL would let "a.com\0.evil.com" pass a string compare. */
-  if (len < 0 || memchr(data, '\0', (size_t)len) != NULL) {
+  if (len < 0 || !identity_san_acceptable(data, (size_t)len)) {
+    *bad = true;
     return NULL;
   }
   char *out = malloc((size_t)len + 1);
@@ -93,40 +96,66 @@ void tls_cert_identities_free(struct cert_identities *ids) {
   memset(ids, 0, sizeof(*ids));
 }
 
-bool tls_cert_identities(struct cert_identities *out, const X509 *cert) {
+/* is_ca tells whether |cert| may issue certificates, which a leaf must not. */
+static bool is_ca(X509 *cert) {
+  return (X509_get_extension_flags(cert) & EXFLAG_CA) != 0 ||
+         (X509_get_key_usage(cert) & KU_KEY_CERT_SIGN) != 0;
+}
+
+bool tls_cert_identities(struct cert_identities *out, X509 *cert) {
   memset(out, 0, sizeof(*out));
+  if (is_ca(cert)) {
+    out->invalid = "the leaf is a CA certificate (CA:TRUE or keyCertSign)";
+    return true;
+  }
   GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
   if (names == NULL) {
     return true;
   }
   bool ok = true;
   size_t n = sk_GENERAL_NAME_num(names);
+  size_t uri_count = 0;
   out->dns = calloc(n > 0 ? n : 1, sizeof(char *));
   if (out->dns == NULL) {
     ok = false;
     goto done;
   }
-  for (size_t i = 0; i < n; i++) {
+  for (size_t i = 0; i < n && out->invalid == NULL; i++) {
     const GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
-    if (gn->type == GEN_URI) {
-      char *uri = dup_asn1_string(gn->d.uniformResourceIdentifier);
-      if (uri == NULL || strncmp(uri, "spiffe://", 9) != 0) {
-        free(uri);
-        continue;
-      }
-      /* An SVID carries exactly one SPIFFE ID; two make the identity ambiguous. */
-      if (out->spiffe_id != NULL || !identity_spiffe_valid(uri, NULL)) {
-        out->bad_spiffe = true;
-        free(uri);
-        continue;
-      }
-      out->spiffe_id = uri;
-    } else if (gn->type == GEN_DNS) {
-      char *dns = dup_asn1_string(gn->d.dNSName);
-      if (dns != NULL) {
-        out->dns[out->dns_count++] = dns;
-      }
+    if (gn->type != GEN_URI && gn->type != GEN_DNS) {
+      continue;
     }
+    bool bad = false;
+    char *name =
+        dup_san(gn->type == GEN_URI ? gn->d.uniformResourceIdentifier : gn->d.dNSName, &bad);
+    if (bad) {
+      out->invalid =
+          "a subject alternative name holds control characters, spaces or non-ASCII bytes, "
+          "or is longer than 2048 bytes";
+      break;
+    }
+    if (name == NULL) {
+      ok = false;
+      break;
+    }
+    if (gn->type == GEN_DNS) {
+      out->dns[out->dns_count++] = name;
+      continue;
+    }
+    uri_count++;
+    if (strncmp(name, "spiffe://", 9) != 0) {
+      free(name);
+    } else if (out->spiffe_id != NULL || !identity_spiffe_valid(name, NULL)) {
+      out->invalid = out->spiffe_id != NULL ? "an X.509-SVID has exactly one URI SAN"
+                                            : "malformed spiffe:// URI SAN";
+      free(name);
+    } else {
+      out->spiffe_id = name;
+    }
+  }
+  /* A SPIFFE ID beside other URIs makes the certificate's identity ambiguous. */
+  if (ok && out->invalid == NULL && out->spiffe_id != NULL && uri_count > 1) {
+    out->invalid = "an X.509-SVID has exactly one URI SAN";
   }
 done:
   GENERAL_NAMES_free(names);
@@ -139,13 +168,16 @@ done:
 /* Reads |dir|/|name| whole into a new buffer. */
 static bool read_file(uint8_t **out, size_t *out_len, const char *dir, const char *name, char *err,
                       size_t err_len) {
-  char path[4096];
-  snprintf(path, sizeof(path), "%s/%s", dir, name);
-  int r = file_read_all(path, CERT_FILE_MAX, out, out_len);
+  char path[PATH_MAX];
+  if (!file_path_join(path, sizeof(path), dir, name)) {
+    snprintf(err, err_len, "%s: the path is too long", name);
+    return false;
+  }
+  int r = file_read_all(path, CERT_FILE_MAX, FILE_REGULAR_ONLY, out, out_len);
   if (r == -EFBIG) {
     snprintf(err, err_len, "%s: larger than 1 MiB", name);
   } else if (r != 0) {
-    snprintf(err, err_len, "%s: cannot read: %s", name, strerror(-r));
+    snprintf(err, err_len, "%s: cannot read: %s", name, file_error_string(r));
   }
   return r == 0;
 }
@@ -327,8 +359,8 @@ struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t
     snprintf(err, err_len, "out of memory");
     goto err;
   }
-  if (ids.bad_spiffe) {
-    snprintf(err, err_len, "%s: malformed or repeated spiffe:// URI SAN", cert_name);
+  if (ids.invalid != NULL) {
+    snprintf(err, err_len, "%s: %s", cert_name, ids.invalid);
     goto err;
   }
   if (ids.spiffe_id == NULL && ids.dns_count == 0) {

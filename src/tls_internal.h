@@ -21,17 +21,21 @@ struct tls_certset {
   uint8_t content_digest[32]; /* SHA-256 over the three files, to detect no-op reloads. */
 };
 
-/* The identities a certificate names: its spiffe:// URI SAN and its DNS SANs. */
+/* The identities a leaf certificate names: its spiffe:// URI SAN and its DNS SANs. */
 struct cert_identities {
   char *spiffe_id; /* NULL when absent. */
   char **dns;
   size_t dns_count;
-  bool bad_spiffe; /* More than one URI SAN, or a malformed spiffe:// one. */
+  /* Why the certificate may name nobody at all (a static string), or NULL: a SAN that is
+   * not printable ASCII or is longer than 2048 bytes, an X.509-SVID with more than one
+   * URI SAN or a malformed SPIFFE ID, or a leaf that is a CA (CA:TRUE or keyCertSign). */
+  const char *invalid;
 };
 
-/* tls_cert_identities extracts |cert|'s identities into |*out|; the caller releases them
- * with tls_cert_identities_free. Returns false on allocation failure. */
-bool tls_cert_identities(struct cert_identities *out, const X509 *cert);
+/* tls_cert_identities extracts |cert|'s identities into |*out| and applies the SPIFFE
+ * X.509-SVID rules (SPEC section 3); the caller releases them with
+ * tls_cert_identities_free. Returns false on allocation failure. */
+bool tls_cert_identities(struct cert_identities *out, X509 *cert);
 void tls_cert_identities_free(struct cert_identities *ids);
 
 /* tls_asn1_time_to_unix converts |t| to seconds since the epoch; false if unparsable. */

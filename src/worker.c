@@ -22,6 +22,9 @@ enum { POOL_KEEP = 16 };
 /* How long accepting pauses after the process ran out of file descriptors. */
 enum { ACCEPT_RETRY_MS = 250 };
 enum { LISTEN_BACKLOG = 4096 };
+/* Client sessions kept per worker, one per listener and upstream: far more upstreams
+ * than a sidecar talks to. */
+enum { SESSION_CACHE_ENTRIES = 256 };
 
 struct free_buffer {
   struct free_buffer *next;
@@ -38,12 +41,10 @@ void *worker_buffer_get(struct worker *w) {
       return NULL;
     }
   }
-  w->pool.in_use++;
   return b;
 }
 
 void worker_buffer_put(struct worker *w, void *buf) {
-  w->pool.in_use--;
   if (w->pool.free_count >= POOL_KEEP) {
     free(buf);
     return;
@@ -97,8 +98,6 @@ static int open_listener(struct worker_listener *l, char *err, size_t err_len) {
     close(fd);
     return -e;
   }
-  socklen_t bound_len = sizeof(l->bound);
-  getsockname(fd, (struct sockaddr *)&l->bound, &bound_len);
   l->fd = fd;
   return 0;
 }
@@ -117,7 +116,7 @@ int worker_bind(struct worker *w, struct server *srv, unsigned id, char *err, si
     struct worker_listener *l = &w->listeners[i];
     const struct listener_config *lc = &cfg->listeners[i];
     l->worker = w;
-    l->index = i;
+    l->load = &srv->listener_load[i];
     l->cfg = lc;
     l->fd = -1;
     l->stats = stats_for(srv->stats, id, i);
@@ -209,12 +208,21 @@ static void close_listeners(struct worker *w) {
     if (l->poll_open) {
       l->poll_open = false;
       uv_close((uv_handle_t *)&l->poll, on_listener_closed);
+    } else if (l->fd >= 0) {
+      close(l->fd);
+      l->fd = -1;
     }
   }
 }
 
-/* Tells the main thread this worker has no connections left while draining. */
+/* Tells the main thread, once, that this worker has no connections left while draining:
+ * several connections can close in one loop iteration, and each of their frees sees
+ * the count at zero. */
 static void report_drained(struct worker *w) {
+  if (w->drain_reported) {
+    return;
+  }
+  w->drain_reported = true;
   atomic_fetch_add(&w->server->workers_drained, 1);
   uv_async_send(&w->server->wakeup);
 }
@@ -273,21 +281,38 @@ void worker_conn_closed(struct worker *w) {
   }
 }
 
+/* Watches every listener socket. A worker that cannot watch one of them serves none: a
+ * SO_REUSEPORT socket nobody accepts on would swallow its share of connections. */
+static bool watch_listeners(struct worker *w) {
+  for (size_t i = 0; i < w->listener_count; i++) {
+    struct worker_listener *l = &w->listeners[i];
+    int r = uv_poll_init(&w->loop, &l->poll, l->fd);
+    if (r == 0) {
+      l->poll.data = l;
+      l->poll_open = true;
+      r = uv_poll_start(&l->poll, UV_READABLE, on_accept);
+    }
+    if (r != 0) {
+      log_write(LOG_ERROR, "worker", "worker %u: cannot watch listener %s: %s", w->id, l->cfg->name,
+                uv_strerror(r));
+      return false;
+    }
+  }
+  return true;
+}
+
 static void worker_main(void *arg) {
   struct worker *w = arg;
   w->tls = server_acquire_tls(w->server);
   w->accepting = true;
-  for (size_t i = 0; i < w->listener_count; i++) {
-    struct worker_listener *l = &w->listeners[i];
-    if (uv_poll_init(&w->loop, &l->poll, l->fd) != 0) {
-      log_write(LOG_ERROR, "worker", "worker %u: cannot watch listener %s", w->id, l->cfg->name);
-      continue;
-    }
-    l->poll.data = l;
-    l->poll_open = true;
-    uv_poll_start(&l->poll, UV_READABLE, on_accept);
+  if (!watch_listeners(w)) {
+    /* Its sockets close, so the kernel sends their connections to the other workers;
+     * /ready says why the process is not fully serving. */
+    close_listeners(w);
+    atomic_fetch_add(&w->server->workers_failed, 1);
+  } else {
+    atomic_fetch_add(&w->server->listeners_bound, 1);
   }
-  atomic_fetch_add(&w->server->listeners_bound, 1);
   /* A drain or a new certificate may have been published before the loop ran. */
   on_wakeup(&w->wakeup);
   uv_run(&w->loop, UV_RUN_DEFAULT);
@@ -299,14 +324,37 @@ int worker_start(struct worker *w) {
   if (r != 0) {
     return r;
   }
-  w->sessions = tls_session_cache_new(256);
-  uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+  w->sessions = tls_session_cache_new(SESSION_CACHE_ENTRIES);
+  if (w->sessions == NULL) {
+    r = UV_ENOMEM;
+    goto err_loop;
+  }
+  /* Handles initialised on a loop must be closed through it: the loop runs once to let
+   * their close callbacks go before it is closed. */
+  r = uv_async_init(&w->loop, &w->wakeup, on_wakeup);
+  if (r != 0) {
+    goto err_sessions;
+  }
   w->wakeup.data = w;
   uv_timer_init(&w->loop, &w->accept_retry);
   w->accept_retry.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);
   w->drain_timer.data = w;
-  return uv_thread_create(&w->thread, worker_main, w);
+  r = uv_thread_create(&w->thread, worker_main, w);
+  if (r != 0) {
+    uv_close((uv_handle_t *)&w->wakeup, NULL);
+    uv_close((uv_handle_t *)&w->accept_retry, NULL);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    goto err_sessions;
+  }
+  return 0;
+err_sessions:
+  tls_session_cache_free(w->sessions);
+  w->sessions = NULL;
+err_loop:
+  uv_loop_close(&w->loop);
+  return r;
 }
 
 void worker_wake(struct worker *w) {

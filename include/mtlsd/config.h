@@ -34,9 +34,12 @@ struct listener_config {
   /* Explicit inbound: where to relay plaintext. */
   bool has_forward;
   struct hostport forward;
-  /* Transparent inbound: the host to relay to, on the original destination port (an IP
-   * literal or a DNS name, "127.0.0.1" by default). NULL for every other listener. */
+  /* Transparent inbound: the host to relay to instead of the original destination
+   * address, on the original destination port (an IP literal or a DNS name). NULL, the
+   * default, relays to the original destination itself (the pod's own address), so that
+   * ports the application bound to loopback only stay out of the mesh's reach. */
   char *forward_host;
+  bool forward_host_is_ip;
   /* Inbound: exact identities or prefixes ending in "/ *"; NULL when absent, meaning
    * "any identity in the trust domain". */
   char **allow;
@@ -45,6 +48,9 @@ struct listener_config {
    * domain". */
   char *server_identity;
   bool proxy_protocol;
+  /* Connections this listener may hold at once, on all workers; 0: only the process-wide
+   * limits.max_connections applies. */
+  uint32_t max_connections;
 };
 
 struct config {
@@ -83,6 +89,10 @@ struct config {
 
   struct {
     uint32_t max_connections;
+    /* Connections per listener that may be between accept and the end of their TLS
+     * handshake at once; beyond it new ones are refused, so unauthenticated peers never
+     * use up the slots of authenticated traffic. */
+    uint32_t max_handshaking;
     duration_ms connect_timeout;
     duration_ms handshake_timeout;
     duration_ms idle_timeout;
@@ -123,6 +133,12 @@ char *config_to_json(const struct config *cfg);
  * among ms, s, m and h. No sign, no spaces. Zero parses ("0s"); the configuration itself
  * refuses it. Returns false, leaving |*out| untouched, on anything else or on overflow. */
 bool config_parse_duration(duration_ms *out, const char *text);
+
+/* config_is_own_port returns whether |port| is one that mtlsd itself listens on (a
+ * listener or the admin port, on any address): a transparent connection whose original
+ * destination is such a port must be refused, or a peer could reach the pod's outbound
+ * listeners (and borrow its identity) or its admin port through the inbound path. */
+bool config_is_own_port(const struct config *cfg, uint16_t port);
 
 /* config_default_cipher_suites returns the TLS 1.2 suites that tls.cipher_suites == NULL
  * stands for, in preference order: every suite the configuration accepts (ECDHE with an

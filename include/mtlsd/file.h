@@ -2,15 +2,33 @@
 #ifndef MTLSD_FILE_H
 #define MTLSD_FILE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+/* Flags of file_read_all. */
+enum {
+  /* Refuse anything but a regular file (after following symlinks), without blocking: a
+   * FIFO, a device or a socket planted in a shared volume must never stall the caller's
+   * loop. Certificate files are read this way; a configuration may come from a pipe. */
+  FILE_REGULAR_ONLY = 1 << 0,
+};
 
 /* file_read_all reads all of |path| into a new buffer of |*out_len| bytes followed by a
  * NUL (so text can be parsed in place), which the caller frees with free(); buffers that
  * held keys should be cleansed first. It reads until end of file rather than trusting
- * st_size, so a file that changes size while read is read consistently. Returns 0, or a
- * negative errno: -EFBIG when the file is larger than |max| bytes, -EISDIR for a
- * directory. */
-int file_read_all(const char *path, size_t max, uint8_t **out, size_t *out_len);
+ * st_size, so a file that changes size while read is read consistently, and it never
+ * reads more than |max| + 1 bytes. Returns 0, or a negative errno: -EFBIG when the file
+ * is larger than |max| bytes, -EISDIR for a directory, and with FILE_REGULAR_ONLY -EINVAL
+ * for any other file that is not a regular one. */
+int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *out_len);
+
+/* file_error_string describes a negative result of file_read_all for a message: "not a
+ * regular file" for -EINVAL, strerror otherwise. */
+const char *file_error_string(int result);
+
+/* file_path_join writes "|dir|/|name|" into |out| (|out_len| bytes); returns false, with
+ * |out| unusable, when it does not fit. */
+bool file_path_join(char *out, size_t out_len, const char *dir, const char *name);
 
 #endif

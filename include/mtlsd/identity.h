@@ -32,6 +32,13 @@ bool identity_trust_domain_valid(const char *td);
  * reason. */
 bool identity_dns_name_valid(const char *name, bool allow_wildcard, const char **err);
 
+/* identity_san_acceptable returns whether the |len| bytes of one subject alternative name
+ * taken from a peer's certificate may name that peer at all: 1 to 2048 bytes of
+ * printable ASCII without spaces (0x21 to 0x7e). An embedded NUL could hide a different
+ * name behind a shorter one, and CR, LF or other control bytes could forge a log line,
+ * so a certificate with any other SAN is refused before its names are looked at. */
+bool identity_san_acceptable(const unsigned char *bytes, size_t len);
+
 /* identity_pattern_valid returns whether |pattern| may appear in an allow list: a valid
  * SPIFFE ID, a valid SPIFFE ID prefix followed by "/ *" (no space), or a DNS name
  * (optionally "*.example.com"). On failure |*err| (if not NULL) gets a static reason. */
@@ -45,28 +52,42 @@ struct peer_identity {
   size_t dns_count;
 };
 
-/* identity_pattern_matches returns whether the single pattern |pattern| matches |peer|.
- * An invalid pattern, or a peer SAN that is not well-formed, never matches.
+/* identity_pattern_match applies the single allow pattern |pattern| to a *client*
+ * certificate's identities |peer| (SPEC section 3) and returns the identity that
+ * satisfied it, borrowed from |peer|, or NULL. An invalid pattern, or a peer SAN that is
+ * not well-formed, never matches.
+ *   - A certificate with a SPIFFE ID is that ID and nothing else: only SPIFFE patterns
+ *     apply to it, and its DNS SANs are ignored.
  *   - An exact SPIFFE ID matches the peer's SPIFFE ID byte for byte.
  *   - A prefix "spiffe://td/ns/default/ *" matches every ID strictly below
  *     "spiffe://td/ns/default/", at any depth, cut at a segment boundary: it matches
  *     neither the sibling "spiffe://td/ns/defaultX/a" nor the bare
  *     "spiffe://td/ns/default" itself (the pattern names what is under that ID, not the
  *     ID). Likewise "spiffe://td/ *" matches every ID in td that has a path.
- *   - A DNS name matches when any DNS SAN equals it, ignoring ASCII case, whether or not
- *     the peer also has a SPIFFE ID. A leading "*." in the pattern stands for exactly one
- *     label, so "*.example.com" matches "a.example.com" but neither "example.com" nor
- *     "a.b.example.com". A wildcard SAN covers exactly one label the same way (RFC 6125
- *     section 6.4.3), so that a server with a wildcard certificate passes a DNS
- *     server_identity check, as it would in any TLS client. */
-bool identity_pattern_matches(const char *pattern, const struct peer_identity *peer);
+ *   - A DNS name matches a peer without a SPIFFE ID when one of its DNS SANs equals it,
+ *     ignoring ASCII case. A leading "*." in the pattern stands for exactly one label, so
+ *     "*.example.com" matches "a.example.com" but neither "example.com" nor
+ *     "a.b.example.com". A wildcard SAN in a client certificate matches nothing: a
+ *     client names itself, it does not stand for a set of hosts. */
+const char *identity_pattern_match(const char *pattern, const struct peer_identity *peer);
 
-/* identity_allowed applies an allow list: when |patterns| is NULL (no list), any valid
- * SPIFFE ID in |trust_domain| is allowed, and a DNS-only peer is refused; otherwise a
- * peer is allowed when any of the |pattern_count| patterns matches, so an empty list
- * allows nobody. */
-bool identity_allowed(const char *const *patterns, size_t pattern_count, const char *trust_domain,
-                      const struct peer_identity *peer);
+/* identity_allowed applies an inbound allow list to a client certificate's identities
+ * and returns the identity that satisfied it (borrowed from |peer|), or NULL when the
+ * peer is refused. When |patterns| is NULL (no list), any valid SPIFFE ID in
+ * |trust_domain| is allowed, and a DNS-only peer is refused; otherwise a peer is allowed
+ * when any of the |pattern_count| patterns matches, so an empty list allows nobody. */
+const char *identity_allowed(const char *const *patterns, size_t pattern_count,
+                             const char *trust_domain, const struct peer_identity *peer);
+
+/* identity_server_match checks a *server* certificate's identities against an outbound
+ * listener's |server_identity| and returns the identity that satisfied it (borrowed from
+ * |peer|), or NULL. NULL |server_identity| accepts any SPIFFE ID in |trust_domain|. An
+ * exact SPIFFE ID must equal the peer's SPIFFE ID. A DNS name is checked against the
+ * DNS SANs of a peer without a SPIFFE ID, ignoring ASCII case; there a wildcard SAN
+ * covers exactly one label, as in any TLS client (RFC 6125 section 6.4.3), and only with
+ * at least two labels after the '*' ("*.example.com", never "*.com"). */
+const char *identity_server_match(const char *server_identity, const char *trust_domain,
+                                  const struct peer_identity *peer);
 
 /* identity_in_trust_domain returns whether the valid SPIFFE ID |spiffe_id| belongs to
  * the valid trust domain |trust_domain|. Unlike the pattern "spiffe://td/ *", this

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mtlsd/textbuf.h"
+
 enum log_level { LOG_DEBUG, LOG_INFO, LOG_WARN, LOG_ERROR };
 enum log_format { LOG_FORMAT_TEXT, LOG_FORMAT_JSON };
 
@@ -37,13 +39,21 @@ char *log_time_rfc3339(char *out, size_t out_len, int64_t unix_seconds);
  * into |out| (at least 25 bytes) and returns |out|. */
 char *log_time_now(char *out, size_t out_len);
 
-/* log_append_json_escaped appends |src| to |buf| (|cap| bytes) at |*pos| as the inside
- * of a JSON string, escaping what JSON requires; it stops before overflowing and always
- * leaves room for a terminator. */
-void log_append_json_escaped(char *buf, size_t cap, size_t *pos, const char *src);
+/* log_escape_json appends |src| to |out| as the inside of a JSON string: quotes,
+ * backslashes, control characters and DEL are escaped, and a byte that is not part of
+ * valid UTF-8 becomes U+FFFD, so that any bytes make valid JSON. */
+void log_escape_json(struct textbuf *out, const char *src);
+
+/* log_escape_text appends |src| to |out| for a text log line: printable ASCII passes, a
+ * backslash is doubled, and every other byte (CR, LF, other controls, DEL, non-ASCII,
+ * and spaces unless |keep_spaces|) becomes "\xHH", so that a value can neither end the
+ * line nor, without spaces, forge another "key=value" field. */
+void log_escape_text(struct textbuf *out, const char *src, bool keep_spaces);
 
 /* log_write writes one event line: |module| names the module ("proxy", "tls", ...), the
- * rest is a printf format. A line longer than 4 KiB is truncated, never split. */
+ * rest is a printf format. The message is escaped as its format requires (see
+ * log_escape_json and log_escape_text), so a value from a peer cannot forge a line. A
+ * message longer than 4 KiB is truncated, never split. */
 void log_write(enum log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

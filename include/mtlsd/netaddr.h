@@ -43,6 +43,10 @@ char *netaddr_format(char *out, const struct sockaddr *sa);
  * enough). Returns |out|. */
 char *netaddr_format_hostport(char *out, size_t out_len, const struct hostport *hp);
 
+/* netaddr_port returns the port of the IPv4 or IPv6 address |sa| in host order, or 0 for
+ * any other family. */
+uint16_t netaddr_port(const struct sockaddr *sa);
+
 /* netaddr_is_loopback returns whether |sa| is in 127.0.0.0/8 or is ::1 (or an IPv4
  * loopback address mapped into IPv6, as a dual-stack socket reports it). */
 bool netaddr_is_loopback(const struct sockaddr *sa);

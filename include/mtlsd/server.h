@@ -26,6 +26,13 @@ struct admin;
 
 enum server_state { SERVER_STARTING, SERVER_LIVE, SERVER_DRAINING, SERVER_STOPPED };
 
+/* One listener's connections on all workers, for listeners[].max_connections and
+ * limits.max_handshaking; a cache line each, as every accept touches it. */
+struct listener_load {
+  _Atomic unsigned active;
+  _Atomic unsigned handshaking;
+} __attribute__((aligned(64)));
+
 struct server {
   const struct config *cfg;
   struct stats *stats;
@@ -39,8 +46,10 @@ struct server {
   bool last_reload_ok;         /* tls_lock. */
 
   _Atomic unsigned active_connections; /* Across workers, for limits.max_connections. */
+  struct listener_load *listener_load; /* [listener] */
   _Atomic int state;                   /* enum server_state */
   _Atomic unsigned listeners_bound;    /* Workers whose listeners are all serving. */
+  _Atomic unsigned workers_failed;     /* Workers that could not start serving. */
   _Atomic unsigned workers_drained;    /* Workers with no connection left in a drain. */
   /* Transparent listeners: whether the last attempt to read an original destination
    * failed (iptables or conntrack missing), which /ready reports until one succeeds. */

@@ -70,7 +70,8 @@ struct histogram {
 #define STATS_ROOTS_MAX 8
 
 struct root_counter {
-  char root[17]; /* SHA-256 prefix; "" marks a free slot. Written once, then read-only. */
+  char root[TLS_PEER_ROOT_HEX +
+            1]; /* SHA-256 prefix; "" marks a free slot. Written once, then read-only. */
   _Atomic uint64_t count;
 };
 

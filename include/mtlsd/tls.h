@@ -37,6 +37,9 @@ enum tls_failure {
 /* tls_failure_name returns the metric label of |failure| ("no_peer_cert", ...). */
 const char *tls_failure_name(enum tls_failure failure);
 
+/* Hex digits of the SHA-256 prefix that names a trust root in metrics and logs. */
+#define TLS_PEER_ROOT_HEX 16
+
 /* Results of the non-blocking calls below; a positive value is a byte count. */
 enum {
   TLS_OK = 0,

@@ -23,21 +23,19 @@ struct conn;
 
 struct worker_listener {
   struct worker *worker;
-  size_t index;
   const struct listener_config *cfg;
+  struct listener_load *load; /* Shared by every worker's copy of this listener. */
   struct tls_peer_policy policy;
   struct listener_stats *stats;
   int fd;
   uv_poll_t poll;
   bool poll_open;
-  struct sockaddr_storage bound; /* The address it listens on, to refuse loops. */
 };
 
 /* A free list of relay buffers, so the data path never calls malloc per read. */
 struct buffer_pool {
   void *free_list;
   size_t free_count;
-  size_t in_use;
 };
 
 struct worker {
@@ -57,6 +55,7 @@ struct worker {
   size_t conn_count;
   bool accepting;
   bool draining;
+  bool drain_reported; /* The main thread was told this worker is empty: once only. */
   bool stopping;
 };
 

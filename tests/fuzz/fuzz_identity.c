@@ -38,7 +38,7 @@ static void check_spiffe_id(const char *id) {
   check_reason(valid, err);
   if (!valid) {
     const struct peer_identity peer = {id, NULL, 0};
-    require(!identity_pattern_matches(id, &peer), "an invalid ID matches nothing");
+    require(!identity_pattern_match(id, &peer), "an invalid ID matches nothing");
     return;
   }
 
@@ -46,7 +46,7 @@ static void check_spiffe_id(const char *id) {
   require(len <= 2048, "a valid ID has at most 2048 bytes");
   require(identity_pattern_valid(id, NULL), "a valid ID is a valid pattern");
   const struct peer_identity peer = {id, NULL, 0};
-  require(identity_pattern_matches(id, &peer), "a valid ID matches itself");
+  require(identity_pattern_match(id, &peer) != NULL, "a valid ID matches itself");
   require(strcmp(identity_primary(&peer), id) == 0, "the SPIFFE ID is the primary name");
 
   /* The trust domain runs from after "spiffe://" to the first '/'. */
@@ -57,7 +57,7 @@ static void check_spiffe_id(const char *id) {
   td[td_len] = '\0';
   require(identity_trust_domain_valid(td), "a valid ID has a valid trust domain");
   require(identity_in_trust_domain(id, td), "a valid ID is in its trust domain");
-  require(identity_allowed(NULL, 0, td, &peer), "without a list, the trust domain decides");
+  require(identity_allowed(NULL, 0, td, &peer) != NULL, "without a list, the trust domain decides");
 
   /* Every "ancestor/ *" matches an ID with a path; "id/ *" never matches id itself. */
   char pattern[IDENTITY_MAX + 2];
@@ -69,7 +69,7 @@ static void check_spiffe_id(const char *id) {
     memcpy(pattern + i, "/*", 3);
     bool below = i < len;
     require(identity_pattern_valid(pattern, NULL), "an ancestor prefix is a valid pattern");
-    require(identity_pattern_matches(pattern, &peer) == below,
+    require((identity_pattern_match(pattern, &peer) != NULL) == below,
             "a prefix matches exactly the IDs strictly below it");
   }
 }
@@ -88,7 +88,7 @@ static void check_dns_name(const char *name) {
 
   const char *names[1] = {name};
   const struct peer_identity peer = {NULL, names, 1};
-  require(identity_pattern_matches(name, &peer), "a DNS name matches itself");
+  require(identity_pattern_match(name, &peer) != NULL, "a DNS name matches itself");
   require(!identity_allowed(NULL, 0, "td", &peer), "a DNS-only peer needs an allow list");
 
   char upper[FIELD_MAX];
@@ -100,7 +100,7 @@ static void check_dns_name(const char *name) {
     }
     upper[i] = c;
   }
-  require(identity_pattern_matches(upper, &peer), "DNS matching ignores case");
+  require(identity_pattern_match(upper, &peer) != NULL, "DNS matching ignores case");
 
   /* "*.rest" matches "label.rest" whenever the name has at least two labels. */
   const char *dot = strchr(name, '.');
@@ -108,12 +108,12 @@ static void check_dns_name(const char *name) {
     char wild[FIELD_MAX + 2];
     wild[0] = '*';
     memcpy(wild + 1, dot, strlen(dot) + 1);
-    require(identity_pattern_matches(wild, &peer), "a wildcard matches one label");
+    require(identity_pattern_match(wild, &peer) != NULL, "a wildcard matches one label");
     const struct peer_identity no_sans = {NULL, names, 0};
-    require(!identity_pattern_matches(wild, &no_sans), "no SANs, no match");
+    require(!identity_pattern_match(wild, &no_sans), "no SANs, no match");
     const char *rest[1] = {dot + 1};
     const struct peer_identity parent = {NULL, rest, 1};
-    require(!identity_pattern_matches(wild, &parent), "a wildcard needs its label");
+    require(!identity_pattern_match(wild, &parent), "a wildcard needs its label");
   }
 }
 
@@ -145,13 +145,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *err = NULL;
   bool pattern_ok = identity_pattern_valid(pattern, &err);
   check_reason(pattern_ok, err);
-  bool matched = identity_pattern_matches(pattern, &peer);
-  require(!matched || pattern_ok, "an invalid pattern matches nothing");
-  if (matched && strncmp(pattern, "spiffe://", 9) == 0) {
+  const char *matched = identity_pattern_match(pattern, &peer);
+  require(matched == NULL || pattern_ok, "an invalid pattern matches nothing");
+  require(matched == NULL || matched == peer.spiffe_id || matched == dns[0] || matched == dns[1],
+          "what matched is one of the peer's names");
+  if (matched != NULL && strncmp(pattern, "spiffe://", 9) == 0) {
     require(identity_spiffe_valid(peer.spiffe_id, NULL), "a SPIFFE match has a valid ID");
   }
+  if (matched != NULL && peer.spiffe_id[0] != '\0') {
+    require(matched == peer.spiffe_id, "a peer with a SPIFFE ID is only that ID");
+  }
+  require(matched == NULL || matched[0] != '*', "a wildcard SAN never satisfies an allow entry");
   const char *const list[1] = {pattern};
   require(identity_allowed(list, 1, "td", &peer) == matched, "a one-entry list is its entry");
+  const char *server = identity_server_match(pattern, "td", &peer);
+  require(server == NULL || server == peer.spiffe_id || server == dns[0] || server == dns[1],
+          "what a server matched is one of its names");
+  if (server != NULL && server[0] == '*') {
+    require(strchr(server + 2, '.') != NULL, "a server wildcard has two labels after it");
+  }
   require(!identity_allowed(list, 0, "td", &peer), "an empty list allows nobody");
   (void)identity_trust_domain_valid(pattern);
   (void)identity_in_trust_domain(peer.spiffe_id, pattern);

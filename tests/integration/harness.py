@@ -322,6 +322,22 @@ def sha256_handler(backend, conn):
     conn.shutdown(socket.SHUT_WR)
 
 
+def tls_echo(port, ctx, payload, timeout=10.0):
+    """Opens a TLS connection to 127.0.0.1:PORT with CTX, sends PAYLOAD and returns what
+    came back, as many bytes as were sent at most (fewer if the peer closed first).
+    Errors (a refused handshake) are raised."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw) as tls:
+            tls.sendall(payload)
+            echoed = b""
+            while len(echoed) < len(payload):
+                data = tls.recv(65536)
+                if not data:
+                    break
+                echoed += data
+            return echoed
+
+
 def recv_all(sock, limit=1 << 30, timeout=30.0):
     """Reads until EOF (bounded by LIMIT bytes and TIMEOUT seconds)."""
     sock.settimeout(timeout)

@@ -22,7 +22,7 @@ import urllib.parse
 import urllib.request
 
 from harness import (Backend, Mtlsd, Pki, TempDir, client_context, free_port, spiffe,
-                     wait_until)
+                     tls_echo, wait_until)
 
 PROMETHEUS_CT = "text/plain; version=0.0.4; charset=utf-8"
 TEXT_CT = "text/plain; charset=utf-8"
@@ -375,16 +375,7 @@ class AdminTest(unittest.TestCase):
     def make_traffic(self, payload=b"hello mtlsd"):
         """One good mTLS connection through "api" (echoed back) and one handshake without
         a client certificate; returns the echoed bytes."""
-        ctx = client_context(self.client_dir)
-        with socket.create_connection(("127.0.0.1", self.api_port), timeout=5) as raw:
-            with ctx.wrap_socket(raw) as tls:
-                tls.sendall(payload)
-                echoed = b""
-                while len(echoed) < len(payload):
-                    data = tls.recv(65536)
-                    if not data:
-                        break
-                    echoed += data
+        echoed = tls_echo(self.api_port, client_context(self.client_dir), payload, timeout=5)
         bare = client_context(ca_file=self.pki.ca_crt)
         try:
             with socket.create_connection(("127.0.0.1", self.api_port), timeout=5) as raw:

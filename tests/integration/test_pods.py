@@ -21,6 +21,10 @@ PROXY_UID = 1337
 A4, B4 = "198.51.100.1", "198.51.100.2"
 A6, B6 = "2001:db8:7::1", "2001:db8:7::2"
 APP_PORT, EXCLUDED_PORT = 8080, 9999
+# Pod B also has a port the app bound to loopback only, an explicit outbound listener
+# (SPEC's "to-payments") and its admin port on a port that the rules' --admin-port does
+# not name: none of them may be reached from the mesh.
+LOOPBACK_ONLY_PORT, TO_PAYMENTS_PORT, B_ADMIN_PORT = 7070, 9001, 15050
 
 # The app in pod B: an echo server on every address, logging what it received.
 APP = r"""
@@ -44,8 +48,9 @@ def serve(family, addr, port):
 for port in (%d, %d):
     threading.Thread(target=serve, args=(socket.AF_INET, "0.0.0.0", port), daemon=True).start()
     threading.Thread(target=serve, args=(socket.AF_INET6, "::", port), daemon=True).start()
+threading.Thread(target=serve, args=(socket.AF_INET, "127.0.0.1", %d), daemon=True).start()
 threading.Event().wait(600)
-""" % (APP_PORT, EXCLUDED_PORT)
+""" % (APP_PORT, EXCLUDED_PORT, LOOPBACK_ONLY_PORT)
 
 # An app's single request: connect, send, read the echo, print it.
 CLIENT = r"""
@@ -162,9 +167,10 @@ class TwoPodsTest(unittest.TestCase):
 
         cls.sidecar = {}
         for pod in "ab":
+            admin_port = 15000 if pod == "a" else B_ADMIN_PORT
             cfg = {
                 "workers": 1,
-                "admin": {"listen": "127.0.0.1:15000"},
+                "admin": {"listen": f"127.0.0.1:{admin_port}"},
                 "certs": {"dir": cls.certs[pod]},
                 "listeners": [
                     {"name": "outbound", "mode": "outbound", "listen": "127.0.0.1:15001",
@@ -175,6 +181,9 @@ class TwoPodsTest(unittest.TestCase):
                      "transparent": True, "allow": [spiffe("a")]},
                     {"name": "inbound6", "mode": "inbound", "listen": "[::]:15006",
                      "transparent": True, "forward_host": "::1", "allow": [spiffe("a")]},
+                    {"name": "to-payments", "mode": "outbound",
+                     "listen": f"127.0.0.1:{TO_PAYMENTS_PORT}",
+                     "upstream": f"127.0.0.1:{EXCLUDED_PORT}", "server_identity": spiffe("pay")},
                 ],
             }
             m = Mtlsd(cls.tmp, cfg, name=f"sidecar-{pod}", prefix=cls.as_proxy(pod))
@@ -286,6 +295,30 @@ class TwoPodsTest(unittest.TestCase):
         self.assertNotIn(marker, out)
         self.sidecar["b"].wait_access(lambda e: e["result"] == "identity_denied")
         self.assertNotIn(marker.encode(), self.received_by_app())
+
+    def test_a_peer_cannot_borrow_the_pods_identity_or_reach_loopback(self):
+        """The review's finding: an allowed peer that dials pod B's address on the port of
+        one of B's own listeners, on a port B's app bound to loopback only, or on B's
+        admin port (which the rules do not exclude here) must reach none of them; the app
+        on 0.0.0.0 still is reachable."""
+        cases = ((TO_PAYMENTS_PORT, "loop"), (B_ADMIN_PORT, "loop"),
+                 (15001, "loop"), (LOOPBACK_ONLY_PORT, "refused"))
+        b = self.sidecar["b"]
+        for port, result in cases:
+            with self.subTest(port=port):
+                count = lambda: sum(e["listener"] == "inbound" and e["result"] == result
+                                    for e in b.access_log())
+                before = count()
+                marker = f"BORROW-{port}-{time.monotonic_ns()}"
+                out = self.app_request("a", B4, port, marker)
+                self.assertNotIn(marker, out)
+                wait_until(lambda: count() > before, what=f"B refusing port {port}: {result}")
+        self.assertFalse([e for e in self.sidecar["b"].access_log()
+                          if e["listener"] == "to-payments"],
+                         "a peer reached B's outbound listener")
+        self.assertNotIn(b"BORROW-", self.received_by_app())
+        marker = f"STILL-REACHABLE-{time.monotonic_ns()}"
+        self.assertEqual(self.app_request("a", B4, APP_PORT, marker), marker)
 
     def test_excluded_port_bypasses_the_sidecars(self):
         before = len(self.sidecar["a"].access_log())

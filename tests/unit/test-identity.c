@@ -266,7 +266,9 @@ static const struct match_case kMatchCases[] = {
     {"example.com", NULL, {"www.example.com", NULL}, false},
     {"example.com", NULL, {"example.com.evil", NULL}, false},
     {"example.com", NULL, {"example.co", NULL}, false},
-    {"example.com", "spiffe://td/x", {"example.com", NULL}, true},
+    /* A certificate with a SPIFFE ID is that ID: its DNS SANs never match. */
+    {"example.com", "spiffe://td/x", {"example.com", NULL}, false},
+    {"*.example.com", "spiffe://td/x", {"a.example.com", NULL}, false},
     {"example.com", NULL, {NULL}, false},
     {"*.example.com", NULL, {"a.example.com", NULL}, true},
     {"*.example.com", NULL, {"API.Example.Com", NULL}, true},
@@ -275,12 +277,12 @@ static const struct match_case kMatchCases[] = {
     {"*.example.com", NULL, {".example.com", NULL}, false},
     {"*.example.com", NULL, {"aexample.com", NULL}, false},
     {"*.example.com", NULL, {"a.example.com.", NULL}, false},
-    {"*.example.com", NULL, {"*.example.com", NULL}, true},
+    /* A wildcard SAN in a client certificate satisfies nothing, not even itself. */
+    {"*.example.com", NULL, {"*.example.com", NULL}, false},
     {"*.example.com", NULL, {"*.b.example.com", NULL}, false},
-    /* Wildcard SANs cover one label, like a TLS client's host name check. */
-    {"api.example.com", NULL, {"*.example.com", NULL}, true},
+    {"api.example.com", NULL, {"*.example.com", NULL}, false},
+    {"api.example.com", NULL, {"*.example.com", "api.example.com"}, true},
     {"example.com", NULL, {"*.example.com", NULL}, false},
-    {"a.b.example.com", NULL, {"*.example.com", NULL}, false},
     {"api.example.com", NULL, {"a*.example.com", NULL}, false},
     /* Malformed peers and patterns never match. */
     {"spiffe://td/x", "spiffe://td/x/", {NULL}, false},
@@ -299,22 +301,92 @@ TEST(pattern_matches_table) {
       dns_count++;
     }
     const struct peer_identity peer = {c->spiffe_id, c->dns, dns_count};
-    bool got = identity_pattern_matches(c->pattern, &peer);
+    const char *matched = identity_pattern_match(c->pattern, &peer);
+    bool got = matched != NULL;
     if (got != c->match) {
       fprintf(stderr, "  row %zu: \"%s\" vs {%s, %s, %s}: got %d\n", i, c->pattern,
               c->spiffe_id ? c->spiffe_id : "NULL", c->dns[0] ? c->dns[0] : "NULL",
               c->dns[1] ? c->dns[1] : "NULL", got);
     }
     CHECK(got == c->match);
+    /* What matched is one of the peer's own names: the SPIFFE ID, or a DNS SAN. */
+    if (matched != NULL) {
+      CHECK(matched == c->spiffe_id || matched == c->dns[0] || matched == c->dns[1]);
+    }
   }
 }
 
 TEST(pattern_matches_null) {
   const struct peer_identity peer = {"spiffe://td/x", NULL, 3}; /* NULL list, count 3. */
-  CHECK(!identity_pattern_matches(NULL, &peer));
-  CHECK(!identity_pattern_matches("spiffe://td/x", NULL));
-  CHECK(!identity_pattern_matches("example.com", &peer));
-  CHECK(identity_pattern_matches("spiffe://td/x", &peer));
+  CHECK(!identity_pattern_match(NULL, &peer));
+  CHECK(!identity_pattern_match("spiffe://td/x", NULL));
+  CHECK(!identity_pattern_match("example.com", &peer));
+  CHECK(identity_pattern_match("spiffe://td/x", &peer));
+}
+
+struct server_case {
+  const char *server_identity; /* NULL: the trust domain "td". */
+  const char *spiffe_id;
+  const char *dns[2];
+  const char *matched; /* The identity that satisfied the check, or NULL. */
+};
+
+static const struct server_case kServerCases[] = {
+    {NULL, "spiffe://td/ns/a/sa/x", {NULL}, "spiffe://td/ns/a/sa/x"},
+    {NULL, "spiffe://other/ns/a/sa/x", {NULL}, NULL},
+    {NULL, NULL, {"api.example.com", NULL}, NULL},
+    {"spiffe://td/sa/pay", "spiffe://td/sa/pay", {NULL}, "spiffe://td/sa/pay"},
+    {"spiffe://td/sa/pay", "spiffe://td/sa/pay2", {NULL}, NULL},
+    {"spiffe://td/sa/pay", NULL, {"spiffe://td/sa/pay", NULL}, NULL},
+    {"api.example.com", NULL, {"api.example.com", NULL}, "api.example.com"},
+    {"api.example.com", NULL, {"other.org", "API.example.COM"}, "API.example.COM"},
+    {"api.example.com", "spiffe://td/x", {"api.example.com", NULL}, NULL},
+    /* Wildcard SANs of a server cover one label, with two or more labels after '*'. */
+    {"api.example.com", NULL, {"*.example.com", NULL}, "*.example.com"},
+    {"example.com", NULL, {"*.example.com", NULL}, NULL},
+    {"a.b.example.com", NULL, {"*.example.com", NULL}, NULL},
+    {"example.com", NULL, {"*.com", NULL}, NULL},
+    {"api.example.com", NULL, {"a*.example.com", NULL}, NULL},
+    {"api.example.com", NULL, {"*.*.com", NULL}, NULL},
+    {"*.example.com", NULL, {"*.example.com", NULL}, NULL}, /* Not a valid server_identity. */
+};
+
+TEST(server_match_table) {
+  for (size_t i = 0; i < sizeof(kServerCases) / sizeof(kServerCases[0]); i++) {
+    const struct server_case *c = &kServerCases[i];
+    size_t dns_count = 0;
+    while (dns_count < 2 && c->dns[dns_count] != NULL) {
+      dns_count++;
+    }
+    const struct peer_identity peer = {c->spiffe_id, c->dns, dns_count};
+    const char *got = identity_server_match(c->server_identity, "td", &peer);
+    bool same =
+        got == NULL ? c->matched == NULL : c->matched != NULL && strcmp(got, c->matched) == 0;
+    if (!same) {
+      fprintf(stderr, "  row %zu: \"%s\": got %s, want %s\n", i,
+              c->server_identity ? c->server_identity : "NULL", got ? got : "NULL",
+              c->matched ? c->matched : "NULL");
+    }
+    CHECK(same);
+  }
+  CHECK(!identity_server_match("spiffe://td/x", "td", NULL));
+}
+
+TEST(san_acceptable) {
+  static const unsigned char nul[] = "a.com\0.evil.com";
+  CHECK(identity_san_acceptable((const unsigned char *)"a.example.com", 13));
+  CHECK(identity_san_acceptable((const unsigned char *)"spiffe://td/x", 13));
+  CHECK(!identity_san_acceptable(nul, sizeof(nul) - 1));
+  CHECK(!identity_san_acceptable((const unsigned char *)"a.com\r\nforged", 15));
+  CHECK(!identity_san_acceptable((const unsigned char *)"a b.com", 7));
+  CHECK(!identity_san_acceptable((const unsigned char *)"a\x7f.com", 6));
+  CHECK(!identity_san_acceptable((const unsigned char *)"caf\xc3\xa9.com", 9));
+  CHECK(!identity_san_acceptable((const unsigned char *)"", 0));
+  CHECK(!identity_san_acceptable(NULL, 3));
+  char long_name[2050];
+  memset(long_name, 'a', sizeof(long_name));
+  CHECK(identity_san_acceptable((const unsigned char *)long_name, 2048));
+  CHECK(!identity_san_acceptable((const unsigned char *)long_name, 2049));
 }
 
 TEST(allowed) {
@@ -337,15 +409,24 @@ TEST(allowed) {
   /* A list: any match allows, whatever the trust domain. */
   static const char *const list[] = {"spiffe://other/ns/default/*", "web.default.svc",
                                      "spiffe://td/ns/default/sa/web"};
-  CHECK(identity_allowed(list, 3, "td", &web));
-  CHECK(identity_allowed(list, 3, "td", &foreign));
-  CHECK(identity_allowed(list, 3, "td", &dns_only));
+  CHECK_STREQ(identity_allowed(list, 3, "td", &web), "spiffe://td/ns/default/sa/web");
+  CHECK_STREQ(identity_allowed(list, 3, "td", &foreign), "spiffe://other/ns/default/sa/web");
+  CHECK_STREQ(identity_allowed(list, 3, "td", &dns_only), "web.default.svc");
   CHECK(!identity_allowed(list, 3, "td", &bare));
   CHECK(!identity_allowed(list, 3, "td", &nobody));
   CHECK(!identity_allowed(list, 2, "td", &web)); /* Only the first two are looked at. */
 
   /* An empty list allows nobody. */
   CHECK(!identity_allowed(list, 0, "td", &web));
+
+  /* The review's case: a DNS entry must not let in a peer with another SPIFFE ID, and
+   * what is passed on is the identity that matched. */
+  static const char *const evil_dns[] = {"api.example.com"};
+  const struct peer_identity evil = {"spiffe://td/ns/evil/sa/e", evil_dns, 1};
+  static const char *const mixed[] = {"spiffe://td/ns/a/*", "api.example.com"};
+  CHECK(!identity_allowed(mixed, 2, "td", &evil));
+  const struct peer_identity api = {NULL, evil_dns, 1};
+  CHECK_STREQ(identity_allowed(mixed, 2, "td", &api), "api.example.com");
 }
 
 TEST(primary) {
@@ -364,4 +445,5 @@ TEST(primary) {
 TEST_MAIN(TEST_ENTRY(spiffe_valid_table), TEST_ENTRY(spiffe_valid_lengths),
           TEST_ENTRY(trust_domain_valid), TEST_ENTRY(in_trust_domain), TEST_ENTRY(dns_name_valid),
           TEST_ENTRY(pattern_valid_table), TEST_ENTRY(pattern_matches_table),
-          TEST_ENTRY(pattern_matches_null), TEST_ENTRY(allowed), TEST_ENTRY(primary))
+          TEST_ENTRY(pattern_matches_null), TEST_ENTRY(server_match_table),
+          TEST_ENTRY(san_acceptable), TEST_ENTRY(allowed), TEST_ENTRY(primary))
