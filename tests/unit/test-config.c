@@ -106,6 +106,16 @@ static const struct bad_case kBadCases[] = {
      "config.json: limits.max_connections: 0: out of range (1 to 1000000)"},
     {WITH_LISTENER("'limits':{'max_connections':1000001}"),
      "config.json: limits.max_connections: 1000001: out of range (1 to 1000000)"},
+    {WITH_LISTENER("'limits':{'max_handshaking':0}"),
+     "config.json: limits.max_handshaking: 0: out of range (1 to 1000000)"},
+    {WITH_LISTENER("'limits':{'max_handshaking':'10'}"),
+     "config.json: limits.max_handshaking: expected an integer, got string"},
+    {LISTENER(OUT_EXPLICIT ",'upstream':'a:1','max_connections':0"),
+     "config.json: listeners[0].max_connections: 0: out of range (1 to 1000000)"},
+    {"{'limits':{'max_connections':100},'listeners':[{" OUT_EXPLICIT
+     ",'upstream':'a:1','max_connections':101}]}",
+     "config.json: listeners[0].max_connections: 101: higher than limits.max_connections "
+     "(100)"},
 
     /* Durations. */
     {WITH_LISTENER("'limits':{'connect_timeout':'5'}"),
@@ -441,6 +451,7 @@ static void check_defaults(const struct config *cfg) {
   CHECK(cfg->tls.session_resumption);
   CHECK(cfg->tls.close_on_peer_expiry);
   CHECK_INTEQ(cfg->limits.max_connections, 16384);
+  CHECK_INTEQ(cfg->limits.max_handshaking, 1024);
   CHECK_INTEQ(cfg->limits.connect_timeout, 5000);
   CHECK_INTEQ(cfg->limits.handshake_timeout, 10000);
   CHECK_INTEQ(cfg->limits.idle_timeout, 3600 * 1000);
@@ -476,6 +487,29 @@ TEST(defaults) {
   CHECK_INTEQ(l->allow_count, 0);
   CHECK(l->server_identity == NULL);
   CHECK(!l->proxy_protocol);
+  CHECK_INTEQ(l->max_connections, 0);
+  config_free(cfg);
+}
+
+TEST(own_ports) {
+  char err[256] = "";
+  struct config *cfg = parse_sq(
+      "{'admin':{'listen':'127.0.0.1:15050'},'listeners':[" OUT_T ",{" IN_EXPLICIT
+      ",'forward':'127.0.0.1:8080'},{'name':'in','mode':'inbound','listen':'0.0.0.0:15006',"
+      "'transparent':true,'forward_host':'localhost'}]}",
+      err, sizeof(err));
+  CHECK_STREQ(err, "");
+  if (cfg == NULL) {
+    return;
+  }
+  CHECK(config_is_own_port(cfg, 15001));
+  CHECK(config_is_own_port(cfg, 8443));
+  CHECK(config_is_own_port(cfg, 15006));
+  CHECK(config_is_own_port(cfg, 15050));
+  CHECK(!config_is_own_port(cfg, 15000));
+  CHECK(!config_is_own_port(cfg, 8080)); /* Where a listener forwards is the app's. */
+  CHECK_STREQ(cfg->listeners[2].forward_host, "localhost");
+  CHECK(!cfg->listeners[2].forward_host_is_ip);
   config_free(cfg);
 }
 
@@ -1043,7 +1077,7 @@ TEST(allocation_failures) {
 
 TEST_MAIN(TEST_ENTRY(bad_configs), TEST_ENTRY(bad_identities), TEST_ENTRY(raw_bytes),
           TEST_ENTRY(line_and_column), TEST_ENTRY(syntax_errors), TEST_ENTRY(error_buffer),
-          TEST_ENTRY(defaults), TEST_ENTRY(spec_example), TEST_ENTRY(every_key),
-          TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
+          TEST_ENTRY(defaults), TEST_ENTRY(own_ports), TEST_ENTRY(spec_example),
+          TEST_ENTRY(every_key), TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
           TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations), TEST_ENTRY(format_durations),
           TEST_ENTRY(workers), TEST_ENTRY(load_file), TEST_ENTRY(allocation_failures))
