@@ -12,8 +12,6 @@ import signal
 import socket
 import ssl
 import struct
-import subprocess
-import threading
 import time
 import unittest
 
@@ -276,9 +274,16 @@ class SecurityTest(unittest.TestCase):
                                         if e["result"] == "untrusted"]) > before,
                            what=f"{name} refused as untrusted")
         self.assertEqual(b.accepted, 0)
-        # The same certificates are refused as a sidecar's own set, naming the rule.
-        ok, _, body = http_get(m.admin_url("/certs"))
-        self.assertEqual(ok, 200)
+        # The same rules refuse such a certificate as a sidecar's own set, naming the rule.
+        cfg_path = os.path.join(self.tmp, "own-ca-leaf.json")
+        with open(cfg_path, "w") as f:
+            json.dump({"certs": {"dir": dirs["ca-true"]}, "listeners": [
+                {"name": "in", "mode": "inbound", "listen": f"127.0.0.1:{free_port()}",
+                 "forward": "127.0.0.1:1"}]}, f)
+        r = run([os.environ.get("MTLSD_BIN", "mtlsd"), "check", "--config", cfg_path],
+                check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("the leaf is a CA certificate", r.stdout + r.stderr)
 
     # ---- finding 9: SAN bytes never reach a log line or a TLV unvalidated ----
 
