@@ -1,4 +1,4 @@
-/* certwatch: notices when the certificate directory changes and asks the server to
+/* certwatch: notices when the certificate directory changes and asks its owner to
  * reload it (SPEC section 4), on the main thread's loop.
  *
  * Two sources of "something changed": an inotify watch on the directory (uv_fs_event_t),
@@ -30,7 +30,6 @@
 
 #include "mtlsd/file.h"
 #include "mtlsd/log.h"
-#include "mtlsd/server.h"
 
 /* Quiet time after the last event before looking: long enough to cover a certificate
  * and its key written one after the other, short enough to keep a rotation well inside
@@ -56,7 +55,10 @@ struct set_sig {
 };
 
 struct certwatch {
-  struct server *srv;
+  uv_loop_t *loop;
+  const struct certs_config *certs;
+  const struct certwatch_ops *ops;
+  void *arg;
   uv_fs_event_t event;
   uv_timer_t poll;
   uv_timer_t debounce;
@@ -105,10 +107,10 @@ static void stat_file(struct file_sig *out, const char *dir, const char *name) {
 }
 
 static void stat_set(struct certwatch *w, struct set_sig *out) {
-  const struct config *cfg = w->srv->cfg;
-  stat_file(&out->files[FILE_CERT], cfg->certs.dir, cfg->certs.cert_file);
-  stat_file(&out->files[FILE_KEY], cfg->certs.dir, cfg->certs.key_file);
-  stat_file(&out->files[FILE_CA], cfg->certs.dir, cfg->certs.ca_file);
+  const struct certs_config *certs = w->certs;
+  stat_file(&out->files[FILE_CERT], certs->dir, certs->cert_file);
+  stat_file(&out->files[FILE_KEY], certs->dir, certs->key_file);
+  stat_file(&out->files[FILE_CA], certs->dir, certs->ca_file);
 }
 
 static bool sig_equal(const struct set_sig *a, const struct set_sig *b) {
@@ -129,12 +131,12 @@ static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events,
  * at start-up the directory may not exist yet, and a directory that is replaced takes
  * the old watch with it. */
 static void ensure_watch(struct certwatch *w) {
-  const char *dir = w->srv->cfg->certs.dir;
+  const char *dir = w->certs->dir;
   struct stat st;
   if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
     if (w->watching) {
       log_write(LOG_INFO, "certwatch", "%s is gone; polling every %llu ms until it is back", dir,
-                (unsigned long long)w->srv->cfg->certs.poll_interval);
+                (unsigned long long)w->certs->poll_interval);
       uv_fs_event_stop(&w->event);
       w->watching = false;
     }
@@ -152,7 +154,7 @@ static void ensure_watch(struct certwatch *w) {
   if (r != 0) {
     if (r != w->watch_error) {
       log_write(LOG_WARN, "certwatch", "cannot watch %s (%s); polling it every %llu ms instead",
-                dir, uv_strerror(r), (unsigned long long)w->srv->cfg->certs.poll_interval);
+                dir, uv_strerror(r), (unsigned long long)w->certs->poll_interval);
     }
     w->watch_error = r;
     return;
@@ -167,8 +169,7 @@ static void ensure_watch(struct certwatch *w) {
 /* Logs, once per generation, that the loaded leaf is close to or past its expiry: the
  * operator's cue that rotation is not happening. */
 static void check_expiry(struct certwatch *w) {
-  struct server *srv = w->srv;
-  struct tls_contexts *ctxs = server_acquire_tls(srv);
+  struct tls_contexts *ctxs = w->ops->current(w->arg);
   if (ctxs == NULL) {
     return;
   }
@@ -182,16 +183,16 @@ static void check_expiry(struct certwatch *w) {
                 "the certificate of %s (generation %llu) expired %lld s ago and %s holds no "
                 "valid replacement; peers will refuse it",
                 tls_certset_primary_identity(set), (unsigned long long)generation, (long long)-left,
-                srv->cfg->certs.dir);
+                w->certs->dir);
     }
-  } else if ((uint64_t)left * 1000 < srv->cfg->certs.expiry_warning &&
+  } else if ((uint64_t)left * 1000 < w->certs->expiry_warning &&
              w->warned_generation != generation) {
     w->warned_generation = generation;
     log_write(LOG_WARN, "certwatch",
               "the certificate of %s (generation %llu) expires in %lld s, and no replacement "
               "from %s has been loaded yet",
               tls_certset_primary_identity(set), (unsigned long long)generation, (long long)left,
-              srv->cfg->certs.dir);
+              w->certs->dir);
   }
   tls_contexts_free(ctxs);
 }
@@ -202,15 +203,15 @@ static void schedule_check(struct certwatch *w, uint64_t delay_ms) {
   uv_timer_start(&w->debounce, on_debounce, delay_ms, 0);
 }
 
-/* Reloads for real: the result is logged, counted and recorded by the server. */
+/* Reloads for real: the result is logged, counted and recorded by the owner. */
 static void reload(struct certwatch *w, const struct set_sig *sig) {
   char msg[512];
-  bool ok = server_reload_certs(w->srv, false, msg, sizeof(msg));
+  bool ok = w->ops->reload(w->arg, false, msg, sizeof(msg));
   w->done = *sig;
   w->done_failed = !ok;
   w->settling = false;
   if (ok) {
-    LOG_DEBUGF("certwatch", "reload of %s: %s", w->srv->cfg->certs.dir, msg);
+    LOG_DEBUGF("certwatch", "reload of %s: %s", w->certs->dir, msg);
   }
   check_expiry(w);
 }
@@ -241,14 +242,14 @@ static void on_debounce(uv_timer_t *timer) {
     return;
   }
   char msg[512];
-  if (server_reload_certs(w->srv, true, msg, sizeof(msg))) {
+  if (w->ops->reload(w->arg, true, msg, sizeof(msg))) {
     reload(w, &sig);
     return;
   }
-  uint64_t now = uv_now(&w->srv->loop);
+  uint64_t now = uv_now(w->loop);
   if (!w->settling || !sig_equal(&sig, &w->settling_sig)) {
     LOG_DEBUGF("certwatch", "%s is not a valid set yet (%s); waiting %d ms for it to settle",
-               w->srv->cfg->certs.dir, msg, SETTLE_MS);
+               w->certs->dir, msg, SETTLE_MS);
     w->settling = true;
     w->settling_sig = sig;
     w->settling_since = now;
@@ -268,7 +269,7 @@ static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events,
   (void)events;
   if (status < 0) {
     log_write(LOG_WARN, "certwatch", "watch on %s failed (%s); polling until it is restored",
-              w->srv->cfg->certs.dir, uv_strerror(status));
+              w->certs->dir, uv_strerror(status));
     uv_fs_event_stop(&w->event);
     w->watching = false;
     schedule_check(w, DEBOUNCE_MS);
@@ -276,7 +277,7 @@ static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events,
   }
   /* libuv reports the watched directory's own name when the directory is deleted or
    * moved away; the watch dies with it, so the next check starts a new one. */
-  const char *dir = w->srv->cfg->certs.dir;
+  const char *dir = w->certs->dir;
   const char *slash = strrchr(dir, '/');
   if (filename == NULL || strcmp(filename, slash != NULL ? slash + 1 : dir) == 0) {
     w->rewatch = true;
@@ -297,7 +298,7 @@ static void on_poll(uv_timer_t *timer) {
   } else if (idle && w->done_failed) {
     /* Unchanged files can still become valid: a leaf that was not valid yet. */
     char msg[512];
-    if (server_reload_certs(w->srv, true, msg, sizeof(msg))) {
+    if (w->ops->reload(w->arg, true, msg, sizeof(msg))) {
       reload(w, &sig);
     }
   }
@@ -311,26 +312,30 @@ static void on_closed(uv_handle_t *handle) {
   }
 }
 
-struct certwatch *certwatch_start(struct server *srv) {
+struct certwatch *certwatch_start(uv_loop_t *loop, const struct certs_config *certs,
+                                  const struct certwatch_ops *ops, void *arg) {
   struct certwatch *w = calloc(1, sizeof(*w));
   if (w == NULL) {
     log_write(LOG_ERROR, "certwatch", "out of memory; certificates reload on SIGHUP only");
     return NULL;
   }
-  w->srv = srv;
-  uv_fs_event_init(&srv->loop, &w->event);
+  w->loop = loop;
+  w->certs = certs;
+  w->ops = ops;
+  w->arg = arg;
+  uv_fs_event_init(loop, &w->event);
   w->event.data = w;
-  uv_timer_init(&srv->loop, &w->poll);
+  uv_timer_init(loop, &w->poll);
   w->poll.data = w;
-  uv_timer_init(&srv->loop, &w->debounce);
+  uv_timer_init(loop, &w->debounce);
   w->debounce.data = w;
   w->open_handles = 3;
 
-  /* The server has just loaded the files, or counted them as failed. A failed set is not
+  /* The owner has just loaded the files, or counted them as failed. A failed set is not
    * counted again: it is retried quietly by every poll. A loaded one is compared once
    * more, in case it changed in between; the content hash makes that free of swaps. */
   stat_set(w, &w->seen);
-  struct tls_contexts *ctxs = server_acquire_tls(srv);
+  struct tls_contexts *ctxs = ops->current(arg);
   if (ctxs == NULL) {
     w->done = w->seen;
     w->done_failed = true;
@@ -340,7 +345,7 @@ struct certwatch *certwatch_start(struct server *srv) {
   tls_contexts_free(ctxs);
 
   ensure_watch(w);
-  uv_timer_start(&w->poll, on_poll, srv->cfg->certs.poll_interval, srv->cfg->certs.poll_interval);
+  uv_timer_start(&w->poll, on_poll, certs->poll_interval, certs->poll_interval);
   check_expiry(w);
   return w;
 }

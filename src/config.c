@@ -889,11 +889,11 @@ static bool parse_access_log(struct parser *p, const cJSON *root, struct config 
   }
   const char *s = v->valuestring;
   if (strcmp(s, "stdout") == 0) {
-    cfg->access_log = ACCESS_LOG_STDOUT;
+    cfg->access_log = ACCESS_LOG_TARGET_STDOUT;
   } else if (strcmp(s, "stderr") == 0) {
-    cfg->access_log = ACCESS_LOG_STDERR;
+    cfg->access_log = ACCESS_LOG_TARGET_STDERR;
   } else if (strcmp(s, "off") == 0) {
-    cfg->access_log = ACCESS_LOG_OFF;
+    cfg->access_log = ACCESS_LOG_TARGET_OFF;
   } else if (s[strlen(s) - 1] == '/') {
     return fail_value(p, s,
                       "expected \"stdout\", \"stderr\", \"off\" or a file path, not a "
@@ -902,7 +902,7 @@ static bool parse_access_log(struct parser *p, const cJSON *root, struct config 
     if (!replace_string(p, &cfg->access_log_path, s)) {
       return false;
     }
-    cfg->access_log = ACCESS_LOG_FILE;
+    cfg->access_log = ACCESS_LOG_TARGET_FILE;
   }
   path_pop(p, saved);
   return true;
@@ -1151,7 +1151,7 @@ static bool set_defaults(struct parser *p, struct config *cfg) {
   cfg->limits.handshake_timeout = 10 * kMsPerSecond;
   cfg->limits.idle_timeout = kMsPerHour;
   cfg->limits.drain_timeout = 20 * kMsPerSecond;
-  cfg->access_log = ACCESS_LOG_STDOUT;
+  cfg->access_log = ACCESS_LOG_TARGET_STDOUT;
 
   cfg->tls.groups = config_calloc(2, sizeof(char *));
   if (cfg->tls.groups == NULL) {
@@ -1691,16 +1691,16 @@ char *config_to_json(const struct config *cfg) {
 
   add_number(root, "workers", cfg->workers_configured, &ok);
   switch (cfg->access_log) {
-    case ACCESS_LOG_OFF:
+    case ACCESS_LOG_TARGET_OFF:
       add_string(root, "access_log", "off", &ok);
       break;
-    case ACCESS_LOG_STDOUT:
+    case ACCESS_LOG_TARGET_STDOUT:
       add_string(root, "access_log", "stdout", &ok);
       break;
-    case ACCESS_LOG_STDERR:
+    case ACCESS_LOG_TARGET_STDERR:
       add_string(root, "access_log", "stderr", &ok);
       break;
-    case ACCESS_LOG_FILE:
+    case ACCESS_LOG_TARGET_FILE:
       add_string(root, "access_log", cfg->access_log_path, &ok);
       break;
   }

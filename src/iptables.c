@@ -17,9 +17,8 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "mtlsd/exit.h"
 #include "mtlsd/textbuf.h"
-
-enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
 static const char *const own_chains[] = {"MTLSD_INBOUND", "MTLSD_IN_REDIRECT", "MTLSD_OUTPUT",
                                          "MTLSD_REDIRECT"};
@@ -311,7 +310,7 @@ static int apply_family(const struct iptables_opts *o, bool ipv6, bool clean) {
   char *version = capture(cmd);
   if (version == NULL) {
     fprintf(stderr, "mtlsd iptables: %s is not installed (apt-get install iptables)\n", tool);
-    return EXIT_FAILED;
+    return MTLSD_EXIT_FAILED;
   }
   const char *backend = strstr(version, "nf_tables") != NULL ? "nf_tables"
                         : strstr(version, "legacy") != NULL  ? "legacy"
@@ -325,7 +324,7 @@ static int apply_family(const struct iptables_opts *o, bool ipv6, bool clean) {
   free(installed);
   if (rules == NULL) {
     fprintf(stderr, "mtlsd iptables: out of memory\n");
-    return EXIT_FAILED;
+    return MTLSD_EXIT_FAILED;
   }
   snprintf(cmd, sizeof(cmd), "%s-restore --noflush", tool);
   bool ok = feed(cmd, rules);
@@ -335,11 +334,11 @@ static int apply_family(const struct iptables_opts *o, bool ipv6, bool clean) {
             "mtlsd iptables: %s-restore failed (is this a network namespace with "
             "CAP_NET_ADMIN?)\n",
             tool);
-    return EXIT_FAILED;
+    return MTLSD_EXIT_FAILED;
   }
   fprintf(stderr, "mtlsd iptables: %s the %s rules\n", clean ? "removed" : "applied",
           ipv6 ? "IPv6" : "IPv4");
-  return EXIT_OK;
+  return MTLSD_EXIT_OK;
 }
 
 int iptables_main(int argc, char **argv) {
@@ -376,7 +375,7 @@ int iptables_main(int argc, char **argv) {
   char action = 'p';
   bool ipv6 = false;
   bool ok = true;
-  int code = EXIT_USAGE;
+  int code = MTLSD_EXIT_USAGE;
   optind = 1;
   opterr = 0;
   int idx = 0;
@@ -392,7 +391,7 @@ int iptables_main(int argc, char **argv) {
         break;
       case 'h':
         fputs(usage_text, stdout);
-        code = EXIT_OK;
+        code = MTLSD_EXIT_OK;
         goto out;
       case OPT_OUT:
         ok = parse_port(&o.outbound_port, optarg);
@@ -437,11 +436,11 @@ int iptables_main(int argc, char **argv) {
   }
 
   if (action == 'p') {
-    code = EXIT_OK;
+    code = MTLSD_EXIT_OK;
     for (int family = 0; family < (ipv6 ? 2 : 1); family++) {
       char *rules = iptables_render(&o, family == 1, NULL);
       if (rules == NULL) {
-        code = EXIT_FAILED;
+        code = MTLSD_EXIT_FAILED;
         break;
       }
       printf("# %s (iptables-restore --noflush)\n%s", family == 1 ? "IPv6" : "IPv4", rules);
@@ -450,7 +449,7 @@ int iptables_main(int argc, char **argv) {
     goto out;
   }
   code = apply_family(&o, false, action == 'c');
-  if (code == EXIT_OK && ipv6) {
+  if (code == MTLSD_EXIT_OK && ipv6) {
     code = apply_family(&o, true, action == 'c');
   }
 out:

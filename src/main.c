@@ -13,13 +13,12 @@
 
 #include "mtlsd/certgen.h"
 #include "mtlsd/config.h"
+#include "mtlsd/exit.h"
 #include "mtlsd/file.h"
 #include "mtlsd/iptables.h"
 #include "mtlsd/log.h"
 #include "mtlsd/server.h"
 #include "mtlsd/tls.h"
-
-enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2 };
 
 static const char usage_text[] =
     "usage: mtlsd [run] --config FILE [--log-level debug|info|warn|error] [--log-format "
@@ -75,29 +74,29 @@ static int parse_common(struct common_opts *opts, int argc, char **argv, const c
         if (!log_parse_level(&opts->level, optarg)) {
           fprintf(stderr, "mtlsd %s: --log-level: \"%s\" is not debug, info, warn or error\n", cmd,
                   optarg);
-          return EXIT_USAGE;
+          return MTLSD_EXIT_USAGE;
         }
         break;
       case 'f':
         if (!log_parse_format(&opts->format, optarg)) {
           fprintf(stderr, "mtlsd %s: --log-format: \"%s\" is not json or text\n", cmd, optarg);
-          return EXIT_USAGE;
+          return MTLSD_EXIT_USAGE;
         }
         break;
       case 'h':
-        return usage(stdout, EXIT_OK);
+        return usage(stdout, MTLSD_EXIT_OK);
       default:
         fprintf(stderr, "mtlsd %s: unknown or incomplete option \"%s\"\n", cmd, argv[optind - 1]);
-        return usage(stderr, EXIT_USAGE);
+        return usage(stderr, MTLSD_EXIT_USAGE);
     }
   }
   if (optind < argc) {
     fprintf(stderr, "mtlsd %s: unexpected argument \"%s\"\n", cmd, argv[optind]);
-    return usage(stderr, EXIT_USAGE);
+    return usage(stderr, MTLSD_EXIT_USAGE);
   }
   if (opts->config == NULL) {
     fprintf(stderr, "mtlsd %s: --config FILE is required\n", cmd);
-    return usage(stderr, EXIT_USAGE);
+    return usage(stderr, MTLSD_EXIT_USAGE);
   }
   log_configure(opts->level, opts->format);
   return -1;
@@ -116,7 +115,7 @@ static int load_config(struct config **out, const char **path, int argc, char **
   *out = config_load(opts.config, err, sizeof(err));
   if (*out == NULL) {
     fprintf(stderr, "%s\n", err);
-    return EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
   *path = opts.config;
   return -1;
@@ -157,14 +156,14 @@ static int cmd_check(int argc, char **argv) {
   printf("%s: configuration ok: %zu listener%s, %u worker%s, trust domain %s\n", path,
          cfg->listener_count, cfg->listener_count == 1 ? "" : "s", cfg->workers,
          cfg->workers == 1 ? "" : "s", cfg->trust_domain);
-  int code = EXIT_OK;
+  int code = MTLSD_EXIT_OK;
   if (!any_cert_file_present(cfg)) {
     printf("certificates: none in %s yet (mtlsd starts and waits for them)\n", cfg->certs.dir);
   } else {
     struct tls_certset *set = tls_certset_load(cfg, err, sizeof(err));
     if (set == NULL) {
       fprintf(stderr, "%s: certificates in %s: %s\n", path, cfg->certs.dir, err);
-      code = EXIT_RUNTIME;
+      code = MTLSD_EXIT_FAILED;
     } else {
       long long left = (long long)(tls_certset_not_after(set) - time(NULL));
       printf("certificates: ok: %s, expires in %lldd %lldh\n", tls_certset_primary_identity(set),
@@ -180,18 +179,18 @@ static int cmd_version(int argc, char **argv) {
   (void)argv;
   if (argc > 1) {
     fprintf(stderr, "mtlsd version: takes no arguments\n");
-    return EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
   printf("mtlsd %s\n", MTLSD_VERSION);
   printf("%s\n", tls_library_version());
   printf("libuv %s\n", uv_version_string());
   printf("cJSON %s\n", cJSON_Version());
-  return EXIT_OK;
+  return MTLSD_EXIT_OK;
 }
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    return usage(stderr, EXIT_USAGE);
+    return usage(stderr, MTLSD_EXIT_USAGE);
   }
   const char *cmd = argv[1];
   if (strcmp(cmd, "run") == 0) {
@@ -210,12 +209,12 @@ int main(int argc, char **argv) {
     return cmd_version(argc - 1, argv + 1);
   }
   if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
-    return usage(stdout, EXIT_OK);
+    return usage(stdout, MTLSD_EXIT_OK);
   }
   if (cmd[0] == '-') {
     /* "mtlsd --config F" is "mtlsd run --config F". */
     return cmd_run(argc, argv);
   }
   fprintf(stderr, "mtlsd: unknown command \"%s\"\n", cmd);
-  return usage(stderr, EXIT_USAGE);
+  return usage(stderr, MTLSD_EXIT_USAGE);
 }

@@ -13,11 +13,31 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <uv.h>
+
 #include "mtlsd/admin.h"
 #include "mtlsd/certwatch.h"
+#include "mtlsd/exit.h"
 #include "mtlsd/file.h"
 #include "mtlsd/log.h"
+#include "mtlsd/runtime.h"
 #include "mtlsd/worker.h"
+
+struct server {
+  struct runtime *rt;
+  const struct config *cfg;
+  uv_loop_t loop; /* The main thread's loop: signals, certificate watching, admin. */
+  struct worker *workers;
+  unsigned worker_count; /* Started. */
+  struct certwatch *certwatch;
+  struct admin *admin;
+
+  uv_signal_t sig_term, sig_int, sig_hup;
+  uv_async_t wakeup; /* Other threads ask the main loop to drain or reload. */
+  _Atomic int requested_drain;
+  _Atomic int requested_exit;
+  _Atomic int requested_reload;
+};
 
 static void wake_workers(struct server *srv) {
   for (unsigned i = 0; i < srv->worker_count; i++) {
@@ -25,50 +45,21 @@ static void wake_workers(struct server *srv) {
   }
 }
 
-void server_publish_tls(struct server *srv, struct tls_contexts *ctxs) {
-  pthread_mutex_lock(&srv->tls_lock);
-  struct tls_contexts *old = srv->tls;
-  srv->tls = ctxs;
-  atomic_store(&srv->tls_generation, tls_contexts_generation(ctxs));
-  pthread_mutex_unlock(&srv->tls_lock);
-  /* Connections that started on the old contexts hold their own references. */
-  tls_contexts_free(old);
-  wake_workers(srv);
+static void refuse_set(struct server *srv, const char *err) {
+  log_write(LOG_WARN, "certs", "refused the certificate set in %s: %s", srv->cfg->certs.dir, err);
+  runtime_record_reload(srv->rt, false, err, true);
 }
 
-struct tls_contexts *server_acquire_tls(struct server *srv) {
-  pthread_mutex_lock(&srv->tls_lock);
-  struct tls_contexts *ctxs = srv->tls;
-  if (ctxs != NULL) {
-    tls_contexts_up_ref(ctxs);
-  }
-  pthread_mutex_unlock(&srv->tls_lock);
-  return ctxs;
-}
-
-/* Records a reload's outcome for /certs; |counted| reloads also move
- * mtlsd_cert_reloads_total (a set identical to the one serving is not a reload). */
-static void record_reload(struct server *srv, bool ok, const char *error, bool counted) {
-  pthread_mutex_lock(&srv->tls_lock);
-  srv->last_reload_ok = ok;
-  srv->last_reload_time = time(NULL);
-  snprintf(srv->last_reload_error, sizeof(srv->last_reload_error), "%s", error);
-  pthread_mutex_unlock(&srv->tls_lock);
-  if (counted) {
-    atomic_fetch_add(
-        ok ? &srv->stats->global.cert_reloads_ok : &srv->stats->global.cert_reloads_failed, 1);
-  }
-}
-
-bool server_reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg_len) {
+/* Reloads the certificate directory now; with |dry_run| it only validates. Writes the
+ * result into |msg|; returns whether the set is valid. */
+static bool reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg_len) {
+  struct runtime *rt = srv->rt;
   char err[512];
   struct tls_certset *set = tls_certset_load(srv->cfg, err, sizeof(err));
   if (set == NULL) {
     snprintf(msg, msg_len, "%s", err);
     if (!dry_run) {
-      log_write(LOG_WARN, "certs", "refused the certificate set in %s: %s", srv->cfg->certs.dir,
-                err);
-      record_reload(srv, false, err, true);
+      refuse_set(srv, err);
     }
     return false;
   }
@@ -78,17 +69,17 @@ bool server_reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg
     tls_certset_free(set);
     return true;
   }
-  struct tls_contexts *current = server_acquire_tls(srv);
+  struct tls_contexts *current = runtime_tls_acquire(rt);
   bool unchanged = current != NULL && tls_certset_same(tls_contexts_certset(current), set);
   tls_contexts_free(current);
   if (unchanged) {
     /* The files are good again (a refused set may have been put back): say so. */
-    record_reload(srv, true, "", false);
+    runtime_record_reload(rt, true, "", false);
     tls_certset_free(set);
     snprintf(msg, msg_len, "unchanged");
     return true;
   }
-  uint64_t generation = atomic_load(&srv->tls_generation) + 1;
+  uint64_t generation = runtime_tls_generation(rt) + 1;
   int64_t not_after = tls_certset_not_after(set);
   char identity[256];
   snprintf(identity, sizeof(identity), "%.200s", tls_certset_primary_identity(set));
@@ -96,78 +87,59 @@ bool server_reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg
   if (ctxs == NULL) {
     tls_certset_free(set);
     snprintf(msg, msg_len, "%s", err);
-    log_write(LOG_WARN, "certs", "refused the certificate set in %s: %s", srv->cfg->certs.dir, err);
-    record_reload(srv, false, err, true);
+    refuse_set(srv, err);
     return false;
   }
-  server_publish_tls(srv, ctxs);
-  record_reload(srv, true, "", true);
-  atomic_store(&srv->stats->global.cert_generation, generation);
-  atomic_store(&srv->stats->global.cert_expiry, not_after);
+  runtime_tls_publish(rt, ctxs);
+  wake_workers(srv);
+  runtime_record_reload(rt, true, "", true);
+  atomic_store(&rt->stats->global.cert_generation, generation);
+  atomic_store(&rt->stats->global.cert_expiry, not_after);
   log_write(LOG_INFO, "certs", "loaded generation %llu: %s, expires in %lld s",
             (unsigned long long)generation, identity, (long long)(not_after - time(NULL)));
   snprintf(msg, msg_len, "loaded generation %llu", (unsigned long long)generation);
   return true;
 }
 
-bool server_ready(struct server *srv, char *reason, size_t reason_len) {
-  int state = atomic_load(&srv->state);
-  if (state == SERVER_DRAINING || state == SERVER_STOPPED) {
-    snprintf(reason, reason_len, "draining");
-    return false;
-  }
-  unsigned failed = atomic_load(&srv->workers_failed);
-  if (failed > 0) {
-    snprintf(reason, reason_len, "%u of %u workers could not watch their listeners", failed,
-             srv->worker_count);
-    return false;
-  }
-  if (atomic_load(&srv->listeners_bound) < srv->worker_count || state != SERVER_LIVE) {
-    snprintf(reason, reason_len, "listeners are not all bound yet");
-    return false;
-  }
-  if (atomic_load_explicit(&srv->original_dst_broken, memory_order_relaxed)) {
-    snprintf(reason, reason_len,
-             "a transparent listener cannot read original destinations (are the iptables "
-             "rules and conntrack in place?)");
-    return false;
-  }
-  struct tls_contexts *ctxs = server_acquire_tls(srv);
-  if (ctxs == NULL) {
-    pthread_mutex_lock(&srv->tls_lock);
-    snprintf(reason, reason_len, "no valid certificate loaded%s%s",
-             srv->last_reload_error[0] != '\0' ? ": " : "", srv->last_reload_error);
-    pthread_mutex_unlock(&srv->tls_lock);
-    return false;
-  }
-  int64_t not_after = tls_certset_not_after(tls_contexts_certset(ctxs));
-  tls_contexts_free(ctxs);
-  if (not_after <= time(NULL)) {
-    snprintf(reason, reason_len, "the loaded certificate has expired");
-    return false;
-  }
-  snprintf(reason, reason_len, "ready");
-  return true;
+static bool reload_op(void *arg, bool dry_run, char *msg, size_t msg_len) {
+  return reload_certs(arg, dry_run, msg, msg_len);
 }
 
-void server_request_drain(struct server *srv, bool then_exit) {
+static struct tls_contexts *current_op(void *arg) {
+  struct server *srv = arg;
+  return runtime_tls_acquire(srv->rt);
+}
+
+/* Starts a graceful drain (SPEC section 6), and exits afterwards when |then_exit|.
+ * Thread-safe. */
+static void request_drain(struct server *srv, bool then_exit) {
   if (then_exit) {
     atomic_store(&srv->requested_exit, 1);
   }
   /* The state turns at once, so a /ready right after POST /drain already says 503; the
    * main loop tells the workers. */
-  int live = SERVER_LIVE;
-  if (atomic_compare_exchange_strong(&srv->state, &live, SERVER_DRAINING)) {
-    atomic_store(&srv->stats->global.draining, 1);
+  int live = RUNTIME_LIVE;
+  if (atomic_compare_exchange_strong(&srv->rt->state, &live, RUNTIME_DRAINING)) {
+    atomic_store(&srv->rt->stats->global.draining, 1);
     atomic_store(&srv->requested_drain, 1);
   }
   uv_async_send(&srv->wakeup);
 }
 
-void server_request_reload(struct server *srv) {
-  atomic_store(&srv->requested_reload, 1);
+static void drain_op(void *arg, bool then_exit) {
+  request_drain(arg, then_exit);
+}
+
+/* A worker emptied in a drain: the main loop looks whether it was the last. Runs on the
+ * worker's thread. */
+static void drained_op(void *arg) {
+  struct server *srv = arg;
   uv_async_send(&srv->wakeup);
 }
+
+static const struct certwatch_ops kCertwatchOps = {.reload = reload_op, .current = current_op};
+static const struct admin_control_ops kControlOps = {.reload = reload_op, .drain = drain_op};
+static const struct worker_ops kWorkerOps = {.drained = drained_op};
 
 static void close_main_handles(struct server *srv) {
   uv_close((uv_handle_t *)&srv->sig_term, NULL);
@@ -182,19 +154,20 @@ static void close_main_handles(struct server *srv) {
 
 static void on_wakeup(uv_async_t *async) {
   struct server *srv = async->data;
+  struct runtime *rt = srv->rt;
   if (atomic_exchange(&srv->requested_reload, 0)) {
     char msg[512];
-    server_reload_certs(srv, false, msg, sizeof(msg));
+    reload_certs(srv, false, msg, sizeof(msg));
   }
   if (atomic_exchange(&srv->requested_drain, 0)) {
     log_write(LOG_INFO, "server", "draining: no new connections; open ones have %llu ms to finish",
               (unsigned long long)srv->cfg->limits.drain_timeout);
     wake_workers(srv);
   }
-  if (atomic_load(&srv->state) == SERVER_DRAINING && atomic_load(&srv->requested_exit) &&
-      atomic_load(&srv->workers_drained) >= srv->worker_count) {
+  if (atomic_load(&rt->state) == RUNTIME_DRAINING && atomic_load(&srv->requested_exit) &&
+      atomic_load(&rt->workers_drained) >= srv->worker_count) {
     log_write(LOG_INFO, "server", "drained; exiting");
-    atomic_store(&srv->state, SERVER_STOPPED);
+    atomic_store(&rt->state, RUNTIME_STOPPED);
     wake_workers(srv);
     close_main_handles(srv);
   }
@@ -204,31 +177,18 @@ static void on_signal(uv_signal_t *handle, int signum) {
   struct server *srv = handle->data;
   if (signum == SIGHUP) {
     log_write(LOG_INFO, "server", "SIGHUP: reloading certificates");
-    server_request_reload(srv);
+    atomic_store(&srv->requested_reload, 1);
+    uv_async_send(&srv->wakeup);
     return;
   }
   log_write(LOG_INFO, "server", "%s: starting a graceful drain", strsignal(signum));
-  server_request_drain(srv, true);
+  request_drain(srv, true);
 }
 
 static void start_signal(struct server *srv, uv_signal_t *handle, int signum) {
   uv_signal_init(&srv->loop, handle);
   handle->data = srv;
   uv_signal_start(handle, on_signal, signum);
-}
-
-static enum log_access_target access_target(enum access_log_target t) {
-  switch (t) {
-    case ACCESS_LOG_STDOUT:
-      return ACCESS_LOG_TARGET_STDOUT;
-    case ACCESS_LOG_STDERR:
-      return ACCESS_LOG_TARGET_STDERR;
-    case ACCESS_LOG_FILE:
-      return ACCESS_LOG_TARGET_FILE;
-    case ACCESS_LOG_OFF:
-      break;
-  }
-  return ACCESS_LOG_TARGET_OFF;
 }
 
 /* Each relayed connection holds two descriptors; the default soft limit of 1024 would
@@ -257,7 +217,7 @@ static void warn_if_key_readable(const struct config *cfg) {
 }
 
 int server_run(const struct config *cfg) {
-  int exit_code = 1;
+  int exit_code = MTLSD_EXIT_FAILED;
   char err[512];
   /* BoringSSL writes to sockets with write(2); a peer's reset must not kill us. */
   signal(SIGPIPE, SIG_IGN);
@@ -266,24 +226,17 @@ int server_run(const struct config *cfg) {
   struct server *srv = calloc(1, sizeof(*srv));
   if (srv == NULL) {
     log_write(LOG_ERROR, "server", "out of memory");
-    return 1;
+    return MTLSD_EXIT_FAILED;
   }
   srv->cfg = cfg;
-  srv->start_time = time(NULL);
-  pthread_mutex_init(&srv->tls_lock, NULL);
-  srv->stats = stats_new(cfg);
-  /* Each on its own cache line: aligned_alloc, as calloc only aligns to 16 bytes. */
-  srv->listener_load = aligned_alloc(64, cfg->listener_count * sizeof(*srv->listener_load));
-  if (srv->listener_load != NULL) {
-    memset(srv->listener_load, 0, cfg->listener_count * sizeof(*srv->listener_load));
-  }
-  if (srv->stats == NULL || srv->listener_load == NULL || uv_loop_init(&srv->loop) != 0) {
+  srv->rt = runtime_new(cfg);
+  if (srv->rt == NULL || uv_loop_init(&srv->loop) != 0) {
     log_write(LOG_ERROR, "server", "out of memory");
     goto out;
   }
-  srv->stats->global.start_time = srv->start_time;
+  struct runtime *rt = srv->rt;
 
-  int r = log_access_open(access_target(cfg->access_log), cfg->access_log_path);
+  int r = log_access_open(cfg->access_log, cfg->access_log_path);
   if (r != 0) {
     log_write(LOG_ERROR, "server", "access_log: cannot open %s: %s", cfg->access_log_path,
               strerror(-r));
@@ -292,7 +245,7 @@ int server_run(const struct config *cfg) {
 
   warn_if_key_readable(cfg);
   char msg[512];
-  if (!server_reload_certs(srv, false, msg, sizeof(msg))) {
+  if (!reload_certs(srv, false, msg, sizeof(msg))) {
     log_write(LOG_WARN, "server",
               "no valid certificate yet (%s): admin is up, connections are refused until one "
               "appears in %s",
@@ -310,13 +263,13 @@ int server_run(const struct config *cfg) {
   start_signal(srv, &srv->sig_term, SIGTERM);
   start_signal(srv, &srv->sig_int, SIGINT);
   start_signal(srv, &srv->sig_hup, SIGHUP);
-  srv->admin = admin_start(srv, err, sizeof(err));
+  srv->admin = admin_start(&srv->loop, rt, &kControlOps, srv, err, sizeof(err));
   if (srv->admin == NULL) {
     log_write(LOG_ERROR, "server", "admin: %s", err);
     goto out_handles;
   }
   for (unsigned i = 0; i < cfg->workers; i++) {
-    if (worker_bind(&srv->workers[i], srv, i, err, sizeof(err)) != 0) {
+    if (worker_bind(&srv->workers[i], rt, i, &kWorkerOps, srv, err, sizeof(err)) != 0) {
       log_write(LOG_ERROR, "server", "%s", err);
       for (unsigned j = 0; j <= i; j++) {
         worker_close_fds(&srv->workers[j]);
@@ -324,7 +277,7 @@ int server_run(const struct config *cfg) {
       goto out_handles;
     }
   }
-  srv->certwatch = certwatch_start(srv);
+  srv->certwatch = certwatch_start(&srv->loop, &cfg->certs, &kCertwatchOps, srv);
   for (unsigned i = 0; i < cfg->workers; i++) {
     r = worker_start(&srv->workers[i]);
     if (r != 0) {
@@ -332,13 +285,14 @@ int server_run(const struct config *cfg) {
       for (unsigned j = i; j < cfg->workers; j++) {
         worker_close_fds(&srv->workers[j]);
       }
-      atomic_store(&srv->state, SERVER_STOPPED);
+      atomic_store(&rt->state, RUNTIME_STOPPED);
       wake_workers(srv);
       goto out_handles;
     }
     srv->worker_count++;
+    rt->worker_count = srv->worker_count;
   }
-  atomic_store(&srv->state, SERVER_LIVE);
+  atomic_store(&rt->state, RUNTIME_LIVE);
   log_write(LOG_INFO, "server", "mtlsd %s serving %zu listeners on %u workers", MTLSD_VERSION,
             cfg->listener_count, cfg->workers);
 
@@ -346,7 +300,7 @@ int server_run(const struct config *cfg) {
   for (unsigned i = 0; i < srv->worker_count; i++) {
     worker_join(&srv->workers[i]);
   }
-  exit_code = 0;
+  exit_code = MTLSD_EXIT_OK;
   goto out_loop;
 
 out_handles:
@@ -359,10 +313,7 @@ out_loop:
   uv_loop_close(&srv->loop);
 out:
   free(srv->workers);
-  free(srv->listener_load);
-  tls_contexts_free(srv->tls);
-  stats_free(srv->stats);
-  pthread_mutex_destroy(&srv->tls_lock);
+  runtime_free(srv->rt);
   free(srv);
   return exit_code;
 }

@@ -534,8 +534,13 @@ const struct tls_certset *tls_contexts_certset(const struct tls_contexts *ctxs) 
  * wake-ups of the reader on the other side. The buffer exists only while bytes wait in
  * it, so an idle connection holds none. */
 
-/* Room for the four records a 64 KiB relay buffer makes, with their overhead. */
-enum { WBUF_CAP = 80 * 1024, TLS_RECORD_PLAINTEXT_MAX = 16384 };
+/* Room for the records that one relay buffer makes, with their overhead: a write of a
+ * full relay buffer then costs one send(2). */
+enum { WBUF_CAP = 80 * 1024 };
+_Static_assert(WBUF_CAP >= IO_RELAY_BUFFER_SIZE +
+                               (IO_RELAY_BUFFER_SIZE / IO_TLS_RECORD_MAX) *
+                                   (SSL3_RT_HEADER_LENGTH + SSL3_RT_MAX_ENCRYPTED_OVERHEAD),
+               "the gathering buffer holds the records of one relay buffer");
 
 static BIO_METHOD *g_bio_method;
 static pthread_once_t g_bio_once = PTHREAD_ONCE_INIT;
@@ -780,21 +785,21 @@ static int map_error(struct tls_conn *conn, int ret) {
   int code = SSL_get_error(conn->ssl, ret);
   switch (code) {
     case SSL_ERROR_WANT_READ:
-      return TLS_WANT_READ;
+      return IO_WANT_READ;
     case SSL_ERROR_WANT_WRITE:
-      return TLS_WANT_WRITE;
+      return IO_WANT_WRITE;
     case SSL_ERROR_ZERO_RETURN:
-      return TLS_EOF;
+      return IO_EOF;
     case SSL_ERROR_SYSCALL:
       if (ERR_peek_error() == 0 && (ret == 0 || errno == 0)) {
         ERR_clear_error();
         set_failure(conn, TLS_FAIL_PROTOCOL, "connection closed by peer");
         /* A peer that closes TCP without close_notify still ended its stream. */
-        return TLS_EOF;
+        return IO_EOF;
       }
       set_failure(conn, TLS_FAIL_PROTOCOL, strerror(errno));
       ERR_clear_error();
-      return TLS_ERROR;
+      return IO_ERROR;
     default: {
       uint32_t e = ERR_peek_error();
       if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
@@ -805,7 +810,7 @@ static int map_error(struct tls_conn *conn, int ret) {
         set_failure(conn, TLS_FAIL_PROTOCOL, reason != NULL ? reason : "TLS error");
       }
       ERR_clear_error();
-      return TLS_ERROR;
+      return IO_ERROR;
     }
   }
 }
@@ -814,13 +819,13 @@ int tls_conn_handshake(struct tls_conn *conn) {
   int ret = SSL_do_handshake(conn->ssl);
   if (ret == 1) {
     if (SSL_session_reused(conn->ssl) && !check_resumed_peer(conn)) {
-      return TLS_ERROR;
+      return IO_ERROR;
     }
-    return TLS_OK;
+    return IO_OK;
   }
   int result = map_error(conn, ret);
   /* EOF in the middle of a handshake is a failure, not a clean end. */
-  return result == TLS_EOF ? TLS_ERROR : result;
+  return result == IO_EOF ? IO_ERROR : result;
 }
 
 enum tls_failure tls_conn_failure(const struct tls_conn *conn, const char **detail) {
@@ -838,7 +843,7 @@ ssize_t tls_conn_read(struct tls_conn *conn, void *buf, size_t len) {
 ssize_t tls_conn_write(struct tls_conn *conn, const void *buf, size_t len) {
   const uint8_t *bytes = buf;
   size_t done = 0;
-  conn->gather = len > TLS_RECORD_PLAINTEXT_MAX;
+  conn->gather = len > IO_TLS_RECORD_MAX;
   /* One record per SSL_write (partial writes), gathered in the BIO until it is full. */
   while (done < len) {
     size_t chunk = len - done > INT32_MAX ? INT32_MAX : len - done;
@@ -856,17 +861,17 @@ ssize_t tls_conn_write(struct tls_conn *conn, const void *buf, size_t len) {
   conn->gather = false;
   if (wbuf_flush(conn) < 0) {
     set_failure(conn, TLS_FAIL_PROTOCOL, strerror(errno));
-    return TLS_ERROR;
+    return IO_ERROR;
   }
   return (ssize_t)done;
 }
 
 int tls_conn_flush(struct tls_conn *conn) {
   if (conn->wbuf == NULL) {
-    return TLS_OK;
+    return IO_OK;
   }
   int r = wbuf_flush(conn);
-  return r > 0 ? TLS_OK : r == 0 ? TLS_WANT_WRITE : TLS_ERROR;
+  return r > 0 ? IO_OK : r == 0 ? IO_WANT_WRITE : IO_ERROR;
 }
 
 int tls_conn_shutdown(struct tls_conn *conn) {
@@ -876,7 +881,7 @@ int tls_conn_shutdown(struct tls_conn *conn) {
     int ret = SSL_shutdown(conn->ssl);
     if (ret < 0) {
       int result = map_error(conn, ret);
-      if (result != TLS_EOF) {
+      if (result != IO_EOF) {
         return result;
       }
     }

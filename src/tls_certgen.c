@@ -40,6 +40,7 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "mtlsd/exit.h"
 #include "mtlsd/file.h"
 #include "mtlsd/identity.h"
 #include "tls_internal.h"
@@ -53,12 +54,8 @@
 #define CERTGEN_BACKDATE_SECS 60
 #define CERTGEN_SERIAL_LEN 16
 
-enum {
-  CERTGEN_EXIT_OK = 0,
-  CERTGEN_EXIT_RUNTIME = 1,
-  CERTGEN_EXIT_USAGE = 2,
-  CERTGEN_HELP_SHOWN = -1, /* Not an exit code: parse_args printed --help. */
-};
+/* Not an exit code: parse_args printed --help. */
+enum { CERTGEN_HELP_SHOWN = -1 };
 
 enum key_type { KEY_ECDSA_P256, KEY_ECDSA_P384, KEY_RSA_2048 };
 
@@ -415,8 +412,8 @@ static bool apply_option(struct cert_opts *o, enum opt_id id, const char *opt, c
   return false;
 }
 
-/* parse_args fills |o| from argv[2..]. It returns CERTGEN_EXIT_OK to go on,
- * CERTGEN_EXIT_USAGE after printing why not, or CERTGEN_HELP_SHOWN after printing the
+/* parse_args fills |o| from argv[2..]. It returns MTLSD_EXIT_OK to go on,
+ * MTLSD_EXIT_USAGE after printing why not, or CERTGEN_HELP_SHOWN after printing the
  * help, which is not an error. */
 static int parse_args(struct cert_opts *o, int argc, char **argv) {
   for (int i = 2; i < argc; i++) {
@@ -427,7 +424,7 @@ static int parse_args(struct cert_opts *o, int argc, char **argv) {
     }
     if (strncmp(arg, "--", 2) != 0) {
       errorf(o, "unexpected argument \"%s\"", arg);
-      return CERTGEN_EXIT_USAGE;
+      return MTLSD_EXIT_USAGE;
     }
     /* "--opt=value" and "--opt value" are both accepted. */
     const char *eq = strchr(arg, '=');
@@ -440,7 +437,7 @@ static int parse_args(struct cert_opts *o, int argc, char **argv) {
     }
     if (k == n_opts || (kOptions[k].cmds & o->cmd) == 0) {
       errorf(o, "unknown option \"%.*s\"", (int)name_len, arg);
-      return CERTGEN_EXIT_USAGE;
+      return MTLSD_EXIT_USAGE;
     }
     const char *opt = kOptions[k].name;
     const char *value = NULL;
@@ -451,44 +448,44 @@ static int parse_args(struct cert_opts *o, int argc, char **argv) {
         value = argv[++i];
       } else {
         errorf(o, "%s needs a value", opt);
-        return CERTGEN_EXIT_USAGE;
+        return MTLSD_EXIT_USAGE;
       }
     } else if (eq != NULL) {
       errorf(o, "%s takes no value", opt);
-      return CERTGEN_EXIT_USAGE;
+      return MTLSD_EXIT_USAGE;
     }
     if (!apply_option(o, kOptions[k].id, opt, value)) {
-      return CERTGEN_EXIT_USAGE;
+      return MTLSD_EXIT_USAGE;
     }
   }
 
   if (o->out_dir == NULL) {
     errorf(o, "--out DIR is required");
-    return CERTGEN_EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
   if (o->cmd == CMD_ISSUE) {
     if (o->ca_dir == NULL) {
       errorf(o, "--ca DIR is required");
-      return CERTGEN_EXIT_USAGE;
+      return MTLSD_EXIT_USAGE;
     }
     if (o->intermediate && o->spiffe_count + o->dns_count > 0) {
       errorf(o, "--intermediate makes a CA, which takes no --spiffe-id or --dns");
-      return CERTGEN_EXIT_USAGE;
+      return MTLSD_EXIT_USAGE;
     }
     if (!o->intermediate && o->spiffe_count + o->dns_count == 0) {
       errorf(o, "at least one --spiffe-id or --dns is required");
-      return CERTGEN_EXIT_USAGE;
+      return MTLSD_EXIT_USAGE;
     }
   }
   if (o->days != 0 && o->hours != 0) {
     errorf(o, "--days and --hours cannot both be given");
-    return CERTGEN_EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
   if (o->has_not_before && o->has_not_after && (o->days != 0 || o->hours != 0)) {
     errorf(o, "--days/--hours cannot be given with both --not-before and --not-after");
-    return CERTGEN_EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
-  return CERTGEN_EXIT_OK;
+  return MTLSD_EXIT_OK;
 }
 
 /* resolve_validity turns the options into a validity window. A pinned end is kept as
@@ -1042,13 +1039,13 @@ static void print_written(const struct cert_opts *o, const char *what, const cha
 }
 
 static int cmd_ca(const struct cert_opts *o) {
-  int ret = CERTGEN_EXIT_RUNTIME;
+  int ret = MTLSD_EXIT_FAILED;
   EVP_PKEY *key = NULL;
   X509_NAME *subject = NULL;
   X509 *cert = NULL;
   int64_t nb, na;
   if (!resolve_validity(o, 3650, &nb, &na)) {
-    return CERTGEN_EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
 
   char cn[CERTGEN_CN_MAX + 1];
@@ -1096,7 +1093,7 @@ static int cmd_ca(const struct cert_opts *o) {
     goto out;
   }
   print_written(o, "a root CA", "ca.crt, ca.key", na);
-  ret = CERTGEN_EXIT_OK;
+  ret = MTLSD_EXIT_OK;
 
 out:
   X509_free(cert);
@@ -1112,21 +1109,21 @@ static bool same_dir(const char *a, const char *b) {
 }
 
 static int cmd_issue(const struct cert_opts *o) {
-  int ret = CERTGEN_EXIT_RUNTIME;
+  int ret = MTLSD_EXIT_FAILED;
   struct issuer is = {0};
   EVP_PKEY *key = NULL;
   X509_NAME *subject = NULL;
   X509 *cert = NULL;
   int64_t nb, na;
   if (!resolve_validity(o, o->intermediate ? 365 : 90, &nb, &na)) {
-    return CERTGEN_EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
   if (same_dir(o->out_dir, o->ca_dir)) {
     errorf(o, "--out and --ca name the same directory, whose CA files would be replaced");
-    return CERTGEN_EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
   if (!issuer_load(o, &is)) {
-    return CERTGEN_EXIT_RUNTIME;
+    return MTLSD_EXIT_FAILED;
   }
   if (o->intermediate && !is.self_signed) {
     /* The intermediate has path length 0, so it can sign leaves and nothing else. */
@@ -1203,7 +1200,7 @@ static int cmd_issue(const struct cert_opts *o) {
     }
     print_written(o, "a leaf", "tls.crt, tls.key, ca.crt", na);
   }
-  ret = CERTGEN_EXIT_OK;
+  ret = MTLSD_EXIT_OK;
 
 out:
   X509_free(cert);
@@ -1219,7 +1216,7 @@ int certgen_main(int argc, char **argv) {
       strcmp(argv[1], "help") == 0) {
     bool help = argc >= 2;
     usage(help ? stdout : stderr);
-    return help ? CERTGEN_EXIT_OK : CERTGEN_EXIT_USAGE;
+    return help ? MTLSD_EXIT_OK : MTLSD_EXIT_USAGE;
   }
   if (strcmp(argv[1], "ca") == 0) {
     o.cmd = CMD_CA;
@@ -1230,7 +1227,7 @@ int certgen_main(int argc, char **argv) {
   } else {
     errorf(&o, "unknown subcommand \"%s\" (want ca or issue)", argv[1]);
     usage(stderr);
-    return CERTGEN_EXIT_USAGE;
+    return MTLSD_EXIT_USAGE;
   }
 
   /* Each repeatable option can occur at most once per argument. */
@@ -1239,20 +1236,20 @@ int certgen_main(int argc, char **argv) {
   int ret;
   if (o.spiffe_ids == NULL || o.dns_names == NULL) {
     errorf(&o, "out of memory");
-    ret = CERTGEN_EXIT_RUNTIME;
+    ret = MTLSD_EXIT_FAILED;
     goto out;
   }
   ret = parse_args(&o, argc, argv);
   if (ret == CERTGEN_HELP_SHOWN) {
-    ret = CERTGEN_EXIT_OK;
+    ret = MTLSD_EXIT_OK;
     goto out;
   }
-  if (ret != CERTGEN_EXIT_OK) {
+  if (ret != MTLSD_EXIT_OK) {
     usage(stderr);
     goto out;
   }
   ret = o.cmd == CMD_CA ? cmd_ca(&o) : cmd_issue(&o);
-  if (ret == CERTGEN_EXIT_USAGE) {
+  if (ret == MTLSD_EXIT_USAGE) {
     usage(stderr);
   }
 

@@ -451,14 +451,15 @@ static void add_time(cJSON *obj, const char *key, int64_t t) {
   cJSON_AddStringToObject(obj, key, buf);
 }
 
-char *tls_certset_info_json(const struct tls_certset *set) {
-  cJSON *root = cJSON_CreateObject();
+bool tls_certset_add_info(cJSON *root, const struct tls_certset *set) {
   cJSON *leaf = cJSON_AddObjectToObject(root, "leaf");
   cJSON *bundle = cJSON_AddArrayToObject(root, "bundle");
+  if (leaf == NULL || bundle == NULL) {
+    return false;
+  }
   struct cert_identities ids;
-  if (leaf == NULL || bundle == NULL || !tls_cert_identities(&ids, set->leaf)) {
-    cJSON_Delete(root);
-    return NULL;
+  if (!tls_cert_identities(&ids, set->leaf)) {
+    return false;
   }
   char *subject = name_oneline(X509_get_subject_name(set->leaf));
   cJSON_AddStringToObject(leaf, "subject", subject != NULL ? subject : "");
@@ -498,7 +499,5 @@ char *tls_certset_info_json(const struct tls_certset *set) {
     add_time(entry, "not_after", not_after);
     cJSON_AddItemToArray(bundle, entry);
   }
-  char *out = cJSON_PrintUnformatted(root);
-  cJSON_Delete(root);
-  return out;
+  return true;
 }

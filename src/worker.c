@@ -1,4 +1,4 @@
-/* worker: a thread, its loop, its accept sockets and its relay buffers (see
+/* worker: a thread, its loop, its accept sockets and its connections (see
  * mtlsd/worker.h). */
 #include "mtlsd/worker.h"
 
@@ -12,13 +12,9 @@
 
 #include "mtlsd/log.h"
 #include "mtlsd/netaddr.h"
-#include "mtlsd/proxy.h"
-#include "mtlsd/server.h"
 
 /* How many accepts one readiness event may take before other work gets a turn. */
 enum { ACCEPT_BATCH = 64 };
-/* Idle relay buffers kept per worker; more are returned to the allocator. */
-enum { POOL_KEEP = 16 };
 /* How long accepting pauses after the process ran out of file descriptors. */
 enum { ACCEPT_RETRY_MS = 250 };
 enum { LISTEN_BACKLOG = 4096 };
@@ -26,54 +22,16 @@ enum { LISTEN_BACKLOG = 4096 };
  * than a sidecar talks to. */
 enum { SESSION_CACHE_ENTRIES = 256 };
 
-struct free_buffer {
-  struct free_buffer *next;
-};
-
-void *worker_buffer_get(struct worker *w) {
-  struct free_buffer *b = w->pool.free_list;
-  if (b != NULL) {
-    w->pool.free_list = b->next;
-    w->pool.free_count--;
-  } else {
-    b = malloc(WORKER_BUFFER_SIZE);
-    if (b == NULL) {
-      return NULL;
-    }
-  }
-  return b;
-}
-
-void worker_buffer_put(struct worker *w, void *buf) {
-  if (w->pool.free_count >= POOL_KEEP) {
-    free(buf);
-    return;
-  }
-  struct free_buffer *b = buf;
-  b->next = w->pool.free_list;
-  w->pool.free_list = b;
-  w->pool.free_count++;
-}
-
-static void pool_clear(struct worker *w) {
-  while (w->pool.free_list != NULL) {
-    struct free_buffer *b = w->pool.free_list;
-    w->pool.free_list = b->next;
-    free(b);
-  }
-  w->pool.free_count = 0;
-}
-
 static int open_listener(struct worker_listener *l, char *err, size_t err_len) {
   struct sockaddr_storage addr;
   socklen_t len;
   char where[NETADDR_STR_MAX];
-  netaddr_to_sockaddr(&addr, &len, &l->cfg->listen);
+  netaddr_to_sockaddr(&addr, &len, &l->conn.cfg->listen);
   netaddr_format(where, (struct sockaddr *)&addr);
   int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     int e = errno;
-    snprintf(err, err_len, "listener %s: socket: %s", l->cfg->name, strerror(e));
+    snprintf(err, err_len, "listener %s: socket: %s", l->conn.cfg->name, strerror(e));
     return -e;
   }
   /* Every worker binds its own socket to the same address; the kernel spreads new
@@ -85,7 +43,7 @@ static int open_listener(struct worker_listener *l, char *err, size_t err_len) {
   if (addr.ss_family == AF_INET6 &&
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
     int e = errno;
-    snprintf(err, err_len, "listener %s: IPV6_V6ONLY: %s", l->cfg->name, strerror(e));
+    snprintf(err, err_len, "listener %s: IPV6_V6ONLY: %s", l->conn.cfg->name, strerror(e));
     close(fd);
     return -e;
   }
@@ -93,7 +51,7 @@ static int open_listener(struct worker_listener *l, char *err, size_t err_len) {
       setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
       bind(fd, (struct sockaddr *)&addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
     int e = errno;
-    snprintf(err, err_len, "listener %s: cannot listen on %s: %s", l->cfg->name, where,
+    snprintf(err, err_len, "listener %s: cannot listen on %s: %s", l->conn.cfg->name, where,
              strerror(e));
     close(fd);
     return -e;
@@ -102,11 +60,38 @@ static int open_listener(struct worker_listener *l, char *err, size_t err_len) {
   return 0;
 }
 
-int worker_bind(struct worker *w, struct server *srv, unsigned id, char *err, size_t err_len) {
-  const struct config *cfg = srv->cfg;
+static void worker_conn_add(void *arg, struct conn *c) {
+  struct worker *w = arg;
+  list_insert_head(&w->conns, conn_link(c));
+  w->conn_count++;
+}
+
+static void report_drained(struct worker *w);
+
+static void worker_conn_remove(void *arg, struct conn *c) {
+  struct worker *w = arg;
+  list_remove(conn_link(c));
+  w->conn_count--;
+  if (w->draining && !w->stopping && w->conn_count == 0) {
+    uv_timer_stop(&w->drain_timer);
+    report_drained(w);
+  }
+}
+
+static const struct conn_host_ops kConnHostOps = {
+    .opened = worker_conn_add,
+    .closed = worker_conn_remove,
+};
+
+int worker_bind(struct worker *w, struct runtime *rt, unsigned id, const struct worker_ops *ops,
+                void *arg, char *err, size_t err_len) {
+  const struct config *cfg = rt->cfg;
   memset(w, 0, sizeof(*w));
   w->id = id;
-  w->server = srv;
+  w->rt = rt;
+  w->ops = ops;
+  w->arg = arg;
+  list_init(&w->conns);
   w->listeners = calloc(cfg->listener_count, sizeof(*w->listeners));
   if (w->listeners == NULL) {
     snprintf(err, err_len, "out of memory");
@@ -116,15 +101,20 @@ int worker_bind(struct worker *w, struct server *srv, unsigned id, char *err, si
     struct worker_listener *l = &w->listeners[i];
     const struct listener_config *lc = &cfg->listeners[i];
     l->worker = w;
-    l->load = &srv->listener_load[i];
-    l->cfg = lc;
     l->fd = -1;
-    l->stats = stats_for(srv->stats, id, i);
-    l->policy.trust_domain = cfg->trust_domain;
-    l->policy.allow = (const char *const *)lc->allow;
-    l->policy.allow_count = lc->allow_count;
-    l->policy.server_identity = lc->server_identity;
-    l->policy.session_context = lc->name;
+    l->conn = (struct conn_listener){
+        .cfg = lc,
+        .load = &rt->listener_load[i],
+        .stats = stats_for(rt->stats, id, i),
+        .policy =
+            {
+                .trust_domain = cfg->trust_domain,
+                .allow = (const char *const *)lc->allow,
+                .allow_count = lc->allow_count,
+                .server_identity = lc->server_identity,
+                .session_context = lc->name,
+            },
+    };
     w->listener_count = i + 1;
     int r = open_listener(l, err, err_len);
     if (r != 0) {
@@ -177,7 +167,7 @@ static void on_accept(uv_poll_t *handle, int status, int events) {
   for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
     int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      proxy_accept(l, fd);
+      conn_accept(&w->host, &l->conn, fd);
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) {
@@ -215,16 +205,20 @@ static void close_listeners(struct worker *w) {
   }
 }
 
-/* Tells the main thread, once, that this worker has no connections left while draining:
- * several connections can close in one loop iteration, and each of their frees sees
- * the count at zero. */
+/* Tells the owner, once, that this worker has no connections left while draining. */
 static void report_drained(struct worker *w) {
   if (w->drain_reported) {
     return;
   }
   w->drain_reported = true;
-  atomic_fetch_add(&w->server->workers_drained, 1);
-  uv_async_send(&w->server->wakeup);
+  atomic_fetch_add(&w->rt->workers_drained, 1);
+  w->ops->drained(w->arg);
+}
+
+static void close_all(struct worker *w, const char *reason) {
+  while (!list_empty(&w->conns)) {
+    conn_close(conn_from_link(w->conns.next), reason);
+  }
 }
 
 static void on_drain_timeout(uv_timer_t *timer) {
@@ -233,13 +227,13 @@ static void on_drain_timeout(uv_timer_t *timer) {
     log_write(LOG_INFO, "worker", "worker %u: drain timeout: closing %zu connections", w->id,
               w->conn_count);
   }
-  proxy_close_all(w, "drained");
+  close_all(w, "drained");
 }
 
 static void stop(struct worker *w) {
   w->stopping = true;
   close_listeners(w);
-  proxy_close_all(w, "stopped");
+  close_all(w, "stopped");
   uv_close((uv_handle_t *)&w->wakeup, NULL);
   uv_close((uv_handle_t *)&w->accept_retry, NULL);
   uv_close((uv_handle_t *)&w->drain_timer, NULL);
@@ -247,37 +241,30 @@ static void stop(struct worker *w) {
 
 static void on_wakeup(uv_async_t *async) {
   struct worker *w = async->data;
-  struct server *srv = w->server;
+  struct runtime *rt = w->rt;
   if (w->stopping) {
     return;
   }
-  uint64_t generation = atomic_load(&srv->tls_generation);
-  if (w->tls == NULL || tls_contexts_generation(w->tls) != generation) {
-    struct tls_contexts *fresh = server_acquire_tls(srv);
-    tls_contexts_free(w->tls);
-    w->tls = fresh;
+  struct conn_host *host = &w->host;
+  if (host->tls == NULL || tls_contexts_generation(host->tls) != runtime_tls_generation(rt)) {
+    struct tls_contexts *fresh = runtime_tls_acquire(rt);
+    tls_contexts_free(host->tls);
+    host->tls = fresh;
   }
-  int state = atomic_load(&srv->state);
-  if (state == SERVER_STOPPED) {
+  int state = atomic_load(&rt->state);
+  if (state == RUNTIME_STOPPED) {
     stop(w);
     return;
   }
-  if (state == SERVER_DRAINING && !w->draining) {
+  if (state == RUNTIME_DRAINING && !w->draining) {
     w->draining = true;
     close_listeners(w);
     uv_timer_stop(&w->accept_retry);
     if (w->conn_count == 0) {
       report_drained(w);
     } else {
-      uv_timer_start(&w->drain_timer, on_drain_timeout, srv->cfg->limits.drain_timeout, 0);
+      uv_timer_start(&w->drain_timer, on_drain_timeout, rt->cfg->limits.drain_timeout, 0);
     }
-  }
-}
-
-void worker_conn_closed(struct worker *w) {
-  if (w->draining && !w->stopping && w->conn_count == 0) {
-    uv_timer_stop(&w->drain_timer);
-    report_drained(w);
   }
 }
 
@@ -293,8 +280,8 @@ static bool watch_listeners(struct worker *w) {
       r = uv_poll_start(&l->poll, UV_READABLE, on_accept);
     }
     if (r != 0) {
-      log_write(LOG_ERROR, "worker", "worker %u: cannot watch listener %s: %s", w->id, l->cfg->name,
-                uv_strerror(r));
+      log_write(LOG_ERROR, "worker", "worker %u: cannot watch listener %s: %s", w->id,
+                l->conn.cfg->name, uv_strerror(r));
       return false;
     }
   }
@@ -303,15 +290,15 @@ static bool watch_listeners(struct worker *w) {
 
 static void worker_main(void *arg) {
   struct worker *w = arg;
-  w->tls = server_acquire_tls(w->server);
+  w->host.tls = runtime_tls_acquire(w->rt);
   w->accepting = true;
   if (!watch_listeners(w)) {
     /* Its sockets close, so the kernel sends their connections to the other workers;
      * /ready says why the process is not fully serving. */
     close_listeners(w);
-    atomic_fetch_add(&w->server->workers_failed, 1);
+    atomic_fetch_add(&w->rt->workers_failed, 1);
   } else {
-    atomic_fetch_add(&w->server->listeners_bound, 1);
+    atomic_fetch_add(&w->rt->workers_serving, 1);
   }
   /* A drain or a new certificate may have been published before the loop ran. */
   on_wakeup(&w->wakeup);
@@ -324,8 +311,15 @@ int worker_start(struct worker *w) {
   if (r != 0) {
     return r;
   }
-  w->sessions = tls_session_cache_new(SESSION_CACHE_ENTRIES);
-  if (w->sessions == NULL) {
+  w->host = (struct conn_host){
+      .loop = &w->loop,
+      .rt = w->rt,
+      .sessions = tls_session_cache_new(SESSION_CACHE_ENTRIES),
+      .pool = &w->pool,
+      .ops = &kConnHostOps,
+      .arg = w,
+  };
+  if (w->host.sessions == NULL) {
     r = UV_ENOMEM;
     goto err_loop;
   }
@@ -350,8 +344,8 @@ int worker_start(struct worker *w) {
   }
   return 0;
 err_sessions:
-  tls_session_cache_free(w->sessions);
-  w->sessions = NULL;
+  tls_session_cache_free(w->host.sessions);
+  w->host.sessions = NULL;
 err_loop:
   uv_loop_close(&w->loop);
   return r;
@@ -364,10 +358,10 @@ void worker_wake(struct worker *w) {
 void worker_join(struct worker *w) {
   uv_thread_join(&w->thread);
   uv_loop_close(&w->loop);
-  tls_contexts_free(w->tls);
-  w->tls = NULL;
-  tls_session_cache_free(w->sessions);
-  w->sessions = NULL;
-  pool_clear(w);
+  tls_contexts_free(w->host.tls);
+  w->host.tls = NULL;
+  tls_session_cache_free(w->host.sessions);
+  w->host.sessions = NULL;
+  bufpool_clear(&w->pool);
   worker_close_fds(w);
 }

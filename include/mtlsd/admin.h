@@ -1,22 +1,37 @@
-/* admin: the local admin port (SPEC section 5): an HTTP/1.1 server on admin.listen, run
- * on the main thread's loop so that a heavy scrape never delays a worker.
+/* admin: the local admin port (SPEC section 5): the routes of admin.listen, served by an
+ * http_server on the main thread's loop, so that a heavy scrape never delays a worker.
+ * The routes read the runtime and change the process only through struct
+ * admin_control_ops.
  *
- * Owns struct admin, its listening socket and its client connections. */
+ * Owns struct admin and its http_server. */
 #ifndef MTLSD_ADMIN_H
 #define MTLSD_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
-struct server;
+#include <uv.h>
+
+#include "mtlsd/runtime.h"
+
 struct admin;
 
-/* admin_start binds admin.listen on |srv|'s main loop and starts serving. On failure it
- * returns NULL and writes the reason into |err|. */
-struct admin *admin_start(struct server *srv, char *err, size_t err_len);
+/* What the lifecycle routes (POST /reload, /drain, /quitquitquit) ask of the process. */
+struct admin_control_ops {
+  /* reload: as certwatch_ops.reload. */
+  bool (*reload)(void *arg, bool dry_run, char *msg, size_t msg_len);
+  /* drain starts a graceful drain (SPEC section 6), and exits afterwards when
+   * |then_exit|. */
+  void (*drain)(void *arg, bool then_exit);
+};
+
+/* admin_start binds admin.listen of |rt->cfg| on |loop| and starts serving; |rt| and
+ * |ops| must outlive it. On failure it returns NULL and writes the reason into |err|. */
+struct admin *admin_start(uv_loop_t *loop, struct runtime *rt, const struct admin_control_ops *ops,
+                          void *arg, char *err, size_t err_len);
 
 /* admin_close stops serving and closes every admin connection; the memory is released
- * from the close callbacks, so the main loop must run until they finish. NULL is a
- * no-op. */
+ * from the close callbacks, so the loop must run until they finish. NULL is a no-op. */
 void admin_close(struct admin *admin);
 
 #endif

@@ -1,19 +1,38 @@
 /* certwatch: watches the certificate directory (SPEC section 4) with libuv's fs events
- * and a poll_interval fallback, debounces bursts of writes, and asks the server to
- * reload when the files' contents change.
+ * and a poll_interval fallback, debounces bursts of writes, and asks its owner to reload
+ * when the files' contents change. It knows nothing of who loads the files: it calls
+ * back through struct certwatch_ops.
  *
- * Owns struct certwatch and its handles, on the main thread's loop. */
+ * Owns struct certwatch and its handles, on the loop it was started on. */
 #ifndef MTLSD_CERTWATCH_H
 #define MTLSD_CERTWATCH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
-struct server;
+#include <uv.h>
+
+#include "mtlsd/config.h"
+#include "mtlsd/tls.h"
+
 struct certwatch;
 
-/* certwatch_start begins watching |srv->cfg->certs.dir|. Returns NULL on allocation
- * failure; a directory that does not exist yet is not an error (it is polled). */
-struct certwatch *certwatch_start(struct server *srv);
+struct certwatch_ops {
+  /* reload loads the directory now (only validates it when |dry_run|), writes the result
+   * into |msg| and returns whether the set is valid. A real reload logs, counts and
+   * records its outcome itself. */
+  bool (*reload)(void *arg, bool dry_run, char *msg, size_t msg_len);
+  /* current returns a new reference to the contexts in use (NULL: none yet), for the
+   * expiry warnings. */
+  struct tls_contexts *(*current)(void *arg);
+};
+
+/* certwatch_start begins watching |certs->dir| on |loop|; |certs| and |ops| must outlive
+ * the watch. The owner has just loaded the directory (or failed to). Returns NULL on
+ * allocation failure; a directory that does not exist yet is not an error (it is
+ * polled). */
+struct certwatch *certwatch_start(uv_loop_t *loop, const struct certs_config *certs,
+                                  const struct certwatch_ops *ops, void *arg);
 
 /* certwatch_close stops watching; memory is released from the close callbacks. NULL is a
  * no-op. */

@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mtlsd/log.h"
 #include "mtlsd/netaddr.h"
 
 /* Durations are kept in milliseconds. */
@@ -20,8 +21,6 @@ typedef uint64_t duration_ms;
 enum listener_mode { LISTENER_OUTBOUND, LISTENER_INBOUND };
 
 enum tls_version { TLS_VERSION_1_2, TLS_VERSION_1_3 };
-
-enum access_log_target { ACCESS_LOG_OFF, ACCESS_LOG_STDOUT, ACCESS_LOG_STDERR, ACCESS_LOG_FILE };
 
 struct listener_config {
   char *name;
@@ -53,6 +52,16 @@ struct listener_config {
   uint32_t max_connections;
 };
 
+/* Where the certificate files are and how they are watched (SPEC section 4). */
+struct certs_config {
+  char *dir;
+  char *cert_file;
+  char *key_file;
+  char *ca_file;
+  duration_ms poll_interval;
+  duration_ms expiry_warning;
+};
+
 struct config {
   char *path; /* The file it was loaded from, for messages. */
   char *trust_domain;
@@ -62,14 +71,7 @@ struct config {
     bool lifecycle; /* POST endpoints enabled. */
   } admin;
 
-  struct {
-    char *dir;
-    char *cert_file;
-    char *key_file;
-    char *ca_file;
-    duration_ms poll_interval;
-    duration_ms expiry_warning;
-  } certs;
+  struct certs_config certs;
 
   struct {
     enum tls_version min_version;
@@ -102,8 +104,8 @@ struct config {
   unsigned workers; /* Resolved: never 0 after loading (0 in the file means one per CPU). */
   unsigned workers_configured; /* As written, for /config. */
 
-  enum access_log_target access_log;
-  char *access_log_path; /* For ACCESS_LOG_FILE, as written (relative to the working
+  enum log_access_target access_log;
+  char *access_log_path; /* For ACCESS_LOG_TARGET_FILE, as written (relative to the working
                           * directory when not absolute); NULL otherwise. */
 };
 

@@ -9,7 +9,8 @@
  *                        generation they started with while new ones take a newer one;
  *   struct tls_conn      one TLS connection on a non-blocking socket, driven by the
  *                        caller's event loop: every call returns at once with progress,
- *                        or with what it waits for (TLS_WANT_READ / TLS_WANT_WRITE).
+ *                        or with what it waits for (IO_WANT_READ / IO_WANT_WRITE,
+ *                        mtlsd/io.h).
  * Peer verification (chain, validity, identity policy) runs inside the handshake, so a
  * refused peer never gets past it. */
 #ifndef MTLSD_TLS_H
@@ -22,6 +23,9 @@
 #include <time.h>
 
 #include "mtlsd/config.h"
+#include "mtlsd/io.h"
+
+struct cJSON;
 
 /* Why a handshake failed: the label values of mtlsd_handshake_failures_total. */
 enum tls_failure {
@@ -39,15 +43,6 @@ const char *tls_failure_name(enum tls_failure failure);
 
 /* Hex digits of the SHA-256 prefix that names a trust root in metrics and logs. */
 #define TLS_PEER_ROOT_HEX 16
-
-/* Results of the non-blocking calls below; a positive value is a byte count. */
-enum {
-  TLS_OK = 0,
-  TLS_WANT_READ = -1,
-  TLS_WANT_WRITE = -2,
-  TLS_EOF = -3, /* The peer sent close_notify. */
-  TLS_ERROR = -4
-};
 
 /* ---- Certificate sets (tls_certs.c) ---- */
 
@@ -74,9 +69,10 @@ int64_t tls_certset_not_after(const struct tls_certset *set);
  * DNS SAN); the string lives as long as |set|. */
 const char *tls_certset_primary_identity(const struct tls_certset *set);
 
-/* tls_certset_info_json renders |set| as the "leaf" and "bundle" members of /certs (see
- * SPEC section 5) into a new JSON text the caller frees with free(). */
-char *tls_certset_info_json(const struct tls_certset *set);
+/* tls_certset_add_info adds |set| as the members "leaf" and "bundle" of /certs (SPEC
+ * section 5) to the JSON object |root|, which keeps owning them. Returns false when out
+ * of memory (|root| may then hold some of them). */
+bool tls_certset_add_info(struct cJSON *root, const struct tls_certset *set);
 
 /* ---- Contexts ---- */
 
@@ -141,8 +137,8 @@ struct tls_conn *tls_conn_new_client(struct tls_contexts *ctxs, int fd,
 /* tls_conn_free releases |conn| (not its socket); NULL is a no-op. */
 void tls_conn_free(struct tls_conn *conn);
 
-/* tls_conn_handshake advances the handshake: TLS_OK when complete, TLS_WANT_READ or
- * TLS_WANT_WRITE when the socket must become ready first, TLS_ERROR when it failed (see
+/* tls_conn_handshake advances the handshake: IO_OK when complete, IO_WANT_READ or
+ * IO_WANT_WRITE when the socket must become ready first, IO_ERROR when it failed (see
  * tls_conn_failure). */
 int tls_conn_handshake(struct tls_conn *conn);
 
@@ -150,23 +146,23 @@ int tls_conn_handshake(struct tls_conn *conn);
  * for logs in |*detail| (static or owned by |conn|). */
 enum tls_failure tls_conn_failure(const struct tls_conn *conn, const char **detail);
 
-/* tls_conn_read decrypts up to |len| bytes into |buf|: a positive count, TLS_WANT_READ,
- * TLS_WANT_WRITE, TLS_EOF or TLS_ERROR. */
+/* tls_conn_read decrypts up to |len| bytes into |buf|: a positive count, IO_WANT_READ,
+ * IO_WANT_WRITE, IO_EOF or IO_ERROR. */
 ssize_t tls_conn_read(struct tls_conn *conn, void *buf, size_t len);
 
 /* tls_conn_write encrypts up to |len| bytes of |buf| and sends what the socket takes: a
- * positive count of bytes taken (maybe fewer than |len|), TLS_WANT_READ, TLS_WANT_WRITE
- * or TLS_ERROR. After a WANT result the same bytes must be offered again. Taken bytes may
+ * positive count of bytes taken (maybe fewer than |len|), IO_WANT_READ, IO_WANT_WRITE
+ * or IO_ERROR. After a WANT result the same bytes must be offered again. Taken bytes may
  * still wait in the connection's buffer (see tls_conn_flush). */
 ssize_t tls_conn_write(struct tls_conn *conn, const void *buf, size_t len);
 
-/* tls_conn_flush hands the records still buffered for the socket to the kernel: TLS_OK
- * once none is left, TLS_WANT_WRITE while the socket is full, or TLS_ERROR. Writes
+/* tls_conn_flush hands the records still buffered for the socket to the kernel: IO_OK
+ * once none is left, IO_WANT_WRITE while the socket is full, or IO_ERROR. Writes
  * flush what they can themselves; a caller waits for writability and calls this when a
  * write left bytes behind. */
 int tls_conn_flush(struct tls_conn *conn);
 
-/* tls_conn_shutdown sends close_notify: TLS_OK once sent, a WANT result, or TLS_ERROR. */
+/* tls_conn_shutdown sends close_notify: IO_OK once sent, a WANT result, or IO_ERROR. */
 int tls_conn_shutdown(struct tls_conn *conn);
 
 /* What the handshake established, for logs, metrics and PROXY protocol headers. The

@@ -460,7 +460,7 @@ static void check_defaults(const struct config *cfg) {
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   CHECK_INTEQ(cfg->workers, cpus < 1 ? 1 : cpus > 256 ? 256 : cpus);
   CHECK(cfg->workers >= 1);
-  CHECK_INTEQ(cfg->access_log, ACCESS_LOG_STDOUT);
+  CHECK_INTEQ(cfg->access_log, ACCESS_LOG_TARGET_STDOUT);
   CHECK(cfg->access_log_path == NULL);
 }
 
@@ -658,7 +658,7 @@ TEST(every_key) {
   CHECK_INTEQ(cfg->limits.drain_timeout, 120000);
   CHECK_INTEQ(cfg->workers, 3);
   CHECK_INTEQ(cfg->workers_configured, 3);
-  CHECK_INTEQ(cfg->access_log, ACCESS_LOG_FILE);
+  CHECK_INTEQ(cfg->access_log, ACCESS_LOG_TARGET_FILE);
   CHECK_STREQ(cfg->access_log_path, "logs/access.log");
 
   CHECK_INTEQ(cfg->listener_count, 5);
@@ -694,14 +694,14 @@ TEST(every_key) {
 TEST(access_log_values) {
   static const struct {
     const char *value;
-    enum access_log_target target;
+    enum log_access_target target;
     const char *path;
   } cases[] = {
-      {"stdout", ACCESS_LOG_STDOUT, NULL},
-      {"stderr", ACCESS_LOG_STDERR, NULL},
-      {"off", ACCESS_LOG_OFF, NULL},
-      {"/var/log/mtlsd/access.log", ACCESS_LOG_FILE, "/var/log/mtlsd/access.log"},
-      {"./off", ACCESS_LOG_FILE, "./off"},
+      {"stdout", ACCESS_LOG_TARGET_STDOUT, NULL},
+      {"stderr", ACCESS_LOG_TARGET_STDERR, NULL},
+      {"off", ACCESS_LOG_TARGET_OFF, NULL},
+      {"/var/log/mtlsd/access.log", ACCESS_LOG_TARGET_FILE, "/var/log/mtlsd/access.log"},
+      {"./off", ACCESS_LOG_TARGET_FILE, "./off"},
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     char json[512];

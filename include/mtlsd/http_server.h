@@ -1,0 +1,99 @@
+/* http_server: a bounded HTTP/1.1 server on a libuv loop, for the admin port and the
+ * other small HTTP endpoints of mtlsd: a route table of exact paths, per-server limits
+ * (connections, request time, lingering close), keep-alive and pipelining. Routes answer
+ * at once, on the loop's thread.
+ *
+ * Owns struct http_server and its connections (struct http_exchange, one per client,
+ * which a route sees while it answers the current request). */
+#ifndef MTLSD_HTTP_SERVER_H
+#define MTLSD_HTTP_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+#include <uv.h>
+
+#include "mtlsd/http_parser.h"
+#include "mtlsd/netaddr.h"
+
+#define HTTP_CT_TEXT "text/plain; charset=utf-8"
+#define HTTP_CT_JSON "application/json"
+#define HTTP_CT_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
+
+/* The listen backlog: the clients of these ports are few (a kubelet, a Prometheus, an
+ * operator), so a short queue is plenty. */
+#define HTTP_SERVER_BACKLOG 128
+
+struct http_server;
+struct http_exchange;
+
+/* A GET route also answers HEAD (without the body); any other method gets 405. */
+enum http_route_method { HTTP_ROUTE_GET, HTTP_ROUTE_POST };
+
+struct http_route {
+  const char *path; /* Matched exactly, without the query. */
+  enum http_route_method method;
+  /* handle answers the request with one http_respond* call; |arg| is the server's. */
+  void (*handle)(struct http_exchange *x, void *arg);
+};
+
+struct http_server_limits {
+  size_t max_connections; /* More are answered 503 and closed. */
+  uint64_t timeout_ms;    /* For a request to arrive and its answer to be written. */
+  uint64_t linger_ms;     /* How long a client's bytes are drained after the last answer. */
+};
+
+struct http_server_config {
+  const char *name; /* In log lines and the 503 body: "admin". */
+  const struct http_route *routes;
+  size_t route_count;
+  struct http_server_limits limits;
+  void *arg;
+};
+
+/* http_server_start binds |listen| on |loop| and serves |cfg|, whose strings and routes
+ * must outlive the server (the struct itself is copied). On failure it returns NULL and
+ * writes the reason (naming the address) into |err|. */
+struct http_server *http_server_start(uv_loop_t *loop, const struct hostport *listen,
+                                      const struct http_server_config *cfg, char *err,
+                                      size_t err_len);
+
+/* http_server_close stops serving and closes every connection; the memory is released
+ * from the close callbacks, so the loop must run until they finish. NULL is a no-op. */
+void http_server_close(struct http_server *server);
+
+/* What a route answers. |body| is borrowed for the duration of the call. */
+struct http_response {
+  int status;
+  const char *content_type;
+  const char *body;
+  size_t body_len;
+  bool close; /* Close the connection after this response. */
+};
+
+/* http_respond queues |r| as the answer to |x|'s current request (without the body for
+ * a HEAD). */
+void http_respond(struct http_exchange *x, const struct http_response *r);
+
+/* http_respond_text answers |text| (borrowed) as text/plain. */
+void http_respond_text(struct http_exchange *x, int status, const char *text);
+
+/* http_respond_json answers |json|, which it deletes; 500 when |json| is NULL. */
+void http_respond_json(struct http_exchange *x, int status, cJSON *json);
+
+/* http_respond_owned answers 200 with |body| (which it frees), or 500 when it is NULL. */
+void http_respond_owned(struct http_exchange *x, const char *content_type, char *body);
+
+/* http_json_text renders |json| (which it deletes) as compact text the caller frees;
+ * NULL when out of memory. */
+char *http_json_text(cJSON *json);
+
+/* The current request of |x|: the client's address as text, the parsed head, and the
+ * buffer its spans point into. Valid while the route runs. */
+const char *http_exchange_peer(const struct http_exchange *x);
+const struct http_request *http_exchange_request(const struct http_exchange *x);
+const char *http_exchange_buf(const struct http_exchange *x);
+
+#endif

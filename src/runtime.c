@@ -1,0 +1,116 @@
+/* runtime: the shared state of a running mtlsd (see mtlsd/runtime.h). */
+#include "mtlsd/runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct runtime *runtime_new(const struct config *cfg) {
+  struct runtime *rt = calloc(1, sizeof(*rt));
+  if (rt == NULL) {
+    return NULL;
+  }
+  rt->cfg = cfg;
+  rt->start_time = time(NULL);
+  pthread_mutex_init(&rt->tls_lock, NULL);
+  rt->stats = stats_new(cfg);
+  /* Each on its own cache line: aligned_alloc, as calloc only aligns to 16 bytes. */
+  size_t load_size = cfg->listener_count * sizeof(*rt->listener_load);
+  rt->listener_load = aligned_alloc(64, load_size > 0 ? load_size : 64);
+  if (rt->stats == NULL || rt->listener_load == NULL) {
+    runtime_free(rt);
+    return NULL;
+  }
+  memset(rt->listener_load, 0, load_size);
+  rt->stats->global.start_time = rt->start_time;
+  return rt;
+}
+
+void runtime_free(struct runtime *rt) {
+  if (rt == NULL) {
+    return;
+  }
+  tls_contexts_free(rt->tls);
+  free(rt->listener_load);
+  stats_free(rt->stats);
+  pthread_mutex_destroy(&rt->tls_lock);
+  free(rt);
+}
+
+void runtime_tls_publish(struct runtime *rt, struct tls_contexts *ctxs) {
+  pthread_mutex_lock(&rt->tls_lock);
+  struct tls_contexts *old = rt->tls;
+  rt->tls = ctxs;
+  atomic_store(&rt->tls_generation, tls_contexts_generation(ctxs));
+  pthread_mutex_unlock(&rt->tls_lock);
+  tls_contexts_free(old);
+}
+
+struct tls_contexts *runtime_tls_acquire(struct runtime *rt) {
+  pthread_mutex_lock(&rt->tls_lock);
+  struct tls_contexts *ctxs = rt->tls;
+  if (ctxs != NULL) {
+    tls_contexts_up_ref(ctxs);
+  }
+  pthread_mutex_unlock(&rt->tls_lock);
+  return ctxs;
+}
+
+void runtime_record_reload(struct runtime *rt, bool ok, const char *error, bool counted) {
+  pthread_mutex_lock(&rt->tls_lock);
+  rt->last_reload.ok = ok;
+  rt->last_reload.time = time(NULL);
+  snprintf(rt->last_reload.error, sizeof(rt->last_reload.error), "%s", error);
+  pthread_mutex_unlock(&rt->tls_lock);
+  if (counted) {
+    struct stats_global *g = &rt->stats->global;
+    atomic_fetch_add(ok ? &g->cert_reloads_ok : &g->cert_reloads_failed, 1);
+  }
+}
+
+void runtime_last_reload(struct runtime *rt, struct runtime_reload *out) {
+  pthread_mutex_lock(&rt->tls_lock);
+  *out = rt->last_reload;
+  pthread_mutex_unlock(&rt->tls_lock);
+}
+
+bool runtime_ready(struct runtime *rt, char *reason, size_t reason_len) {
+  int state = atomic_load(&rt->state);
+  if (runtime_draining(rt)) {
+    snprintf(reason, reason_len, "draining");
+    return false;
+  }
+  unsigned failed = atomic_load(&rt->workers_failed);
+  if (failed > 0) {
+    snprintf(reason, reason_len, "%u of %u workers could not watch their listeners", failed,
+             rt->worker_count);
+    return false;
+  }
+  if (state != RUNTIME_LIVE || atomic_load(&rt->workers_serving) < rt->worker_count) {
+    snprintf(reason, reason_len, "listeners are not all bound yet");
+    return false;
+  }
+  if (atomic_load_explicit(&rt->original_dst_broken, memory_order_relaxed)) {
+    snprintf(reason, reason_len,
+             "a transparent listener cannot read original destinations (are the iptables "
+             "rules and conntrack in place?)");
+    return false;
+  }
+  struct tls_contexts *ctxs = runtime_tls_acquire(rt);
+  if (ctxs == NULL) {
+    struct runtime_reload last;
+    runtime_last_reload(rt, &last);
+    snprintf(reason, reason_len, "no valid certificate loaded%s%s",
+             last.error[0] != '\0' ? ": " : "", last.error);
+    return false;
+  }
+  int64_t not_after = tls_certset_not_after(tls_contexts_certset(ctxs));
+  tls_contexts_free(ctxs);
+  if (not_after <= time(NULL)) {
+    snprintf(reason, reason_len, "the loaded certificate has expired");
+    return false;
+  }
+  snprintf(reason, reason_len, "ready");
+  return true;
+}
