@@ -7,7 +7,7 @@ build=(build-essential cmake ninja-build pkg-config xz-utils ca-certificates
        libuv1-dev libcjson-dev python3 openssl)
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
-  test) want=("${build[@]}" clang clang-format libclang-rt-14-dev curl iproute2 iptables
+  test) want=("${build[@]}" clang clang-format clang-tidy libclang-rt-14-dev curl iproute2 iptables
               tcpdump procps prometheus) ;;
   demo) want=("${build[@]}" curl procps) ;;
   *) echo "usage: $0 build|test|demo" >&2; exit 2 ;;

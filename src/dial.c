@@ -11,13 +11,10 @@
 
 #include "mtlsd/log.h"
 
-/* From linux/netfilter_ipv4.h and linux/netfilter_ipv6/ip6_tables.h, whose headers clash
- * with glibc's. */
+/* From linux/netfilter_ipv4.h (and, with the same number, IP6T_SO_ORIGINAL_DST from
+ * linux/netfilter_ipv6/ip6_tables.h), whose headers clash with glibc's. */
 #ifndef SO_ORIGINAL_DST
 #define SO_ORIGINAL_DST 80
-#endif
-#ifndef IP6T_SO_ORIGINAL_DST
-#define IP6T_SO_ORIGINAL_DST 80
 #endif
 
 bool dial_original_destination(int fd, const struct sockaddr_storage *local,
@@ -26,9 +23,9 @@ bool dial_original_destination(int fd, const struct sockaddr_storage *local,
   /* An IPv4 connection on a dual-stack socket was tracked, and NATed, as IPv4. */
   bool v6 = local->ss_family == AF_INET6 &&
             !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)local)->sin6_addr);
-  int level = v6 ? SOL_IPV6 : SOL_IP;
-  int name = v6 ? IP6T_SO_ORIGINAL_DST : SO_ORIGINAL_DST;
-  bool ok = getsockopt(fd, level, name, out, &len) == 0;
+  /* The option has one number in both families (IP6T_SO_ORIGINAL_DST ==
+   * SO_ORIGINAL_DST); only the level differs. */
+  bool ok = getsockopt(fd, v6 ? SOL_IPV6 : SOL_IP, SO_ORIGINAL_DST, out, &len) == 0;
   *out_len = len;
   return ok;
 }

@@ -34,8 +34,8 @@
 #define BUF_SIZE (HTTP_MAX_HEAD + 4096)
 /* Stop reading pipelined requests while this much response data waits to be written;
  * start again below WRITE_LOW. */
-#define WRITE_HIGH (1024 * 1024)
-#define WRITE_LOW (256 * 1024)
+#define WRITE_HIGH ((size_t)1024 * 1024)
+#define WRITE_LOW ((size_t)256 * 1024)
 
 struct http_server {
   uv_loop_t *loop;

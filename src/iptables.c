@@ -254,20 +254,25 @@ static bool valid_cidr(const char *cidr) {
 }
 
 static bool parse_cidr_list(struct iptables_opts *o, const char *list) {
-  char buf[4096];
-  snprintf(buf, sizeof(buf), "%s", list);
-  char *save = NULL;
-  for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-    if (o->exclude_cidr_count >= IPTABLES_MAX_CIDRS || !valid_cidr(tok)) {
-      return false;
-    }
-    o->exclude_outbound_cidrs[o->exclude_cidr_count] = strdup(tok);
-    if (o->exclude_outbound_cidrs[o->exclude_cidr_count] == NULL) {
-      return false;
-    }
-    o->exclude_cidr_count++;
+  /* A copy of the whole list: a fixed buffer would cut a long one short, silently. */
+  char *buf = strdup(list);
+  if (buf == NULL) {
+    return false;
   }
-  return o->exclude_cidr_count > 0;
+  bool ok = true;
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, ",", &save); ok && tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+    ok = o->exclude_cidr_count < IPTABLES_MAX_CIDRS && valid_cidr(tok);
+    if (ok) {
+      o->exclude_outbound_cidrs[o->exclude_cidr_count] = strdup(tok);
+      ok = o->exclude_outbound_cidrs[o->exclude_cidr_count] != NULL;
+    }
+    if (ok) {
+      o->exclude_cidr_count++;
+    }
+  }
+  free(buf);
+  return ok && o->exclude_cidr_count > 0;
 }
 
 /* Runs a fixed command (no shell input comes from the user) and returns its stdout. */

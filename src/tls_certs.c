@@ -60,8 +60,8 @@ void tls_cert_sha256_hex(char *out, size_t hex_len, const X509 *cert) {
   if (!X509_digest(cert, EVP_sha256(), digest, &len)) {
     memset(digest, 0, sizeof(digest));
   }
-  if (hex_len > 2 * SHA256_DIGEST_LENGTH) {
-    hex_len = 2 * SHA256_DIGEST_LENGTH;
+  if (hex_len > (size_t)2 * SHA256_DIGEST_LENGTH) {
+    hex_len = (size_t)2 * SHA256_DIGEST_LENGTH;
   }
   for (size_t i = 0; i < hex_len; i++) {
     uint8_t b = digest[i / 2];

@@ -4,6 +4,8 @@
 #ifndef MTLSD_IO_H
 #define MTLSD_IO_H
 
+#include <stddef.h>
+
 /* Results of a non-blocking read, write, flush or shutdown; a positive value is a byte
  * count. */
 enum io_result {
@@ -28,6 +30,6 @@ static inline int io_wait_for(long r) {
 
 /* The relay's buffer: four TLS records of plaintext, so that bulk transfers cost few
  * system calls; a connection holds buffers only while bytes are in flight. */
-#define IO_RELAY_BUFFER_SIZE (4 * IO_TLS_RECORD_MAX)
+#define IO_RELAY_BUFFER_SIZE ((size_t)4 * IO_TLS_RECORD_MAX)
 
 #endif

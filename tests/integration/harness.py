@@ -4,9 +4,12 @@ Everything binds 127.0.0.1 only; every process started here is stopped by its PI
 wait is bounded in time. Python's standard library only (PyPI is not reachable here).
 """
 
+import atexit
+import fcntl
 import hashlib
 import json
 import os
+import random
 import resource
 import signal
 import socket
@@ -29,11 +32,57 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
                      "ThreadSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")
 
 
+_PORT_LOCK_DIR = os.path.join(tempfile.gettempdir(), "mtlsd-test-ports")
+_port_locks = {}  # port -> the open lock file, held for the life of this process
+
+
+@atexit.register
+def _release_ports():
+    for lock in _port_locks.values():
+        lock.close()
+
+
+def _reserved_range():
+    """Ports below the kernel's ephemeral range, so that no outgoing connection (of a
+    test, mtlsd or a peer) is given one of them while a test means to listen on it."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 10000, max(10001, min(low, 32768))
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free and that no other test process hands out.
+
+    Binding port 0 and passing the number on races under `ctest -j`: another process can
+    be given the same port before mtlsd binds it. Instead every port handed out is locked
+    (flock on a file named after it) for the life of the process that took it, and taken
+    from outside the ephemeral range."""
+    os.makedirs(_PORT_LOCK_DIR, exist_ok=True)
+    low, high = _reserved_range()
+    start = random.randrange(low, high)
+    for i in range(high - low):
+        port = low + (start - low + i) % (high - low)
+        if port in _port_locks:
+            continue
+        lock = open(os.path.join(_PORT_LOCK_DIR, str(port)), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                lock.close()
+                continue
+        _port_locks[port] = lock
+        return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 def listening_ports(pid=None):

@@ -1,7 +1,7 @@
 /* A small unit-test runner in the spirit of libuv's test/: each tests/unit/test-<topic>.c
- * defines TEST(name) functions and lists them in TEST_LIST; the runner runs each in turn
- * (or only the one named on the command line), keeps going after a failure, and ends with
- * the line "N passed, N failed" that ctest's output and CI read.
+ * defines TEST(name) functions and lists them in TEST_MAIN; the runner runs each in turn
+ * (or only the one named on the command line) with a timeout, keeps going after a
+ * failure, and ends with the line "N passed, N failed" that ctest's output and CI read.
  *
  * Tests may #include the module's .c file to reach its static functions (as h2o's
  * t/00unit does), so the module's API need not widen for testing. */
@@ -9,9 +9,15 @@
 #define MTLSD_TEST_H
 
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* Each test gets this long before the runner gives up on it (libuv's test runner does
+ * the same), so that a hang names its test instead of running into ctest's timeout. */
+#define TEST_TIMEOUT_S 20
 
 extern int test_failed_checks;
 
@@ -56,6 +62,14 @@ int test_run(const struct test_entry *tests, size_t count, int argc, char **argv
 
 #define TEST_MAIN(...)                                                                \
   int test_failed_checks;                                                             \
+  static const char *test_current;                                                    \
+  static void test_on_alarm(int sig) {                                                \
+    (void)sig;                                                                        \
+    static const char kMsg[] = "TIMEOUT: a test ran longer than its limit\n";         \
+    (void)write(2, kMsg, sizeof(kMsg) - 1);                                           \
+    (void)write(2, test_current, strlen(test_current));                               \
+    _exit(1);                                                                         \
+  }                                                                                   \
   int main(int argc, char **argv) {                                                   \
     static const struct test_entry tests[] = {__VA_ARGS__};                           \
     return test_run(tests, sizeof(tests) / sizeof(tests[0]), argc, argv);             \
@@ -67,7 +81,11 @@ int test_run(const struct test_entry *tests, size_t count, int argc, char **argv
         continue;                                                                     \
       }                                                                               \
       int before = test_failed_checks;                                                \
+      test_current = tests[i].name;                                                   \
+      signal(SIGALRM, test_on_alarm);                                                 \
+      alarm(TEST_TIMEOUT_S);                                                          \
       tests[i].fn();                                                                  \
+      alarm(0);                                                                       \
       if (test_failed_checks == before) {                                             \
         passed++;                                                                     \
         printf("ok      %s\n", tests[i].name);                                        \
