@@ -11,6 +11,7 @@
 #include "mtlsd/http_server.h"
 #include "mtlsd/log.h"
 #include "mtlsd/stats.h"
+#include "mtlsd/timefmt.h"
 #include "mtlsd/tls.h"
 
 /* A pod has a kubelet, a Prometheus and an operator's curl; 64 is plenty for them and
@@ -73,7 +74,7 @@ static void handle_certs(struct http_exchange *x, void *arg) {
   } else {
     cJSON *entry = cJSON_AddObjectToObject(root, "last_reload");
     char stamp[32];
-    log_time_rfc3339(stamp, sizeof(stamp), last.time);
+    timefmt_rfc3339(stamp, sizeof(stamp), last.time);
     cJSON_AddStringToObject(entry, "time", stamp);
     cJSON_AddStringToObject(entry, "result", last.ok ? "ok" : "failed");
     if (last.ok) {
@@ -99,7 +100,7 @@ static void handle_server_info(struct http_exchange *x, void *arg) {
   struct admin *admin = arg;
   struct runtime *rt = admin->rt;
   char started[32];
-  log_time_rfc3339(started, sizeof(started), rt->start_time);
+  timefmt_rfc3339(started, sizeof(started), rt->start_time);
   int64_t uptime = (int64_t)time(NULL) - rt->start_time;
 
   cJSON *root = cJSON_CreateObject();

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "mtlsd/identity.h"
+#include "mtlsd/json_syntax.h"
 
 enum {
   CONFIG_FILE_MAX = 16 << 20, /* Far beyond any real configuration. */
@@ -240,9 +241,9 @@ bool config_parse_duration(duration_ms *out, const char *text) {
   return text != NULL && parse_duration(out, text) == NULL;
 }
 
-/* format_duration writes |ms| in the largest unit that divides it exactly, so that
- * config_to_json's output reads as a person would write it and parses back the same. */
-static void format_duration(char *out, size_t out_len, duration_ms ms) {
+/* The largest unit that divides |ms| exactly, so that config_to_json's output reads as a
+ * person would write it and parses back the same. */
+void config_format_duration(char *out, size_t out_len, duration_ms ms) {
   if (ms != 0 && ms % kMsPerHour == 0) {
     (void)snprintf(out, out_len, "%" PRIu64 "h", ms / kMsPerHour);
   } else if (ms != 0 && ms % kMsPerMinute == 0) {
@@ -614,7 +615,7 @@ static bool get_duration(struct parser *p, const cJSON *obj, const char *key, du
   }
   if (ms < min) {
     char text[32];
-    format_duration(text, sizeof(text), min);
+    config_format_duration(text, sizeof(text), min);
     return fail_value(p, v->valuestring, "must be at least %s", text);
   }
   /* Deadlines are computed as now + duration in milliseconds: a bound keeps that sum far
@@ -840,6 +841,10 @@ static bool parse_certs(struct parser *p, const cJSON *v, struct config *cfg) {
 
 static const char *const kTlsVersionNames[] = {"1.2", "1.3", NULL};
 
+const char *config_tls_version_name(enum tls_version version) {
+  return kTlsVersionNames[version];
+}
+
 static bool parse_tls(struct parser *p, const cJSON *v, struct config *cfg) {
   int min = (int)cfg->tls.min_version;
   int max = (int)cfg->tls.max_version;
@@ -925,6 +930,10 @@ static bool refuse_keys(struct parser *p, const cJSON *obj, const char *const *k
 }
 
 static const char *const kModeNames[] = {"outbound", "inbound", NULL};
+
+const char *config_mode_name(enum listener_mode mode) {
+  return kModeNames[mode];
+}
 
 static bool parse_listener(struct parser *p, const cJSON *v, struct listener_config *l) {
   static const char *const kRequired[] = {"name", "mode", "listen", NULL};
@@ -1249,234 +1258,6 @@ static bool check_raw_text(struct parser *p, const char *text, size_t len) {
   return true;
 }
 
-/* --- locating JSON syntax errors ---------------------------------------------------- */
-
-/* cJSON says only that parsing failed and roughly where (often one character past the
- * culprit). When it fails, this scanner walks the text again to find the exact place
- * and say what was expected. It accepts everything cJSON accepts (whitespace is any byte
- * up to ' ', numbers are whatever strtod reads, raw control bytes may sit in strings),
- * so it never blames a place before cJSON's real failure; when it finds nothing (a
- * failed allocation), cJSON's own position is used. */
-
-enum { JSON_NESTING_MAX = CJSON_NESTING_LIMIT };
-
-struct jscan {
-  const char *s;
-  size_t len;
-  size_t pos;
-  size_t err_pos;
-  const char *err;
-  unsigned depth;
-};
-
-/* char_in is strchr for a character set, without strchr's match of the terminator. */
-static bool char_in(char c, const char *set) {
-  return c != '\0' && strchr(set, c) != NULL;
-}
-
-static bool js_fail(struct jscan *j, size_t pos, const char *err) {
-  j->err_pos = pos;
-  j->err = err;
-  return false;
-}
-
-static void js_skip_space(struct jscan *j) {
-  while (j->pos < j->len && (unsigned char)j->s[j->pos] <= ' ') {
-    j->pos++;
-  }
-}
-
-static int js_hex4(const struct jscan *j, size_t at) {
-  if (j->len < 4 || at > j->len - 4) {
-    return -1;
-  }
-  int v = 0;
-  for (size_t i = at; i < at + 4; i++) {
-    char c = j->s[i];
-    int d = c >= '0' && c <= '9'   ? c - '0'
-            : c >= 'a' && c <= 'f' ? c - 'a' + 10
-            : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                   : -1;
-    if (d < 0) {
-      return -1;
-    }
-    v = v * 16 + d;
-  }
-  return v;
-}
-
-static bool js_string(struct jscan *j) {
-  size_t start = j->pos++;
-  for (;;) {
-    if (j->pos >= j->len) {
-      return js_fail(j, start, "unterminated string");
-    }
-    char c = j->s[j->pos];
-    if (c == '"') {
-      j->pos++;
-      return true;
-    }
-    if (c != '\\') {
-      j->pos++;
-      continue;
-    }
-    if (j->pos + 1 >= j->len) {
-      return js_fail(j, start, "unterminated string");
-    }
-    char e = j->s[j->pos + 1];
-    if (char_in(e, "bfnrt\"\\/")) {
-      j->pos += 2;
-      continue;
-    }
-    if (e != 'u') {
-      return js_fail(j, j->pos, "invalid escape in string");
-    }
-    int cp = js_hex4(j, j->pos + 2);
-    if (cp < 0) {
-      return js_fail(j, j->pos, "invalid \\u escape (expected four hex digits)");
-    }
-    if (cp >= 0xdc00 && cp <= 0xdfff) {
-      return js_fail(j, j->pos, "invalid \\u escape (unpaired UTF-16 surrogate)");
-    }
-    if (cp >= 0xd800 && cp <= 0xdbff) {
-      int low = j->pos + 7 < j->len && j->s[j->pos + 6] == '\\' && j->s[j->pos + 7] == 'u'
-                    ? js_hex4(j, j->pos + 8)
-                    : -1;
-      if (low < 0xdc00 || low > 0xdfff) {
-        return js_fail(j, j->pos, "invalid \\u escape (unpaired UTF-16 surrogate)");
-      }
-      j->pos += 6;
-    }
-    j->pos += 6;
-  }
-}
-
-static bool js_number(struct jscan *j) {
-  char buf[64];
-  size_t n = 0;
-  while (n < sizeof(buf) - 1 && j->pos + n < j->len &&
-         char_in(j->s[j->pos + n], "0123456789+-eE.")) {
-    buf[n] = j->s[j->pos + n];
-    n++;
-  }
-  buf[n] = '\0';
-  char *end = NULL;
-  (void)strtod(buf, &end);
-  if (end == buf) {
-    return js_fail(j, j->pos, "invalid number");
-  }
-  j->pos += (size_t)(end - buf);
-  return true;
-}
-
-static bool js_value(struct jscan *j);
-
-/* js_members scans the inside of an object (|close| '}') or an array (']'). */
-static bool js_members(struct jscan *j, char close) {
-  bool object = close == '}';
-  if (j->depth >= JSON_NESTING_MAX) {
-    return js_fail(j, j->pos, "nesting too deep");
-  }
-  j->depth++;
-  j->pos++;
-  js_skip_space(j);
-  if (j->pos < j->len && j->s[j->pos] == close) {
-    j->pos++;
-    j->depth--;
-    return true;
-  }
-  size_t comma = SIZE_MAX;
-  for (;;) {
-    js_skip_space(j);
-    if (comma != SIZE_MAX && j->pos < j->len && j->s[j->pos] == close) {
-      return js_fail(j, comma, "trailing comma");
-    }
-    if (object) {
-      if (j->pos >= j->len) {
-        return js_fail(j, j->pos, "unexpected end of file (expected a key)");
-      }
-      if (j->s[j->pos] != '"') {
-        return js_fail(j, j->pos, "expected a key in double quotes");
-      }
-      if (!js_string(j)) {
-        return false;
-      }
-      js_skip_space(j);
-      if (j->pos >= j->len || j->s[j->pos] != ':') {
-        return js_fail(j, j->pos, "expected ':' after the key");
-      }
-      j->pos++;
-    }
-    if (!js_value(j)) {
-      return false;
-    }
-    js_skip_space(j);
-    if (j->pos >= j->len) {
-      return js_fail(j, j->pos,
-                     object ? "unexpected end of file (expected ',' or '}')"
-                            : "unexpected end of file (expected ',' or ']')");
-    }
-    if (j->s[j->pos] == close) {
-      j->pos++;
-      j->depth--;
-      return true;
-    }
-    if (j->s[j->pos] != ',') {
-      return js_fail(j, j->pos, object ? "expected ',' or '}'" : "expected ',' or ']'");
-    }
-    comma = j->pos++;
-  }
-}
-
-static bool js_value(struct jscan *j) {
-  static const char *const kLiterals[] = {"null", "false", "true"};
-  js_skip_space(j);
-  if (j->pos >= j->len) {
-    return js_fail(j, j->pos, "unexpected end of file (expected a value)");
-  }
-  char c = j->s[j->pos];
-  if (c == '{') {
-    return js_members(j, '}');
-  }
-  if (c == '[') {
-    return js_members(j, ']');
-  }
-  if (c == '"') {
-    return js_string(j);
-  }
-  if (c == '-' || is_digit(c)) {
-    return js_number(j);
-  }
-  for (size_t i = 0; i < ARRAY_LEN(kLiterals); i++) {
-    size_t n = strlen(kLiterals[i]);
-    if (j->len - j->pos >= n && memcmp(j->s + j->pos, kLiterals[i], n) == 0) {
-      j->pos += n;
-      return true;
-    }
-  }
-  return js_fail(j, j->pos,
-                 c == '\'' ? "expected a value (strings take double quotes)" : "expected a value");
-}
-
-/* locate_syntax_error sets |*offset| and |*what| for the first syntax error of |text|,
- * or returns false when it finds none. */
-static bool locate_syntax_error(const char *text, size_t len, size_t *offset, const char **what) {
-  struct jscan j = {.s = text, .len = len};
-  if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
-    j.pos = 3; /* cJSON skips a UTF-8 byte order mark. */
-  }
-  if (js_value(&j)) {
-    js_skip_space(&j);
-    if (j.pos >= len) {
-      return false;
-    }
-    js_fail(&j, j.pos, "unexpected text after the JSON value");
-  }
-  *offset = j.err_pos;
-  *what = j.err;
-  return true;
-}
-
 struct config *config_parse(const char *path, const char *json, size_t json_len, char *err,
                             size_t err_len) {
   struct parser p = {.file = path, .err = err, .err_len = err_len};
@@ -1507,7 +1288,7 @@ struct config *config_parse(const char *path, const char *json, size_t json_len,
     size_t offset = end != NULL && end >= text ? (size_t)(end - text) : 0;
     const char *what = NULL;
     char problem[128];
-    if (!locate_syntax_error(text, json_len, &offset, &what)) {
+    if (!json_syntax_locate(text, json_len, &offset, &what)) {
       what = "cannot parse it (or out of memory)";
     }
     (void)snprintf(problem, sizeof(problem), "JSON syntax error: %s", what);
@@ -1548,164 +1329,4 @@ struct config *config_load(const char *path, char *err, size_t err_len) {
   struct config *cfg = config_parse(path, (const char *)text, len, err, err_len);
   free(text);
   return cfg;
-}
-
-/* --- rendering ---------------------------------------------------------------------- */
-
-/* The add_* helpers build the /config document; the first allocation failure clears
- * |*ok| and later calls do nothing, so that config_to_json checks once at the end. */
-
-static cJSON *add_object(cJSON *parent, const char *key, bool *ok) {
-  cJSON *o = *ok ? cJSON_AddObjectToObject(parent, key) : NULL;
-  *ok = o != NULL;
-  return o;
-}
-
-static void add_string(cJSON *obj, const char *key, const char *value, bool *ok) {
-  *ok = *ok && cJSON_AddStringToObject(obj, key, value) != NULL;
-}
-
-static void add_bool(cJSON *obj, const char *key, bool value, bool *ok) {
-  *ok = *ok && cJSON_AddBoolToObject(obj, key, value) != NULL;
-}
-
-static void add_number(cJSON *obj, const char *key, double value, bool *ok) {
-  *ok = *ok && cJSON_AddNumberToObject(obj, key, value) != NULL;
-}
-
-static void add_duration(cJSON *obj, const char *key, duration_ms value, bool *ok) {
-  char text[32];
-  format_duration(text, sizeof(text), value);
-  add_string(obj, key, text, ok);
-}
-
-static void add_hostport(cJSON *obj, const char *key, const struct hostport *hp, bool *ok) {
-  char text[NETADDR_HOSTPORT_MAX];
-  add_string(obj, key, netaddr_format_hostport(text, sizeof(text), hp), ok);
-}
-
-static void add_string_list(cJSON *obj, const char *key, const char *const *list, size_t count,
-                            bool *ok) {
-  if (!*ok) {
-    return;
-  }
-  cJSON *array = cJSON_AddArrayToObject(obj, key);
-  *ok = array != NULL;
-  for (size_t i = 0; *ok && i < count; i++) {
-    cJSON *s = cJSON_CreateString(list[i]);
-    *ok = s != NULL && cJSON_AddItemToArray(array, s);
-    if (!*ok) {
-      cJSON_Delete(s);
-    }
-  }
-}
-
-static void add_listener(cJSON *array, const struct listener_config *l, bool *ok) {
-  if (!*ok) {
-    return;
-  }
-  cJSON *o = cJSON_CreateObject();
-  *ok = o != NULL && cJSON_AddItemToArray(array, o);
-  if (!*ok) {
-    cJSON_Delete(o);
-    return;
-  }
-  bool outbound = l->mode == LISTENER_OUTBOUND;
-  add_string(o, "name", l->name, ok);
-  add_string(o, "mode", kModeNames[outbound ? 0 : 1], ok);
-  add_hostport(o, "listen", &l->listen, ok);
-  add_bool(o, "transparent", l->transparent, ok);
-  if (l->max_connections != 0) {
-    add_number(o, "max_connections", l->max_connections, ok);
-  }
-  /* Only the keys the listener's kind accepts, so that the output loads back. */
-  if (outbound) {
-    if (l->has_upstream) {
-      add_hostport(o, "upstream", &l->upstream, ok);
-    }
-    if (l->server_identity != NULL) {
-      add_string(o, "server_identity", l->server_identity, ok);
-    }
-    return;
-  }
-  if (l->has_forward) {
-    add_hostport(o, "forward", &l->forward, ok);
-  }
-  if (l->forward_host != NULL) {
-    add_string(o, "forward_host", l->forward_host, ok);
-  }
-  if (l->allow != NULL) {
-    add_string_list(o, "allow", (const char *const *)l->allow, l->allow_count, ok);
-  }
-  add_bool(o, "proxy_protocol", l->proxy_protocol, ok);
-}
-
-char *config_to_json(const struct config *cfg) {
-  bool ok = true;
-  cJSON *root = cJSON_CreateObject();
-  if (root == NULL) {
-    return NULL;
-  }
-  add_string(root, "trust_domain", cfg->trust_domain, &ok);
-
-  cJSON *admin = add_object(root, "admin", &ok);
-  add_hostport(admin, "listen", &cfg->admin.listen, &ok);
-  add_bool(admin, "lifecycle", cfg->admin.lifecycle, &ok);
-
-  cJSON *certs = add_object(root, "certs", &ok);
-  add_string(certs, "dir", cfg->certs.dir, &ok);
-  add_string(certs, "cert_file", cfg->certs.cert_file, &ok);
-  add_string(certs, "key_file", cfg->certs.key_file, &ok);
-  add_string(certs, "ca_file", cfg->certs.ca_file, &ok);
-  add_duration(certs, "poll_interval", cfg->certs.poll_interval, &ok);
-  add_duration(certs, "expiry_warning", cfg->certs.expiry_warning, &ok);
-
-  cJSON *tls = add_object(root, "tls", &ok);
-  add_string(tls, "min_version", kTlsVersionNames[cfg->tls.min_version], &ok);
-  add_string(tls, "max_version", kTlsVersionNames[cfg->tls.max_version], &ok);
-  /* The default is shown as the list it stands for: /config is where an operator checks
-   * what is actually in effect. */
-  if (cfg->tls.cipher_suites != NULL) {
-    add_string_list(tls, "cipher_suites", (const char *const *)cfg->tls.cipher_suites,
-                    cfg->tls.cipher_suite_count, &ok);
-  } else {
-    add_string_list(tls, "cipher_suites", kCipherSuites, ARRAY_LEN(kCipherSuites), &ok);
-  }
-  add_string_list(tls, "groups", (const char *const *)cfg->tls.groups, cfg->tls.group_count, &ok);
-  add_bool(tls, "session_resumption", cfg->tls.session_resumption, &ok);
-  add_bool(tls, "close_on_peer_expiry", cfg->tls.close_on_peer_expiry, &ok);
-
-  cJSON *listeners = ok ? cJSON_AddArrayToObject(root, "listeners") : NULL;
-  ok = listeners != NULL;
-  for (size_t i = 0; ok && i < cfg->listener_count; i++) {
-    add_listener(listeners, &cfg->listeners[i], &ok);
-  }
-
-  cJSON *limits = add_object(root, "limits", &ok);
-  add_number(limits, "max_connections", cfg->limits.max_connections, &ok);
-  add_number(limits, "max_handshaking", cfg->limits.max_handshaking, &ok);
-  add_duration(limits, "connect_timeout", cfg->limits.connect_timeout, &ok);
-  add_duration(limits, "handshake_timeout", cfg->limits.handshake_timeout, &ok);
-  add_duration(limits, "idle_timeout", cfg->limits.idle_timeout, &ok);
-  add_duration(limits, "drain_timeout", cfg->limits.drain_timeout, &ok);
-
-  add_number(root, "workers", cfg->workers_configured, &ok);
-  switch (cfg->access_log) {
-    case ACCESS_LOG_TARGET_OFF:
-      add_string(root, "access_log", "off", &ok);
-      break;
-    case ACCESS_LOG_TARGET_STDOUT:
-      add_string(root, "access_log", "stdout", &ok);
-      break;
-    case ACCESS_LOG_TARGET_STDERR:
-      add_string(root, "access_log", "stderr", &ok);
-      break;
-    case ACCESS_LOG_TARGET_FILE:
-      add_string(root, "access_log", cfg->access_log_path, &ok);
-      break;
-  }
-
-  char *text = ok ? cJSON_Print(root) : NULL;
-  cJSON_Delete(root);
-  return text;
 }

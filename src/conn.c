@@ -22,6 +22,7 @@
 #include "mtlsd/netaddr.h"
 #include "mtlsd/proxy_header.h"
 #include "mtlsd/relay.h"
+#include "mtlsd/timefmt.h"
 #include "mtlsd/transport.h"
 
 _Static_assert((int)IO_WAIT_READ == (int)UV_READABLE && (int)IO_WAIT_WRITE == (int)UV_WRITABLE,
@@ -150,7 +151,7 @@ static void write_access_log(struct conn *c) {
     return;
   }
   char when[40], down[NETADDR_STR_MAX + 8];
-  log_time_now(when, sizeof(when));
+  timefmt_now(when, sizeof(when));
   format_addr(down, sizeof(down), &c->peer);
   struct access_record r = {
       .time = when,

@@ -1,8 +1,9 @@
-/* file: reading small files whole (see mtlsd/file.h). */
+/* file: reading files whole and replacing them atomically (see mtlsd/file.h). */
 #include "mtlsd/file.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -94,4 +95,65 @@ int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, s
   *out = buf;
   *out_len = len;
   return 0;
+}
+
+int file_write_atomic(const char *dir, const char *name, const uint8_t *data, size_t len,
+                      mode_t mode, const char **failed_step) {
+  char path[PATH_MAX], tmp[PATH_MAX];
+  *failed_step = "path";
+  if (!file_path_join(path, sizeof(path), dir, name) ||
+      snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, name) >= (int)sizeof(tmp)) {
+    return -ENAMETOOLONG;
+  }
+  *failed_step = "create";
+  int fd = mkstemp(tmp); /* Created 0600. */
+  if (fd < 0) {
+    return -errno;
+  }
+  *failed_step = "chmod";
+  if (fchmod(fd, mode) != 0) {
+    goto err;
+  }
+  *failed_step = "write";
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = write(fd, data + done, len - done);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      goto err;
+    }
+    done += (size_t)n;
+  }
+  *failed_step = "fsync";
+  if (fsync(fd) != 0) {
+    goto err;
+  }
+  *failed_step = "close";
+  int rc = close(fd);
+  fd = -1;
+  if (rc != 0) {
+    goto err;
+  }
+  *failed_step = "rename";
+  if (rename(tmp, path) != 0) {
+    goto err;
+  }
+  /* Make the rename itself durable; a failure here loses nothing already written. */
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    (void)fsync(dfd);
+    close(dfd);
+  }
+  *failed_step = NULL;
+  return 0;
+
+err:;
+  int saved_errno = errno;
+  if (fd >= 0) {
+    close(fd);
+  }
+  unlink(tmp);
+  return -saved_errno;
 }

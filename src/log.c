@@ -1,5 +1,6 @@
 /* log: one line per event on stderr, text or JSON (see mtlsd/log.h). */
 #include "mtlsd/log.h"
+#include "mtlsd/timefmt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -140,25 +141,6 @@ void log_escape_text(struct textbuf *out, const char *src, bool keep_spaces) {
   }
 }
 
-char *log_time_rfc3339(char *out, size_t out_len, int64_t unix_seconds) {
-  time_t tt = (time_t)unix_seconds;
-  struct tm tm;
-  if (gmtime_r(&tt, &tm) == NULL || strftime(out, out_len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-    snprintf(out, out_len, "%lld", (long long)unix_seconds);
-  }
-  return out;
-}
-
-char *log_time_now(char *out, size_t out_len) {
-  struct timespec ts;
-  struct tm tm;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  gmtime_r(&ts.tv_sec, &tm);
-  size_t n = strftime(out, out_len, "%Y-%m-%dT%H:%M:%S", &tm);
-  snprintf(out + n, out_len - n, ".%03ldZ", ts.tv_nsec / 1000000);
-  return out;
-}
-
 void log_write(enum log_level level, const char *module, const char *fmt, ...) {
   if (!log_enabled(level)) {
     return;
@@ -170,7 +152,7 @@ void log_write(enum log_level level, const char *module, const char *fmt, ...) {
   va_end(ap);
 
   char when[40];
-  log_time_now(when, sizeof(when));
+  timefmt_now(when, sizeof(when));
 
   struct textbuf line = {0};
   if (g_format == LOG_FORMAT_JSON) {

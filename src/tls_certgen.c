@@ -12,6 +12,7 @@
  * already expired or not yet valid exist because the tests of mtlsd itself need them. */
 #include "mtlsd/certgen.h"
 #include "mtlsd/log.h"
+#include "mtlsd/timefmt.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -198,82 +199,6 @@ static bool parse_count(const char *text, long max, long *out) {
   return true;
 }
 
-/* parse_digits reads exactly |n| ASCII digits. */
-static bool parse_digits(const char *s, size_t n, int *out) {
-  int v = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] < '0' || s[i] > '9') {
-      return false;
-    }
-    v = v * 10 + (s[i] - '0');
-  }
-  *out = v;
-  return true;
-}
-
-/* days_from_civil counts days from 1970-01-01 to a proleptic Gregorian date (Howard
- * Hinnant's algorithm): timegm is not in C17, and mktime would apply the local zone. */
-static int64_t days_from_civil(int64_t y, int m, int d) {
-  y -= m <= 2;
-  int64_t era = (y >= 0 ? y : y - 399) / 400;
-  int64_t yoe = y - era * 400;
-  int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-  int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-  return era * 146097 + doe - 719468;
-}
-
-static int days_in_month(int y, int m) {
-  static const int kDays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-  return m == 2 && leap ? 29 : kDays[m - 1];
-}
-
-/* parse_rfc3339 parses "YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)" into seconds since
- * the epoch. Fractions are dropped, as certificates count whole seconds. Years run from
- * 1950, where UTCTime starts, to 9999, where GeneralizedTime ends. */
-static bool parse_rfc3339(const char *s, int64_t *out) {
-  int year, mon, day, hour, min, sec;
-  size_t len = strnlen(s, 64);
-  if (len < 20 || !parse_digits(s, 4, &year) || s[4] != '-' || !parse_digits(s + 5, 2, &mon) ||
-      s[7] != '-' || !parse_digits(s + 8, 2, &day) ||
-      (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !parse_digits(s + 11, 2, &hour) ||
-      s[13] != ':' || !parse_digits(s + 14, 2, &min) || s[16] != ':' ||
-      !parse_digits(s + 17, 2, &sec)) {
-    return false;
-  }
-  if (year < 1950 || mon < 1 || mon > 12 || day < 1 || day > days_in_month(year, mon) ||
-      hour > 23 || min > 59 || sec > 60) {
-    return false;
-  }
-  const char *p = s + 19;
-  if (*p == '.') {
-    p++;
-    if (*p < '0' || *p > '9') {
-      return false;
-    }
-    while (*p >= '0' && *p <= '9') {
-      p++;
-    }
-  }
-  int64_t offset = 0;
-  if ((p[0] == 'Z' || p[0] == 'z') && p[1] == '\0') {
-    offset = 0;
-  } else if (p[0] == '+' || p[0] == '-') {
-    int oh, om;
-    if (strlen(p) != 6 || !parse_digits(p + 1, 2, &oh) || p[3] != ':' ||
-        !parse_digits(p + 4, 2, &om) || oh > 23 || om > 59) {
-      return false;
-    }
-    offset = (int64_t)(oh * 3600 + om * 60) * (p[0] == '-' ? -1 : 1);
-  } else {
-    return false;
-  }
-  *out = days_from_civil(year, mon, day) * 86400 + (int64_t)hour * 3600 + (int64_t)min * 60 + sec -
-         offset;
-  /* A local time late on 9999-12-31 can still land past GeneralizedTime's range. */
-  return *out < days_from_civil(10000, 1, 1) * 86400;
-}
-
 /* --- Command line ------------------------------------------------------------------- */
 
 enum opt_id {
@@ -384,7 +309,7 @@ static bool apply_option(struct cert_opts *o, enum opt_id id, const char *opt, c
         errorf(o, "%s given more than once", opt);
         return false;
       }
-      if (!parse_rfc3339(value, slot)) {
+      if (!timefmt_parse_rfc3339(value, slot)) {
         errorf(o, "%s \"%s\": not an RFC 3339 time such as 2030-01-02T03:04:05Z", opt, value);
         return false;
       }
@@ -518,7 +443,7 @@ static bool resolve_validity(const struct cert_opts *o, long default_days, int64
            "--not-before");
     return false;
   }
-  if (na >= days_from_civil(10000, 1, 1) * 86400) {
+  if (na >= TIMEFMT_YEAR_10000) {
     errorf(o, "the certificate would end after the year 9999");
     return false;
   }
@@ -573,70 +498,15 @@ static bool dir_create(const struct cert_opts *o, const char *path) {
   return true;
 }
 
-/* file_write_atomic replaces DIR/NAME with |data|: the bytes go to a temporary file in
- * the same directory, created with |mode| from the start (a key is never readable by
- * others, not even briefly), synced, then renamed over the old file, so a reader sees
- * the old file or the new one and never a part. */
-static bool file_write_atomic(const struct cert_opts *o, const char *dir, const char *name,
-                              const uint8_t *data, size_t len, mode_t mode) {
-  char path[PATH_MAX], tmp[PATH_MAX];
-  if (!file_path_join(path, sizeof(path), dir, name) ||
-      snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, name) >= (int)sizeof(tmp)) {
-    errorf(o, "%s/%s: path too long", dir, name);
-    return false;
+/* write_file replaces DIR/NAME with |data| (see file_write_atomic), saying what failed. */
+static bool write_file(const struct cert_opts *o, const char *dir, const char *name,
+                       const uint8_t *data, size_t len, mode_t mode) {
+  const char *step = NULL;
+  int r = file_write_atomic(dir, name, data, len, mode, &step);
+  if (r != 0) {
+    errorf(o, "cannot write %s/%s (%s): %s", dir, name, step, strerror(-r));
   }
-  int fd = mkstemp(tmp); /* Created 0600. */
-  if (fd < 0) {
-    errorf(o, "cannot create a file in %s: %s", dir, strerror(errno));
-    return false;
-  }
-  const char *step = "write";
-  int saved_errno;
-  if (fchmod(fd, mode) != 0) {
-    step = "chmod";
-    goto err;
-  }
-  size_t done = 0;
-  while (done < len) {
-    ssize_t n = write(fd, data + done, len - done);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      goto err;
-    }
-    done += (size_t)n;
-  }
-  if (fsync(fd) != 0) {
-    step = "fsync";
-    goto err;
-  }
-  int rc = close(fd);
-  fd = -1;
-  if (rc != 0) {
-    step = "close";
-    goto err;
-  }
-  if (rename(tmp, path) != 0) {
-    step = "rename";
-    goto err;
-  }
-  /* Make the rename itself durable; a failure here loses nothing already written. */
-  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)fsync(dfd);
-    close(dfd);
-  }
-  return true;
-
-err:
-  saved_errno = errno;
-  if (fd >= 0) {
-    close(fd);
-  }
-  unlink(tmp);
-  errorf(o, "cannot write %s (%s): %s", path, step, strerror(saved_errno));
-  return false;
+  return r == 0;
 }
 
 /* bio_contents points |*out| at a memory BIO's bytes, which the BIO keeps owning. */
@@ -659,7 +529,7 @@ static bool write_certs(const struct cert_opts *o, const char *dir, const char *
     BIO_free(bio);
     return false;
   }
-  ok = file_write_atomic(o, dir, name, data, len, 0644);
+  ok = write_file(o, dir, name, data, len, 0644);
   BIO_free(bio);
   return ok;
 }
@@ -676,7 +546,7 @@ static bool write_key(const struct cert_opts *o, const char *dir, const char *na
     BIO_free(bio);
     return false;
   }
-  bool ok = file_write_atomic(o, dir, name, data, len, 0600);
+  bool ok = write_file(o, dir, name, data, len, 0600);
   BIO_free(bio);
   return ok;
 }
@@ -1033,7 +903,7 @@ err:
 static void print_written(const struct cert_opts *o, const char *what, const char *files,
                           int64_t not_after) {
   char until[32];
-  log_time_rfc3339(until, sizeof(until), not_after);
+  timefmt_rfc3339(until, sizeof(until), not_after);
   printf("%s: wrote %s (%s) to %s: %s, valid until %s\n", o->prefix, what,
          o->key_type_name != NULL ? o->key_type_name : "ecdsa-p256", o->out_dir, files, until);
 }
@@ -1182,7 +1052,7 @@ static int cmd_issue(const struct cert_opts *o) {
   }
 
   if (o->intermediate) {
-    if (!file_write_atomic(o, o->out_dir, "root.crt", is.bundle, is.bundle_len, 0644) ||
+    if (!write_file(o, o->out_dir, "root.crt", is.bundle, is.bundle_len, 0644) ||
         !write_key(o, o->out_dir, "ca.key", key) ||
         !write_certs(o, o->out_dir, "ca.crt", &cert, 1)) {
       goto out;
@@ -1193,7 +1063,7 @@ static int cmd_issue(const struct cert_opts *o) {
      * root can build the chain; a root is never sent. */
     X509 *chain[2] = {cert, is.cert};
     size_t chain_len = is.self_signed ? 1 : 2;
-    if (!file_write_atomic(o, o->out_dir, "ca.crt", is.bundle, is.bundle_len, 0644) ||
+    if (!write_file(o, o->out_dir, "ca.crt", is.bundle, is.bundle_len, 0644) ||
         !write_key(o, o->out_dir, "tls.key", key) ||
         !write_certs(o, o->out_dir, "tls.crt", chain, chain_len)) {
       goto out;

@@ -25,6 +25,7 @@
 #include "mtlsd/file.h"
 #include "mtlsd/identity.h"
 #include "mtlsd/log.h"
+#include "mtlsd/timefmt.h"
 #include "tls_internal.h"
 
 /* Certificate files are small; anything bigger is a mistake, not a bundle. */
@@ -447,7 +448,7 @@ static void add_cert_common(cJSON *obj, const X509 *cert) {
 
 static void add_time(cJSON *obj, const char *key, int64_t t) {
   char buf[32];
-  log_time_rfc3339(buf, sizeof(buf), t);
+  timefmt_rfc3339(buf, sizeof(buf), t);
   cJSON_AddStringToObject(obj, key, buf);
 }
 

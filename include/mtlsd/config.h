@@ -136,6 +136,15 @@ char *config_to_json(const struct config *cfg);
  * refuses it. Returns false, leaving |*out| untouched, on anything else or on overflow. */
 bool config_parse_duration(duration_ms *out, const char *text);
 
+/* config_mode_name and config_tls_version_name return the configuration's spelling of
+ * a listener mode ("outbound") and of a TLS version ("1.3"). */
+const char *config_mode_name(enum listener_mode mode);
+const char *config_tls_version_name(enum tls_version version);
+
+/* config_format_duration writes |ms| in the largest unit that divides it exactly
+ * ("1500ms", "15s", "1h"), the form config_parse_duration reads back. */
+void config_format_duration(char *out, size_t out_len, duration_ms ms);
+
 /* config_is_own_port returns whether |port| is one that mtlsd itself listens on (a
  * listener or the admin port, on any address): a transparent connection whose original
  * destination is such a port must be refused, or a peer could reach the pod's outbound

@@ -1,10 +1,12 @@
-/* file: reading small files whole (configuration, certificates, keys). */
+/* file: reading small files whole (configuration, certificates, keys) and replacing
+ * them atomically. */
 #ifndef MTLSD_FILE_H
 #define MTLSD_FILE_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Flags of file_read_all. */
 enum {
@@ -30,5 +32,14 @@ const char *file_error_string(int result);
 /* file_path_join writes "|dir|/|name|" into |out| (|out_len| bytes); returns false, with
  * |out| unusable, when it does not fit. */
 bool file_path_join(char *out, size_t out_len, const char *dir, const char *name);
+
+/* file_write_atomic replaces |dir|/|name| with the |len| bytes of |data|: they go to a
+ * temporary file in the same directory, created with |mode| from the start (a key is
+ * never readable by others, not even briefly), synced, then renamed over the old file,
+ * so a reader sees the old file or the new one and never a part. Returns 0, or a
+ * negative errno with |*failed_step| naming the step that failed ("create", "write",
+ * "rename", ...). */
+int file_write_atomic(const char *dir, const char *name, const uint8_t *data, size_t len,
+                      mode_t mode, const char **failed_step);
 
 #endif

@@ -30,15 +30,6 @@ void log_configure(enum log_level level, enum log_format format);
  * skip building expensive arguments. */
 bool log_enabled(enum log_level level);
 
-/* log_time_rfc3339 writes |unix_seconds| as "2026-11-27T09:00:00Z" into |out| (at least
- * 21 bytes) and returns |out|: the one time format of /certs, /server_info, logs and
- * `mtlsd cert`. */
-char *log_time_rfc3339(char *out, size_t out_len, int64_t unix_seconds);
-
-/* log_time_now writes the current time with milliseconds, "2026-11-27T09:00:00.123Z",
- * into |out| (at least 25 bytes) and returns |out|. */
-char *log_time_now(char *out, size_t out_len);
-
 /* log_escape_json appends |src| to |out| as the inside of a JSON string: quotes,
  * backslashes, control characters and DEL are escaped, and a byte that is not part of
  * valid UTF-8 becomes U+FFFD, so that any bytes make valid JSON. */

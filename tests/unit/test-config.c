@@ -957,7 +957,7 @@ TEST(format_durations) {
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     char text[32];
-    format_duration(text, sizeof(text), cases[i].ms);
+    config_format_duration(text, sizeof(text), cases[i].ms);
     CHECK_STREQ(text, cases[i].text);
     duration_ms back = 0;
     CHECK(config_parse_duration(&back, text));

@@ -1,0 +1,16 @@
+/* json_syntax: finds the first syntax error of a JSON text and says what was expected
+ * there, for messages that point at the exact byte ("line 3, column 7: expected ':'").
+ * cJSON says only that parsing failed and roughly where; this scanner accepts exactly
+ * what cJSON accepts, so it never blames a place before cJSON's real failure. A pure
+ * function. */
+#ifndef MTLSD_JSON_SYNTAX_H
+#define MTLSD_JSON_SYNTAX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* json_syntax_locate sets |*offset| and |*what| (a static string) for the first syntax
+ * error of the |len| bytes of |text|, or returns false when it finds none. */
+bool json_syntax_locate(const char *text, size_t len, size_t *offset, const char **what);
+
+#endif
