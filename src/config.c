@@ -66,9 +66,10 @@ static const char *const kGroups[] = {"X25519", "P-256", "P-384"};
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The keys each object may hold, in the order config_to_json writes them. */
-static const char *const kTopKeys[] = {"trust_domain", "admin",   "certs",      "tls", "listeners",
-                                       "limits",       "workers", "access_log", NULL};
+static const char *const kTopKeys[] = {"trust_domain", "admin",  "health",  "certs",      "tls",
+                                       "listeners",    "limits", "workers", "access_log", NULL};
 static const char *const kAdminKeys[] = {"listen", "lifecycle", NULL};
+static const char *const kHealthKeys[] = {"listen", NULL};
 static const char *const kCertsKeys[] = {"dir",           "cert_file",      "key_file", "ca_file",
                                          "poll_interval", "expiry_warning", NULL};
 static const char *const kTlsKeys[] = {"min_version", "max_version",        "cipher_suites",
@@ -85,23 +86,20 @@ static const char *const kListenerKeys[] = {"name",
                                             "forward_host",
                                             "allow",
                                             "proxy_protocol",
+                                            "permissive",
                                             NULL};
-static const char *const kLimitsKeys[] = {"max_connections",
-                                          "max_handshaking",
-                                          "connect_timeout",
-                                          "handshake_timeout",
-                                          "idle_timeout",
-                                          "drain_timeout",
-                                          NULL};
+static const char *const kLimitsKeys[] = {
+    "max_connections", "max_handshaking", "connect_timeout", "handshake_timeout",
+    "idle_timeout",    "drain_timeout",   "detect_timeout",  NULL};
 
 /* Where a key misplaced at the wrong level belongs, for "unknown key" hints. */
 static const struct {
   const char *where;
   const char *const *keys;
 } kSections[] = {
-    {"at the top level", kTopKeys}, {"in \"admin\"", kAdminKeys},
-    {"in \"certs\"", kCertsKeys},   {"in \"tls\"", kTlsKeys},
-    {"in \"limits\"", kLimitsKeys}, {"in a listener", kListenerKeys},
+    {"at the top level", kTopKeys},   {"in \"admin\"", kAdminKeys}, {"in \"health\"", kHealthKeys},
+    {"in \"certs\"", kCertsKeys},     {"in \"tls\"", kTlsKeys},     {"in \"limits\"", kLimitsKeys},
+    {"in a listener", kListenerKeys},
 };
 
 /* --- allocation ------------------------------------------------------------------- */
@@ -829,6 +827,32 @@ static bool parse_admin(struct parser *p, const cJSON *v, struct config *cfg) {
          get_bool(p, v, "lifecycle", &cfg->admin.lifecycle);
 }
 
+static bool has_key(const cJSON *obj, const char *key) {
+  return cJSON_GetObjectItemCaseSensitive(obj, key) != NULL;
+}
+
+static bool same_address(const struct hostport *a, const struct hostport *b);
+
+static bool parse_health(struct parser *p, const cJSON *v, struct config *cfg) {
+  if (!expect_object(p, v) || !check_keys(p, v, kHealthKeys)) {
+    return false;
+  }
+  if (!has_key(v, "listen")) {
+    return fail(p, "missing required key \"listen\" (omit \"health\" to leave the port off)");
+  }
+  if (!get_hostport(p, v, "listen", true, &cfg->health.listen)) {
+    return false;
+  }
+  cfg->health.enabled = true;
+  if (same_address(&cfg->health.listen, &cfg->admin.listen)) {
+    path_push_key(p, "listen");
+    char where[NETADDR_HOSTPORT_MAX];
+    netaddr_format_hostport(where, sizeof(where), &cfg->health.listen);
+    return fail_value(p, where, "address already used by admin.listen");
+  }
+  return true;
+}
+
 static bool parse_certs(struct parser *p, const cJSON *v, struct config *cfg) {
   return expect_object(p, v) && check_keys(p, v, kCertsKeys) &&
          get_string(p, v, "dir", &cfg->certs.dir) &&
@@ -880,7 +904,8 @@ static bool parse_limits(struct parser *p, const cJSON *v, struct config *cfg) {
          get_duration(p, v, "connect_timeout", 1, &cfg->limits.connect_timeout) &&
          get_duration(p, v, "handshake_timeout", 1, &cfg->limits.handshake_timeout) &&
          get_duration(p, v, "idle_timeout", 1, &cfg->limits.idle_timeout) &&
-         get_duration(p, v, "drain_timeout", 1, &cfg->limits.drain_timeout);
+         get_duration(p, v, "drain_timeout", 1, &cfg->limits.drain_timeout) &&
+         get_duration(p, v, "detect_timeout", 1, &cfg->limits.detect_timeout);
 }
 
 static bool parse_access_log(struct parser *p, const cJSON *root, struct config *cfg) {
@@ -913,10 +938,6 @@ static bool parse_access_log(struct parser *p, const cJSON *root, struct config 
   return true;
 }
 
-static bool has_key(const cJSON *obj, const char *key) {
-  return cJSON_GetObjectItemCaseSensitive(obj, key) != NULL;
-}
-
 /* refuse_keys fails on the first of |keys| that |obj| holds, with |why|. */
 static bool refuse_keys(struct parser *p, const cJSON *obj, const char *const *keys,
                         const char *why) {
@@ -937,8 +958,8 @@ const char *config_mode_name(enum listener_mode mode) {
 
 static bool parse_listener(struct parser *p, const cJSON *v, struct listener_config *l) {
   static const char *const kRequired[] = {"name", "mode", "listen", NULL};
-  static const char *const kInboundOnly[] = {"forward", "forward_host", "allow", "proxy_protocol",
-                                             NULL};
+  static const char *const kInboundOnly[] = {"forward",        "forward_host", "allow",
+                                             "proxy_protocol", "permissive",   NULL};
   static const char *const kOutboundOnly[] = {"upstream", "server_identity", NULL};
   static const char *const kNotTransparent[] = {"upstream", "forward", NULL};
   static const char *const kTransparentOnly[] = {"forward_host", NULL};
@@ -1031,7 +1052,8 @@ static bool parse_listener(struct parser *p, const cJSON *v, struct listener_con
   return get_string_list(p, v, "allow", check_allow_pattern, false,
                          "omit it to allow any identity in the trust domain", &l->allow,
                          &l->allow_count) &&
-         get_bool(p, v, "proxy_protocol", &l->proxy_protocol);
+         get_bool(p, v, "proxy_protocol", &l->proxy_protocol) &&
+         get_bool(p, v, "permissive", &l->permissive);
 }
 
 static bool same_address(const struct hostport *a, const struct hostport *b) {
@@ -1070,6 +1092,10 @@ static bool check_listener_clashes(struct parser *p, const cJSON *v, const struc
     path_push_key(p, "listen");
     return fail_value(p, listen, "address already used by admin.listen");
   }
+  if (cfg->health.enabled && same_address(&cfg->health.listen, &l->listen)) {
+    path_push_key(p, "listen");
+    return fail_value(p, listen, "address already used by health.listen");
+  }
   return true;
 }
 
@@ -1086,7 +1112,7 @@ static bool check_listener_limit(struct parser *p, const struct config *cfg, siz
 }
 
 bool config_is_own_port(const struct config *cfg, uint16_t port) {
-  if (port == cfg->admin.listen.port) {
+  if (port == cfg->admin.listen.port || (cfg->health.enabled && port == cfg->health.listen.port)) {
     return true;
   }
   for (size_t i = 0; i < cfg->listener_count; i++) {
@@ -1160,6 +1186,7 @@ static bool set_defaults(struct parser *p, struct config *cfg) {
   cfg->limits.handshake_timeout = 10 * kMsPerSecond;
   cfg->limits.idle_timeout = kMsPerHour;
   cfg->limits.drain_timeout = 20 * kMsPerSecond;
+  cfg->limits.detect_timeout = kMsPerSecond;
   cfg->access_log = ACCESS_LOG_TARGET_STDOUT;
 
   cfg->tls.groups = config_calloc(2, sizeof(char *));
@@ -1188,6 +1215,7 @@ static bool parse_root(struct parser *p, const cJSON *root, struct config *cfg) 
   }
   uint32_t workers = 0;
   if (!section(p, root, "admin", parse_admin, cfg) ||
+      !section(p, root, "health", parse_health, cfg) ||
       !section(p, root, "certs", parse_certs, cfg) || !section(p, root, "tls", parse_tls, cfg) ||
       !section(p, root, "limits", parse_limits, cfg) ||
       !get_uint(p, root, "workers", 0, WORKERS_MAX, &workers) || !parse_access_log(p, root, cfg) ||

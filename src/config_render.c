@@ -92,6 +92,7 @@ static void add_listener(cJSON *array, const struct listener_config *l, bool *ok
     add_string_list(o, "allow", (const char *const *)l->allow, l->allow_count, ok);
   }
   add_bool(o, "proxy_protocol", l->proxy_protocol, ok);
+  add_bool(o, "permissive", l->permissive, ok);
 }
 
 char *config_to_json(const struct config *cfg) {
@@ -105,6 +106,11 @@ char *config_to_json(const struct config *cfg) {
   cJSON *admin = add_object(root, "admin", &ok);
   add_hostport(admin, "listen", &cfg->admin.listen, &ok);
   add_bool(admin, "lifecycle", cfg->admin.lifecycle, &ok);
+
+  if (cfg->health.enabled) {
+    cJSON *health = add_object(root, "health", &ok);
+    add_hostport(health, "listen", &cfg->health.listen, &ok);
+  }
 
   cJSON *certs = add_object(root, "certs", &ok);
   add_string(certs, "dir", cfg->certs.dir, &ok);
@@ -144,6 +150,7 @@ char *config_to_json(const struct config *cfg) {
   add_duration(limits, "handshake_timeout", cfg->limits.handshake_timeout, &ok);
   add_duration(limits, "idle_timeout", cfg->limits.idle_timeout, &ok);
   add_duration(limits, "drain_timeout", cfg->limits.drain_timeout, &ok);
+  add_duration(limits, "detect_timeout", cfg->limits.detect_timeout, &ok);
 
   add_number(root, "workers", cfg->workers_configured, &ok);
   switch (cfg->access_log) {

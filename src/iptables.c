@@ -59,6 +59,20 @@ static bool cidr_is_ipv6(const char *cidr) {
   return strchr(cidr, ':') != NULL;
 }
 
+/* mtlsd's own ports, never redirected in |chain|: a connection to the admin or the
+ * health port is for the sidecar itself, whichever way it goes. */
+static void own_ports(struct textbuf *t, const char *chain, const struct iptables_opts *o) {
+  textbuf_printf(t,
+                 "-A %s -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" -j RETURN\n",
+                 chain, o->admin_port);
+  if (o->health_port != 0) {
+    textbuf_printf(t,
+                   "-A %s -p tcp --dport %u -m comment --comment \"mtlsd: health port\" -j "
+                   "RETURN\n",
+                   chain, o->health_port);
+  }
+}
+
 char *iptables_render(const struct iptables_opts *o, bool ipv6, const char *installed) {
   struct textbuf t = {0};
   const char *loopback = ipv6 ? "::1/128" : "127.0.0.1/32";
@@ -82,10 +96,7 @@ char *iptables_render(const struct iptables_opts *o, bool ipv6, const char *inst
                    "-A PREROUTING -p tcp -m comment --comment \"mtlsd: inbound interception\" -j "
                    "MTLSD_INBOUND\n");
   }
-  textbuf_printf(&t,
-                 "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" "
-                 "-j RETURN\n",
-                 o->admin_port);
+  own_ports(&t, "MTLSD_INBOUND", o);
   for (size_t i = 0; i < o->exclude_inbound_count; i++) {
     textbuf_printf(&t,
                    "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
@@ -125,27 +136,37 @@ char *iptables_render(const struct iptables_opts *o, bool ipv6, const char *inst
                  "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: loopback traffic to the "
                  "app\" -j RETURN\n",
                  loopback);
-  textbuf_printf(&t,
-                 "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" "
-                 "-j RETURN\n",
-                 o->admin_port);
+  own_ports(&t, "MTLSD_OUTPUT", o);
   for (size_t i = 0; i < o->exclude_outbound_count; i++) {
     textbuf_printf(&t,
                    "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
                    "outbound port\" -j RETURN\n",
                    o->exclude_outbound_ports[i]);
   }
-  for (size_t i = 0; i < o->exclude_cidr_count; i++) {
-    if (cidr_is_ipv6(o->exclude_outbound_cidrs[i]) == ipv6) {
+  const struct iptables_cidrs *ex = &o->exclude_outbound_cidrs;
+  for (size_t i = 0; i < ex->count; i++) {
+    if (cidr_is_ipv6(ex->items[i]) == ipv6) {
       textbuf_printf(&t,
                      "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: excluded outbound "
                      "CIDR\" -j RETURN\n",
-                     o->exclude_outbound_cidrs[i]);
+                     ex->items[i]);
     }
   }
-  textbuf_printf(&t,
-                 "-A MTLSD_OUTPUT -p tcp -m comment --comment \"mtlsd: every other outbound "
-                 "connection\" -j MTLSD_REDIRECT\n");
+  const struct iptables_cidrs *in = &o->include_outbound_cidrs;
+  if (in->count == 0) {
+    textbuf_printf(&t,
+                   "-A MTLSD_OUTPUT -p tcp -m comment --comment \"mtlsd: every other outbound "
+                   "connection\" -j MTLSD_REDIRECT\n");
+  }
+  /* With an include list, a family none of whose ranges is listed is not intercepted. */
+  for (size_t i = 0; i < in->count; i++) {
+    if (cidr_is_ipv6(in->items[i]) == ipv6) {
+      textbuf_printf(&t,
+                     "-A MTLSD_OUTPUT -d %s -p tcp -m comment --comment \"mtlsd: included "
+                     "outbound CIDR\" -j MTLSD_REDIRECT\n",
+                     in->items[i]);
+    }
+  }
   textbuf_printf(&t, "COMMIT\n");
   return textbuf_finish(&t);
 }
@@ -192,11 +213,13 @@ static const char usage_text[] =
     "  --outbound-port N            the transparent outbound listener (15001)\n"
     "  --inbound-port N             the transparent inbound listener (15006)\n"
     "  --admin-port N               never redirected (15000)\n"
+    "  --health-port N              never redirected either (the sidecar's health port)\n"
     "  --proxy-uid N, --proxy-gid N the sidecar's own traffic is not redirected (1337)\n"
     "  --inbound-ports P,P...       intercept only these inbound ports (default: all)\n"
     "  --exclude-inbound-ports P,P...\n"
     "  --exclude-outbound-ports P,P...\n"
     "  --exclude-outbound-cidrs C,C...  (IPv4 or IPv6 CIDRs)\n"
+    "  --include-outbound-cidrs C,C...  redirect only connections to these (default: all)\n"
     "  --ipv6                       also the IPv6 rules, through ip6tables-restore\n";
 
 static bool parse_u32(uint32_t *out, const char *s, uint32_t max) {
@@ -222,17 +245,42 @@ static bool parse_port(uint16_t *out, const char *s) {
   return true;
 }
 
-static bool parse_port_list(uint16_t *ports, size_t *count, const char *list) {
-  char buf[1024];
-  snprintf(buf, sizeof(buf), "%s", list);
-  char *save = NULL;
-  for (char *tok = strtok_r(buf, ",", &save); tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-    if (*count >= IPTABLES_MAX_PORTS || !parse_port(&ports[*count], tok)) {
-      return false;
-    }
-    (*count)++;
+/* Calls |take| on each comma-separated item of |list| until one fails; false when one
+ * did, or when the list has no item. The list is copied whole: a fixed buffer would cut
+ * a long one short, silently. */
+static bool each_item(const char *list, bool (*take)(void *arg, const char *item), void *arg) {
+  char *buf = strdup(list);
+  if (buf == NULL) {
+    return false;
   }
-  return *count > 0;
+  bool ok = true;
+  size_t items = 0;
+  char *save = NULL;
+  for (char *tok = strtok_r(buf, ",", &save); ok && tok != NULL; tok = strtok_r(NULL, ",", &save)) {
+    ok = take(arg, tok);
+    items++;
+  }
+  free(buf);
+  return ok && items > 0;
+}
+
+struct port_list {
+  uint16_t *ports;
+  size_t *count;
+};
+
+static bool take_port(void *arg, const char *item) {
+  struct port_list *l = arg;
+  if (*l->count >= IPTABLES_MAX_PORTS || !parse_port(&l->ports[*l->count], item)) {
+    return false;
+  }
+  (*l->count)++;
+  return true;
+}
+
+static bool parse_port_list(uint16_t *ports, size_t *count, const char *list) {
+  struct port_list l = {ports, count};
+  return each_item(list, take_port, &l);
 }
 
 static bool valid_cidr(const char *cidr) {
@@ -253,26 +301,28 @@ static bool valid_cidr(const char *cidr) {
   return slash == NULL || parse_u32(&prefix, slash + 1, v6 ? 128 : 32);
 }
 
-static bool parse_cidr_list(struct iptables_opts *o, const char *list) {
-  /* A copy of the whole list: a fixed buffer would cut a long one short, silently. */
-  char *buf = strdup(list);
-  if (buf == NULL) {
+static bool take_cidr(void *arg, const char *item) {
+  struct iptables_cidrs *cidrs = arg;
+  if (cidrs->count >= IPTABLES_MAX_CIDRS || !valid_cidr(item)) {
     return false;
   }
-  bool ok = true;
-  char *save = NULL;
-  for (char *tok = strtok_r(buf, ",", &save); ok && tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-    ok = o->exclude_cidr_count < IPTABLES_MAX_CIDRS && valid_cidr(tok);
-    if (ok) {
-      o->exclude_outbound_cidrs[o->exclude_cidr_count] = strdup(tok);
-      ok = o->exclude_outbound_cidrs[o->exclude_cidr_count] != NULL;
-    }
-    if (ok) {
-      o->exclude_cidr_count++;
-    }
+  cidrs->items[cidrs->count] = strdup(item);
+  if (cidrs->items[cidrs->count] == NULL) {
+    return false;
   }
-  free(buf);
-  return ok && o->exclude_cidr_count > 0;
+  cidrs->count++;
+  return true;
+}
+
+static bool parse_cidr_list(struct iptables_cidrs *cidrs, const char *list) {
+  return each_item(list, take_cidr, cidrs);
+}
+
+static void free_cidrs(struct iptables_cidrs *cidrs) {
+  for (size_t i = 0; i < cidrs->count; i++) {
+    free(cidrs->items[i]);
+  }
+  cidrs->count = 0;
 }
 
 /* Runs a fixed command (no shell input comes from the user) and returns its stdout. */
@@ -351,12 +401,14 @@ int iptables_main(int argc, char **argv) {
     OPT_OUT = 256,
     OPT_IN,
     OPT_ADMIN,
+    OPT_HEALTH,
     OPT_UID,
     OPT_GID,
     OPT_IN_PORTS,
     OPT_EX_IN,
     OPT_EX_OUT,
-    OPT_EX_CIDR
+    OPT_EX_CIDR,
+    OPT_IN_CIDR
   };
   static const struct option long_opts[] = {
       {"print", no_argument, NULL, 'p'},
@@ -367,12 +419,14 @@ int iptables_main(int argc, char **argv) {
       {"outbound-port", required_argument, NULL, OPT_OUT},
       {"inbound-port", required_argument, NULL, OPT_IN},
       {"admin-port", required_argument, NULL, OPT_ADMIN},
+      {"health-port", required_argument, NULL, OPT_HEALTH},
       {"proxy-uid", required_argument, NULL, OPT_UID},
       {"proxy-gid", required_argument, NULL, OPT_GID},
       {"inbound-ports", required_argument, NULL, OPT_IN_PORTS},
       {"exclude-inbound-ports", required_argument, NULL, OPT_EX_IN},
       {"exclude-outbound-ports", required_argument, NULL, OPT_EX_OUT},
       {"exclude-outbound-cidrs", required_argument, NULL, OPT_EX_CIDR},
+      {"include-outbound-cidrs", required_argument, NULL, OPT_IN_CIDR},
       {NULL, 0, NULL, 0},
   };
   struct iptables_opts o;
@@ -407,6 +461,9 @@ int iptables_main(int argc, char **argv) {
       case OPT_ADMIN:
         ok = parse_port(&o.admin_port, optarg);
         break;
+      case OPT_HEALTH:
+        ok = parse_port(&o.health_port, optarg);
+        break;
       case OPT_UID:
         ok = parse_u32(&o.proxy_uid, optarg, UINT32_MAX - 1);
         break;
@@ -423,7 +480,10 @@ int iptables_main(int argc, char **argv) {
         ok = parse_port_list(o.exclude_outbound_ports, &o.exclude_outbound_count, optarg);
         break;
       case OPT_EX_CIDR:
-        ok = parse_cidr_list(&o, optarg);
+        ok = parse_cidr_list(&o.exclude_outbound_cidrs, optarg);
+        break;
+      case OPT_IN_CIDR:
+        ok = parse_cidr_list(&o.include_outbound_cidrs, optarg);
         break;
       default:
         fprintf(stderr, "mtlsd iptables: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
@@ -458,8 +518,7 @@ int iptables_main(int argc, char **argv) {
     code = apply_family(&o, true, action == 'c');
   }
 out:
-  for (size_t i = 0; i < o.exclude_cidr_count; i++) {
-    free(o.exclude_outbound_cidrs[i]);
-  }
+  free_cidrs(&o.exclude_outbound_cidrs);
+  free_cidrs(&o.include_outbound_cidrs);
   return code;
 }

@@ -21,9 +21,9 @@
 #include "mtlsd/tls.h"
 
 static const char usage_text[] =
-    "usage: mtlsd [run] --config FILE [--log-level debug|info|warn|error] [--log-format "
+    "usage: mtlsd [run] [--config FILE] [--log-level debug|info|warn|error] [--log-format "
     "json|text]\n"
-    "       mtlsd check --config FILE\n"
+    "       mtlsd check [--config FILE]\n"
     "       mtlsd cert ca --out DIR [--trust-domain TD] [--days N]\n"
     "       mtlsd cert issue --ca DIR --out DIR (--spiffe-id URI | --dns NAME)... [--days N]\n"
     "       mtlsd iptables [--print | --apply | --clean] [options]\n"
@@ -34,7 +34,10 @@ static const char usage_text[] =
     "           good, 1 when the certificates are bad, 2 when the configuration is\n"
     "  cert     make a development CA and certificates (see mtlsd cert --help)\n"
     "  iptables print or apply the pod's interception rules (see mtlsd iptables --help)\n"
-    "  version  print the versions of mtlsd and its libraries\n";
+    "  version  print the versions of mtlsd and its libraries\n"
+    "\n"
+    "run and check read the JSON configuration from the environment variable MTLSD_CONFIG\n"
+    "when it is set (it replaces --config FILE), else from --config FILE.\n";
 
 static int usage(FILE *out, int code) {
   fputs(usage_text, out);
@@ -94,13 +97,13 @@ static int parse_common(struct common_opts *opts, int argc, char **argv, const c
     fprintf(stderr, "mtlsd %s: unexpected argument \"%s\"\n", cmd, argv[optind]);
     return usage(stderr, MTLSD_EXIT_USAGE);
   }
-  if (opts->config == NULL) {
-    fprintf(stderr, "mtlsd %s: --config FILE is required\n", cmd);
-    return usage(stderr, MTLSD_EXIT_USAGE);
-  }
   log_configure(opts->level, opts->format);
   return -1;
 }
+
+/* The environment variable an injected sidecar gets its configuration from (SPEC
+ * section 2); its name stands in for the file's in every message. */
+static const char kConfigEnv[] = "MTLSD_CONFIG";
 
 /* Parses run's or check's options and loads the configuration: -1 with |*out| and
  * |*path| set, or the exit code to end with. */
@@ -111,13 +114,34 @@ static int load_config(struct config **out, const char **path, int argc, char **
   if (r >= 0) {
     return r;
   }
+  /* MTLSD_CONFIG, when set, replaces --config: the image's default command names its
+   * built-in file, and an injected pod's environment must win over it. */
+  const char *env = getenv(kConfigEnv);
   char err[1024];
-  *out = config_load(opts.config, err, sizeof(err));
+  if (env != NULL) {
+    if (env[0] == '\0') {
+      fprintf(stderr, "mtlsd %s: %s is set but empty (unset it, or give the JSON document)\n", cmd,
+              kConfigEnv);
+      return MTLSD_EXIT_USAGE;
+    }
+    if (opts.config != NULL) {
+      log_write(LOG_INFO, "main", "configuration from %s, which replaces --config %s", kConfigEnv,
+                opts.config);
+    }
+    *out = config_parse(kConfigEnv, env, strlen(env), err, sizeof(err));
+    *path = kConfigEnv;
+  } else if (opts.config != NULL) {
+    *out = config_load(opts.config, err, sizeof(err));
+    *path = opts.config;
+  } else {
+    fprintf(stderr, "mtlsd %s: --config FILE or the environment variable %s is required\n", cmd,
+            kConfigEnv);
+    return usage(stderr, MTLSD_EXIT_USAGE);
+  }
   if (*out == NULL) {
     fprintf(stderr, "%s\n", err);
     return MTLSD_EXIT_USAGE;
   }
-  *path = opts.config;
   return -1;
 }
 
@@ -190,7 +214,8 @@ static int cmd_version(int argc, char **argv) {
 
 int main(int argc, char **argv) {
   if (argc < 2) {
-    return usage(stderr, MTLSD_EXIT_USAGE);
+    /* "mtlsd" alone is "mtlsd run" when the environment holds the configuration. */
+    return getenv(kConfigEnv) != NULL ? cmd_run(argc, argv) : usage(stderr, MTLSD_EXIT_USAGE);
   }
   const char *cmd = argv[1];
   if (strcmp(cmd, "run") == 0) {

@@ -47,6 +47,9 @@ struct listener_config {
    * domain". */
   char *server_identity;
   bool proxy_protocol;
+  /* Inbound: a connection whose first byte is not a TLS handshake record (or that sends
+   * nothing within limits.detect_timeout) is relayed as plaintext, with no identity. */
+  bool permissive;
   /* Connections this listener may hold at once, on all workers; 0: only the process-wide
    * limits.max_connections applies. */
   uint32_t max_connections;
@@ -72,6 +75,12 @@ struct config {
   } admin;
 
   struct certs_config certs;
+
+  /* The read-only health port on the pod's address (SPEC section 5); off unless set. */
+  struct {
+    bool enabled;
+    struct hostport listen;
+  } health;
 
   struct {
     enum tls_version min_version;
@@ -99,6 +108,9 @@ struct config {
     duration_ms handshake_timeout;
     duration_ms idle_timeout;
     duration_ms drain_timeout;
+    /* Permissive listeners: how long to wait for a first byte before taking the
+     * connection for plaintext from a server-first protocol. */
+    duration_ms detect_timeout;
   } limits;
 
   unsigned workers; /* Resolved: never 0 after loading (0 in the file means one per CPU). */

@@ -15,10 +15,18 @@
 #define IPTABLES_MAX_PORTS 64
 #define IPTABLES_MAX_CIDRS 64
 
+/* IPv4 and IPv6 CIDRs, as given (validated); the strings are owned by whoever filled
+ * the list. */
+struct iptables_cidrs {
+  char *items[IPTABLES_MAX_CIDRS];
+  size_t count;
+};
+
 struct iptables_opts {
   uint16_t outbound_port; /* The transparent outbound listener (15001). */
   uint16_t inbound_port;  /* The transparent inbound listener (15006). */
   uint16_t admin_port;    /* Never redirected, either way (15000). */
+  uint16_t health_port;   /* Never redirected either, when not 0 (the sidecar's 15020). */
   uint32_t proxy_uid;     /* The sidecar's own traffic is never redirected (1337). */
   uint32_t proxy_gid;
   uint16_t exclude_inbound_ports[IPTABLES_MAX_PORTS];
@@ -27,8 +35,9 @@ struct iptables_opts {
   size_t exclude_outbound_count;
   uint16_t inbound_ports[IPTABLES_MAX_PORTS]; /* Only these, when any are given. */
   size_t inbound_count;
-  char *exclude_outbound_cidrs[IPTABLES_MAX_CIDRS];
-  size_t exclude_cidr_count;
+  struct iptables_cidrs exclude_outbound_cidrs;
+  /* When any are given, only outbound connections to these are redirected. */
+  struct iptables_cidrs include_outbound_cidrs;
 };
 
 /* iptables_default_opts fills |opts| with the defaults above. */

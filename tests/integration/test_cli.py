@@ -11,9 +11,14 @@ from harness import (MTLSD, Mtlsd, Pki, TempDir, free_port, listening_ports, spi
                      wait_until)
 
 
-def mtlsd(*args, timeout=30):
+def mtlsd(*args, timeout=30, config_env=None):
+    """Runs mtlsd; |config_env| (a string) becomes MTLSD_CONFIG, which is never inherited
+    from the test's own environment."""
+    env = {k: v for k, v in os.environ.items() if k != "MTLSD_CONFIG"}
+    if config_env is not None:
+        env["MTLSD_CONFIG"] = config_env
     return subprocess.run([MTLSD, *args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=env)
 
 
 class CliTest(unittest.TestCase):
@@ -100,6 +105,46 @@ class CliTest(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertEqual(r.stderr,
                          f'{path}: listeners[0].listen: "0.0.0.0:99999": port out of range\n')
+
+    def test_config_from_the_environment(self):
+        cfg = self.good_config()
+        r = mtlsd("check", config_env=json.dumps(cfg))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(r.stdout.startswith("MTLSD_CONFIG: configuration ok: 1 listener"),
+                        r.stdout)
+        # Errors name the variable where they would name the file, with the same strictness.
+        cfg["listeners"][0]["listen"] = "0.0.0.0:99999"
+        r = mtlsd("check", config_env=json.dumps(cfg))
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stderr,
+                         'MTLSD_CONFIG: listeners[0].listen: "0.0.0.0:99999": port out of range\n')
+        r = mtlsd("check", config_env='{"listners": []}')
+        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.stderr,
+                         'MTLSD_CONFIG: listners: unknown key (did you mean "listeners"?)\n')
+        r = mtlsd("run", config_env="{")
+        self.assertEqual(r.returncode, 2)
+        self.assertTrue(r.stderr.startswith("MTLSD_CONFIG: "), r.stderr)
+        r = mtlsd("run", config_env="")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("MTLSD_CONFIG is set but empty", r.stderr)
+
+    def test_environment_replaces_the_config_file(self):
+        """The image's default command names its built-in file; an injected pod's
+        MTLSD_CONFIG must win over it, and the log says so."""
+        file_cfg = self.good_config()
+        file_cfg["listeners"][0]["listen"] = "0.0.0.0:99999"  # would fail if it were read
+        r = mtlsd("check", "--config", self.write_config(file_cfg),
+                  config_env=json.dumps(self.good_config()))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("configuration from MTLSD_CONFIG, which replaces --config", r.stderr)
+
+    def test_neither_config_nor_environment_is_a_usage_error(self):
+        for cmd in ("run", "check"):
+            r = mtlsd(cmd)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn("--config FILE or the environment variable MTLSD_CONFIG is required",
+                          r.stderr)
 
     def test_missing_config_file(self):
         path = os.path.join(self.tmp, "absent.json")

@@ -194,6 +194,25 @@ static const struct bad_case kBadCases[] = {
      "config.json: listeners[0].allow: only valid on inbound listeners"},
     {LISTENER(OUT_EXPLICIT ",'upstream':'x:1','proxy_protocol':true"),
      "config.json: listeners[0].proxy_protocol: only valid on inbound listeners"},
+    {LISTENER(OUT_EXPLICIT ",'upstream':'x:1','permissive':true"),
+     "config.json: listeners[0].permissive: only valid on inbound listeners"},
+    {LISTENER(IN_EXPLICIT ",'forward':'x:1','permissive':'yes'"),
+     "config.json: listeners[0].permissive: expected a boolean, got string"},
+    {WITH_LISTENER("'health':{}"),
+     "config.json: health: missing required key \"listen\" (omit \"health\" to leave the port "
+     "off)"},
+    {WITH_LISTENER("'health':{'listen':'localhost:15020'}"),
+     "config.json: health.listen: \"localhost:15020\": host must be an IP address (a listening "
+     "address is bound, not resolved)"},
+    {WITH_LISTENER("'health':{'listen':'127.0.0.1:15000'}"),
+     "config.json: health.listen: \"127.0.0.1:15000\": address already used by admin.listen"},
+    {WITH_LISTENER("'health':{'listen':'0.0.0.0:15020','port':1}"),
+     "config.json: health.port: unknown key"},
+    {"{'health':{'listen':'127.0.0.1:15001'},'listeners':[" OUT_T "]}",
+     "config.json: listeners[0].listen: \"127.0.0.1:15001\": address already used by "
+     "health.listen"},
+    {WITH_LISTENER("'limits':{'detect_timeout':'0s'}"),
+     "config.json: limits.detect_timeout: \"0s\": must be greater than 0"},
     {LISTENER(OUT_EXPLICIT ",'transparent':true,'forward_host':'127.0.0.1'"),
      "config.json: listeners[0].forward_host: only valid on inbound listeners"},
     {LISTENER(IN_EXPLICIT ",'transparent':true,'forward':'127.0.0.1:8080'"),
@@ -452,6 +471,8 @@ static void check_defaults(const struct config *cfg) {
   CHECK(cfg->tls.close_on_peer_expiry);
   CHECK_INTEQ(cfg->limits.max_connections, 16384);
   CHECK_INTEQ(cfg->limits.max_handshaking, 1024);
+  CHECK_INTEQ(cfg->limits.detect_timeout, 1000);
+  CHECK(!cfg->health.enabled);
   CHECK_INTEQ(cfg->limits.connect_timeout, 5000);
   CHECK_INTEQ(cfg->limits.handshake_timeout, 10000);
   CHECK_INTEQ(cfg->limits.idle_timeout, 3600 * 1000);
@@ -487,6 +508,7 @@ TEST(defaults) {
   CHECK_INTEQ(l->allow_count, 0);
   CHECK(l->server_identity == NULL);
   CHECK(!l->proxy_protocol);
+  CHECK(!l->permissive);
   CHECK_INTEQ(l->max_connections, 0);
   config_free(cfg);
 }
@@ -595,6 +617,7 @@ static const char kEveryKey[] =
     "{\n"
     "  'trust_domain': 'prod.example',\n"
     "  'admin': { 'listen': '[::1]:9901', 'lifecycle': false },\n"
+    "  'health': { 'listen': '[::]:15020' },\n"
     "  'certs': { 'dir': 'certs', 'cert_file': 'svid.pem', 'key_file': 'svid_key.pem',\n"
     "             'ca_file': 'bundle.pem', 'poll_interval': '1.5s', 'expiry_warning': '90m' },\n"
     "  'tls': { 'min_version': '1.3', 'max_version': '1.3',\n"
@@ -604,7 +627,7 @@ static const char kEveryKey[] =
     "           'close_on_peer_expiry': false },\n"
     "  'listeners': [\n"
     "    { 'name': 'in.t_1', 'mode': 'inbound', 'listen': '[::]:15006', 'transparent': true,\n"
-    "      'forward_host': 'app.local', 'proxy_protocol': true,\n"
+    "      'forward_host': 'app.local', 'proxy_protocol': true, 'permissive': true,\n"
     "      'allow': ['spiffe://prod.example/ns/a/*', 'spiffe://other.example/sa/b',\n"
     "                '*.example.com', 'api.example.com'] },\n"
     "    { 'name': 'in-explicit', 'mode': 'inbound', 'listen': '10.0.0.1:443', 'transparent': "
@@ -618,7 +641,8 @@ static const char kEveryKey[] =
     "      'forward_host': '::1' }\n"
     "  ],\n"
     "  'limits': { 'max_connections': 1000000, 'connect_timeout': '250ms',\n"
-    "              'handshake_timeout': '0.5s', 'idle_timeout': '120s', 'drain_timeout': '2m' },\n"
+    "              'handshake_timeout': '0.5s', 'idle_timeout': '120s', 'drain_timeout': '2m',\n"
+    "              'detect_timeout': '300ms' },\n"
     "  'workers': 3,\n"
     "  'access_log': 'logs/access.log'\n"
     "}\n";
@@ -656,6 +680,13 @@ TEST(every_key) {
   CHECK_INTEQ(cfg->limits.handshake_timeout, 500);
   CHECK_INTEQ(cfg->limits.idle_timeout, 120000);
   CHECK_INTEQ(cfg->limits.drain_timeout, 120000);
+  CHECK_INTEQ(cfg->limits.detect_timeout, 300);
+  CHECK(cfg->health.enabled);
+  CHECK_STREQ(cfg->health.listen.host, "::");
+  CHECK_INTEQ(cfg->health.listen.port, 15020);
+  CHECK(config_is_own_port(cfg, 15020));
+  CHECK(cfg->listeners[0].permissive);
+  CHECK(!cfg->listeners[1].permissive);
   CHECK_INTEQ(cfg->workers, 3);
   CHECK_INTEQ(cfg->workers_configured, 3);
   CHECK_INTEQ(cfg->access_log, ACCESS_LOG_TARGET_FILE);

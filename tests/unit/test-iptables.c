@@ -69,8 +69,8 @@ TEST(options_and_exclusions) {
   o.inbound_ports[o.inbound_count++] = 8080;
   o.inbound_ports[o.inbound_count++] = 9090;
   char v4[] = "10.0.0.0/8", v6[] = "fd00::/8";
-  o.exclude_outbound_cidrs[o.exclude_cidr_count++] = v4;
-  o.exclude_outbound_cidrs[o.exclude_cidr_count++] = v6;
+  o.exclude_outbound_cidrs.items[o.exclude_outbound_cidrs.count++] = v4;
+  o.exclude_outbound_cidrs.items[o.exclude_outbound_cidrs.count++] = v6;
   char *r = iptables_render(&o, false, NULL);
   CHECK(strstr(r, "--to-ports 16001") != NULL);
   CHECK(strstr(r, "--to-ports 16006") != NULL);
@@ -114,6 +114,34 @@ static const char installed[] =
     "-A MTLSD_OUTPUT -p tcp -j MTLSD_REDIRECT\n"
     "COMMIT\n";
 
+TEST(health_port_and_include_cidrs) {
+  struct iptables_opts o;
+  iptables_default_opts(&o);
+  char *r = iptables_render(&o, false, NULL);
+  CHECK(strstr(r, "health port") == NULL);
+  free(r);
+  o.health_port = 15020;
+  char v4[] = "10.96.0.0/12", v6[] = "fd00:10::/64";
+  o.include_outbound_cidrs.items[o.include_outbound_cidrs.count++] = v4;
+  o.include_outbound_cidrs.items[o.include_outbound_cidrs.count++] = v6;
+  r = iptables_render(&o, false, NULL);
+  /* Excluded both ways, like the admin port, before anything is redirected. */
+  const char *in = strstr(r, "-A MTLSD_INBOUND -p tcp --dport 15020 ");
+  const char *out = strstr(r, "-A MTLSD_OUTPUT -p tcp --dport 15020 ");
+  CHECK(in != NULL && in < strstr(r, "every other inbound port"));
+  const char *redirect = strstr(r, "-A MTLSD_OUTPUT -d 10.96.0.0/12 -p tcp ");
+  CHECK(out != NULL && redirect != NULL && out < redirect);
+  CHECK(strstr(redirect, "-j MTLSD_REDIRECT\n") != NULL);
+  /* Only the listed ranges are redirected: no catch-all, no other family's range. */
+  CHECK(strstr(r, "every other outbound connection") == NULL);
+  CHECK(strstr(r, "fd00:10::/64") == NULL);
+  free(r);
+  r = iptables_render(&o, true, NULL);
+  CHECK(strstr(r, "-A MTLSD_OUTPUT -d fd00:10::/64 -p tcp ") != NULL);
+  CHECK(strstr(r, "10.96.0.0/12") == NULL);
+  free(r);
+}
+
 TEST(applying_twice_adds_no_second_jump) {
   struct iptables_opts o;
   iptables_default_opts(&o);
@@ -148,5 +176,5 @@ TEST(clean_removes_exactly_ours) {
 }
 
 TEST_MAIN(TEST_ENTRY(default_rules), TEST_ENTRY(the_uid_return_comes_before_the_redirect),
-          TEST_ENTRY(options_and_exclusions), TEST_ENTRY(applying_twice_adds_no_second_jump),
-          TEST_ENTRY(clean_removes_exactly_ours))
+          TEST_ENTRY(health_port_and_include_cidrs), TEST_ENTRY(options_and_exclusions),
+          TEST_ENTRY(applying_twice_adds_no_second_jump), TEST_ENTRY(clean_removes_exactly_ours))
