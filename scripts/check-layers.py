@@ -19,8 +19,8 @@ LAYERS = [
              "http_parser iptables bufpool access_log proxy_header"),
     ("tls", "tls"),
     ("runtime", "stats runtime transport"),
-    ("connection", "relay dial conn http_server"),
-    ("services", "worker certwatch admin"),
+    ("connection", "relay dial conn http_server prober"),
+    ("services", "worker certwatch app_health admin"),
     ("server", "server"),
     ("main", "main"),
 ]

@@ -1,4 +1,4 @@
-/* admin: the admin port's routes (see mtlsd/admin.h). */
+/* admin: the routes of the admin port and of the health port (see mtlsd/admin.h). */
 #include "mtlsd/admin.h"
 
 #include <stdio.h>
@@ -8,6 +8,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "mtlsd/app_health.h"
 #include "mtlsd/http_server.h"
 #include "mtlsd/log.h"
 #include "mtlsd/stats.h"
@@ -24,11 +25,22 @@ static const struct http_server_limits kAdminLimits = {
     .linger_ms = 2000,
 };
 
+/* The health port answers the kubelet and Prometheus from outside the pod: more room
+ * than the admin port, as every pod in the cluster can reach it, and requests must
+ * arrive quickly (a deferred probe answer waits as long as its probe). */
+static const struct http_server_limits kHealthLimits = {
+    .max_connections = 128,
+    .timeout_ms = 4000,
+    .linger_ms = 1000,
+};
+
 struct admin {
   struct runtime *rt;
   const struct admin_control_ops *ops;
   void *arg;
   struct http_server *http;
+  struct http_server *health; /* NULL when health.listen is not set. */
+  struct app_health *app_health;
 };
 
 static void handle_healthz(struct http_exchange *x, void *arg) {
@@ -176,22 +188,60 @@ static void handle_quit(struct http_exchange *x, void *arg) {
   start_drain(x, arg, true);
 }
 
+#define APP_HEALTH_PREFIX "/app-health/"
+
+/* GET /app-health/<container>/<kind>, on the health port. */
+static void handle_app_health(struct http_exchange *x, void *arg) {
+  struct admin *admin = arg;
+  const struct http_request *req = http_exchange_request(x);
+  size_t prefix = sizeof(APP_HEALTH_PREFIX) - 1;
+  app_health_serve(admin->app_health, x, http_exchange_buf(x) + req->path.off + prefix,
+                   req->path.len - prefix);
+}
+
+/* The health port: read-only, and nothing an outsider should read (no /config, /certs,
+ * /stats, no POST). */
+static const struct http_route kHealthRoutes[] = {
+    {"/healthz", false, HTTP_ROUTE_GET, handle_healthz},
+    {"/ready", false, HTTP_ROUTE_GET, handle_ready},
+    {"/metrics", false, HTTP_ROUTE_GET, handle_prometheus},
+    {"/stats/prometheus", false, HTTP_ROUTE_GET, handle_prometheus},
+    {APP_HEALTH_PREFIX, true, HTTP_ROUTE_GET, handle_app_health},
+};
+
 /* The lifecycle routes come last: admin.lifecycle: false serves only the ones before
  * them (the rest answer 404). */
 static const struct http_route kRoutes[] = {
-    {"/healthz", HTTP_ROUTE_GET, handle_healthz},
-    {"/ready", HTTP_ROUTE_GET, handle_ready},
-    {"/stats", HTTP_ROUTE_GET, handle_stats},
-    {"/stats/prometheus", HTTP_ROUTE_GET, handle_prometheus},
-    {"/metrics", HTTP_ROUTE_GET, handle_prometheus},
-    {"/certs", HTTP_ROUTE_GET, handle_certs},
-    {"/config", HTTP_ROUTE_GET, handle_config},
-    {"/server_info", HTTP_ROUTE_GET, handle_server_info},
-    {"/reload", HTTP_ROUTE_POST, handle_reload},
-    {"/drain", HTTP_ROUTE_POST, handle_drain},
-    {"/quitquitquit", HTTP_ROUTE_POST, handle_quit},
+    {"/healthz", false, HTTP_ROUTE_GET, handle_healthz},
+    {"/ready", false, HTTP_ROUTE_GET, handle_ready},
+    {"/stats", false, HTTP_ROUTE_GET, handle_stats},
+    {"/stats/prometheus", false, HTTP_ROUTE_GET, handle_prometheus},
+    {"/metrics", false, HTTP_ROUTE_GET, handle_prometheus},
+    {"/certs", false, HTTP_ROUTE_GET, handle_certs},
+    {"/config", false, HTTP_ROUTE_GET, handle_config},
+    {"/server_info", false, HTTP_ROUTE_GET, handle_server_info},
+    {"/reload", false, HTTP_ROUTE_POST, handle_reload},
+    {"/drain", false, HTTP_ROUTE_POST, handle_drain},
+    {"/quitquitquit", false, HTTP_ROUTE_POST, handle_quit},
 };
 enum { LIFECYCLE_ROUTES = 3 };
+
+/* Starts one of the two ports; on failure writes "KEY ADDRESS: reason" into |err|. */
+static struct http_server *start_port(uv_loop_t *loop, const char *key,
+                                      const struct hostport *listen,
+                                      const struct http_server_config *http, char *err,
+                                      size_t err_len) {
+  char why[400];
+  struct http_server *server = http_server_start(loop, listen, http, why, sizeof(why));
+  if (server == NULL) {
+    snprintf(err, err_len, "%s %s", key, why);
+    return NULL;
+  }
+  char where[NETADDR_HOSTPORT_MAX];
+  netaddr_format_hostport(where, sizeof(where), listen);
+  log_write(LOG_INFO, http->name, "listening on %s", where);
+  return server;
+}
 
 struct admin *admin_start(uv_loop_t *loop, struct runtime *rt, const struct admin_control_ops *ops,
                           void *arg, char *err, size_t err_len) {
@@ -210,17 +260,35 @@ struct admin *admin_start(uv_loop_t *loop, struct runtime *rt, const struct admi
       .limits = kAdminLimits,
       .arg = admin,
   };
-  char why[400];
-  admin->http = http_server_start(loop, &cfg->admin.listen, &http, why, sizeof(why));
+  admin->http = start_port(loop, "admin.listen", &cfg->admin.listen, &http, err, err_len);
   if (admin->http == NULL) {
-    snprintf(err, err_len, "admin.listen %s", why);
-    free(admin);
+    admin_close(admin);
     return NULL;
   }
-  char where[NETADDR_HOSTPORT_MAX];
-  netaddr_format_hostport(where, sizeof(where), &cfg->admin.listen);
-  log_write(LOG_INFO, "admin", "listening on %s%s", where,
-            cfg->admin.lifecycle ? "" : " (lifecycle endpoints off)");
+  if (!cfg->admin.lifecycle) {
+    log_write(LOG_INFO, "admin", "lifecycle endpoints off");
+  }
+  if (cfg->health.enabled) {
+    struct http_server_config health = {
+        .name = "health",
+        .routes = kHealthRoutes,
+        .route_count = sizeof(kHealthRoutes) / sizeof(kHealthRoutes[0]),
+        .limits = kHealthLimits,
+        .arg = admin,
+    };
+    admin->app_health = app_health_new(loop, rt);
+    admin->health =
+        admin->app_health == NULL
+            ? NULL
+            : start_port(loop, "health.listen", &cfg->health.listen, &health, err, err_len);
+    if (admin->health == NULL) {
+      if (admin->app_health == NULL) {
+        snprintf(err, err_len, "out of memory");
+      }
+      admin_close(admin);
+      return NULL;
+    }
+  }
   return admin;
 }
 
@@ -228,6 +296,10 @@ void admin_close(struct admin *admin) {
   if (admin == NULL) {
     return;
   }
+  /* The servers first: closing their connections ends the requests that wait for a
+   * probe, before the probes themselves are cancelled. */
   http_server_close(admin->http);
+  http_server_close(admin->health);
+  app_health_free(admin->app_health);
   free(admin);
 }

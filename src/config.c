@@ -137,6 +137,24 @@ static void free_string_list(char **list, size_t count) {
   free(list);
 }
 
+static void free_app_probes(struct app_probe *probes, size_t count) {
+  for (size_t i = 0; i < count; i++) {
+    struct app_probe *a = &probes[i];
+    free(a->key);
+    free(a->container);
+    free(a->kind);
+    free(a->host);
+    free(a->path);
+    for (size_t h = 0; h < a->header_count; h++) {
+      free(a->headers[h].name);
+      free(a->headers[h].value);
+    }
+    free(a->headers);
+    free(a->service);
+  }
+  free(probes);
+}
+
 void config_free(struct config *cfg) {
   if (cfg == NULL) {
     return;
@@ -157,6 +175,7 @@ void config_free(struct config *cfg) {
     free(l->server_identity);
   }
   free(cfg->listeners);
+  free_app_probes(cfg->app_probes, cfg->app_probe_count);
   free(cfg->access_log_path);
   free(cfg);
 }
@@ -1231,6 +1250,248 @@ static bool parse_root(struct parser *p, const cJSON *root, struct config *cfg) 
   return true;
 }
 
+/* --- application probes (MTLSD_APP_PROBES) ----------------------------------------- */
+
+/* The members of a Kubernetes Probe, and of its handlers that the sidecar runs. */
+static const char *const kProbeKeys[] = {"httpGet",
+                                         "tcpSocket",
+                                         "grpc",
+                                         "exec",
+                                         "initialDelaySeconds",
+                                         "timeoutSeconds",
+                                         "periodSeconds",
+                                         "successThreshold",
+                                         "failureThreshold",
+                                         "terminationGracePeriodSeconds",
+                                         NULL};
+static const char *const kHttpGetKeys[] = {"path", "port", "host", "scheme", "httpHeaders", NULL};
+static const char *const kTcpSocketKeys[] = {"port", "host", NULL};
+static const char *const kGrpcKeys[] = {"port", "service", NULL};
+static const char *const kHeaderKeys[] = {"name", "value", NULL};
+static const char *const kProbeKinds[] = {"livez", "readyz", "startupz", NULL};
+
+static cJSON *parse_document(struct parser *p, const char *json, size_t json_len);
+
+/* A Kubernetes container name: an RFC 1123 label (lowercase letters, digits and '-', at
+ * most 63, starting and ending with a letter or digit). */
+static bool is_dns_label(const char *s, size_t len) {
+  if (len == 0 || len > 63 || s[0] == '-' || s[len - 1] == '-') {
+    return false;
+  }
+  for (size_t i = 0; i < len; i++) {
+    if (!((s[i] >= 'a' && s[i] <= 'z') || is_digit(s[i]) || s[i] == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+/* A port of a probe handler: a number, as named ports were resolved by the injector. */
+static bool get_probe_port(struct parser *p, const cJSON *handler, uint16_t *out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(handler, "port");
+  if (v == NULL) {
+    return fail(p, "missing required key \"port\"");
+  }
+  if (cJSON_IsString(v)) {
+    path_push_key(p, "port");
+    return fail_value(p, v->valuestring, "a named port: resolve it to the container's port number");
+  }
+  uint32_t port = 0;
+  if (!get_uint(p, handler, "port", 1, 65535, &port)) {
+    return false;
+  }
+  *out = (uint16_t)port;
+  return true;
+}
+
+static bool get_probe_headers(struct parser *p, const cJSON *handler, struct app_probe *a) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(handler, "httpHeaders");
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, "httpHeaders");
+  if (!cJSON_IsArray(v)) {
+    return fail(p, "expected an array of {\"name\", \"value\"}, got %s", json_type_name(v));
+  }
+  size_t count = (size_t)cJSON_GetArraySize(v);
+  if (count == 0) {
+    path_pop(p, saved);
+    return true;
+  }
+  a->headers = config_calloc(count, sizeof(*a->headers));
+  if (a->headers == NULL) {
+    return fail_oom(p);
+  }
+  for (const cJSON *e = v->child; e != NULL; e = e->next) {
+    size_t saved_elem = path_push_index(p, a->header_count);
+    struct app_probe_header *hd = &a->headers[a->header_count++];
+    if (!expect_object(p, e) || !check_keys(p, e, kHeaderKeys) ||
+        !get_string(p, e, "name", &hd->name) || !get_string(p, e, "value", &hd->value)) {
+      return false;
+    }
+    if (hd->name == NULL) {
+      return fail(p, "missing required key \"name\"");
+    }
+    /* Control characters never get this far (check_text refuses them in any string). */
+    if (hd->name[0] == '\0' || strpbrk(hd->name, " :") != NULL) {
+      path_push_key(p, "name");
+      return fail_value(p, hd->name, "not an HTTP header name");
+    }
+    if (hd->value == NULL && !replace_string(p, &hd->value, "")) {
+      return false;
+    }
+    path_pop(p, saved_elem);
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+static bool parse_http_get(struct parser *p, const cJSON *v, struct app_probe *a) {
+  static const char *const kSchemes[] = {"HTTP", "HTTPS", NULL};
+  int scheme = 0;
+  if (!expect_object(p, v) || !check_keys(p, v, kHttpGetKeys) || !get_probe_port(p, v, &a->port) ||
+      !get_string(p, v, "path", &a->path) || !get_string(p, v, "host", &a->host) ||
+      !get_choice(p, v, "scheme", kSchemes, "invalid scheme", "\"HTTP\" or \"HTTPS\"", &scheme) ||
+      !get_probe_headers(p, v, a)) {
+    return false;
+  }
+  a->https = scheme == 1;
+  if (a->path == NULL) {
+    return replace_string(p, &a->path, "/");
+  }
+  if (a->path[0] != '/' || strchr(a->path, ' ') != NULL) {
+    path_push_key(p, "path");
+    return fail_value(p, a->path, "expected an absolute path without spaces");
+  }
+  return true;
+}
+
+static bool parse_app_probe(struct parser *p, const cJSON *v, struct app_probe *a) {
+  a->key = config_strdup(v->string);
+  if (a->key == NULL) {
+    return fail_oom(p);
+  }
+  const char *slash = strchr(a->key, '/');
+  bool kind_ok = false;
+  for (size_t i = 0; slash != NULL && kProbeKinds[i] != NULL; i++) {
+    kind_ok = kind_ok || strcmp(slash + 1, kProbeKinds[i]) == 0;
+  }
+  if (!kind_ok || slash == a->key || !is_dns_label(a->key, (size_t)(slash - a->key))) {
+    return fail(p,
+                "expected \"<container>/<livez|readyz|startupz>\", with the container's "
+                "name");
+  }
+  a->container = config_calloc(1, (size_t)(slash - a->key) + 1);
+  if (a->container == NULL || !replace_string(p, &a->kind, slash + 1)) {
+    return fail_oom(p);
+  }
+  memcpy(a->container, a->key, (size_t)(slash - a->key));
+  if (!expect_object(p, v) || !check_keys(p, v, kProbeKeys)) {
+    return false;
+  }
+  static const char *const kHandlers[] = {"httpGet", "tcpSocket", "grpc", NULL};
+  int handlers = 0;
+  for (size_t i = 0; kHandlers[i] != NULL; i++) {
+    handlers += has_key(v, kHandlers[i]) ? 1 : 0;
+  }
+  if (has_key(v, "exec")) {
+    path_push_key(p, "exec");
+    return fail(p,
+                "exec probes run in the container itself; the sidecar runs httpGet, "
+                "tcpSocket and grpc only");
+  }
+  if (handlers != 1) {
+    return fail(p, "expected exactly one of \"httpGet\", \"tcpSocket\" or \"grpc\"");
+  }
+  uint32_t timeout_s = 1;
+  if (!get_uint(p, v, "timeoutSeconds", 1, 86400, &timeout_s)) {
+    return false;
+  }
+  a->timeout = (duration_ms)timeout_s * kMsPerSecond;
+  const cJSON *h = cJSON_GetObjectItemCaseSensitive(v, "httpGet");
+  size_t saved = 0;
+  if (h != NULL) {
+    a->type = APP_PROBE_HTTP;
+    saved = path_push_key(p, "httpGet");
+    if (!parse_http_get(p, h, a)) {
+      return false;
+    }
+  } else if ((h = cJSON_GetObjectItemCaseSensitive(v, "tcpSocket")) != NULL) {
+    a->type = APP_PROBE_TCP;
+    saved = path_push_key(p, "tcpSocket");
+    if (!expect_object(p, h) || !check_keys(p, h, kTcpSocketKeys) ||
+        !get_probe_port(p, h, &a->port) || !get_string(p, h, "host", &a->host)) {
+      return false;
+    }
+  } else {
+    h = cJSON_GetObjectItemCaseSensitive(v, "grpc");
+    a->type = APP_PROBE_GRPC;
+    saved = path_push_key(p, "grpc");
+    if (!expect_object(p, h) || !check_keys(p, h, kGrpcKeys) || !get_probe_port(p, h, &a->port) ||
+        !get_string(p, h, "service", &a->service) ||
+        (a->service == NULL && !replace_string(p, &a->service, ""))) {
+      return false;
+    }
+  }
+  if (a->host != NULL && (a->host[0] == '\0' || strpbrk(a->host, " /") != NULL)) {
+    path_push_key(p, "host");
+    return fail_value(p, a->host, "not a host name or address");
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+bool config_parse_app_probes(struct config *cfg, const char *name, const char *json, size_t len,
+                             char *err, size_t err_len) {
+  struct parser p = {.file = name, .err = err, .err_len = err_len};
+  cJSON *root = parse_document(&p, json, len);
+  if (root == NULL) {
+    return false;
+  }
+  struct app_probe *probes = NULL;
+  size_t count = 0;
+  bool ok = expect_object(&p, root);
+  size_t total = ok ? (size_t)cJSON_GetArraySize(root) : 0;
+  if (total > 0) {
+    probes = config_calloc(total, sizeof(*probes));
+    if (probes == NULL) {
+      cJSON_Delete(root);
+      return fail_oom(&p);
+    }
+  }
+  for (const cJSON *v = ok ? root->child : NULL; ok && v != NULL && count < total; v = v->next) {
+    size_t saved = path_push_key(&p, v->string);
+    struct app_probe *a = &probes[count++];
+    ok = parse_app_probe(&p, v, a);
+    for (size_t i = 0; ok && i + 1 < count; i++) {
+      if (strcmp(probes[i].key, a->key) == 0) {
+        ok = fail(&p, "listed twice");
+      }
+    }
+    path_pop(&p, saved);
+  }
+  cJSON_Delete(root);
+  if (!ok) {
+    free_app_probes(probes, count);
+    return false;
+  }
+  free_app_probes(cfg->app_probes, cfg->app_probe_count);
+  cfg->app_probes = probes;
+  cfg->app_probe_count = count;
+  return true;
+}
+
+const struct app_probe *config_find_app_probe(const struct config *cfg, const char *key,
+                                              size_t key_len) {
+  for (size_t i = 0; i < cfg->app_probe_count; i++) {
+    const struct app_probe *a = &cfg->app_probes[i];
+    if (strlen(a->key) == key_len && memcmp(a->key, key, key_len) == 0) {
+      return a;
+    }
+  }
+  return NULL;
+}
+
 /* --- text positions ----------------------------------------------------------------- */
 
 /* fail_at reports a problem at byte |offset| of |text| as "line L, column C", counting
@@ -1286,32 +1547,28 @@ static bool check_raw_text(struct parser *p, const char *text, size_t len) {
   return true;
 }
 
-struct config *config_parse(const char *path, const char *json, size_t json_len, char *err,
-                            size_t err_len) {
-  struct parser p = {.file = path, .err = err, .err_len = err_len};
-  struct config *cfg = NULL;
-  cJSON *root = NULL;
-  char *text = NULL;
-
-  if (err != NULL && err_len > 0) {
-    err[0] = '\0';
+/* Parses the JSON document |json| as cJSON does, but with the exact place of a syntax
+ * error in the message. Returns the tree the caller deletes, or NULL after fail(). */
+static cJSON *parse_document(struct parser *p, const char *json, size_t json_len) {
+  if (p->err != NULL && p->err_len > 0) {
+    p->err[0] = '\0';
   }
-  if (!check_raw_text(&p, json, json_len)) {
-    goto err;
+  if (!check_raw_text(p, json, json_len)) {
+    return NULL;
   }
   if (is_blank(json, json_len)) {
-    fail(&p, "the file is empty (expected a JSON object)");
-    goto err;
+    fail(p, "the file is empty (expected a JSON object)");
+    return NULL;
   }
   /* cJSON wants the terminator inside the length to accept the end of the text. */
-  text = config_calloc(1, json_len + 1);
+  char *text = config_calloc(1, json_len + 1);
   if (text == NULL) {
-    fail_oom(&p);
-    goto err;
+    fail_oom(p);
+    return NULL;
   }
   memcpy(text, json, json_len);
   const char *end = NULL;
-  root = cJSON_ParseWithLengthOpts(text, json_len + 1, &end, true);
+  cJSON *root = cJSON_ParseWithLengthOpts(text, json_len + 1, &end, true);
   if (root == NULL) {
     size_t offset = end != NULL && end >= text ? (size_t)(end - text) : 0;
     const char *what = NULL;
@@ -1320,10 +1577,20 @@ struct config *config_parse(const char *path, const char *json, size_t json_len,
       what = "cannot parse it (or out of memory)";
     }
     (void)snprintf(problem, sizeof(problem), "JSON syntax error: %s", what);
-    fail_at(&p, text, offset < json_len ? offset : json_len, problem);
+    fail_at(p, text, offset < json_len ? offset : json_len, problem);
+  }
+  free(text);
+  return root;
+}
+
+struct config *config_parse(const char *path, const char *json, size_t json_len, char *err,
+                            size_t err_len) {
+  struct parser p = {.file = path, .err = err, .err_len = err_len};
+  struct config *cfg = NULL;
+  cJSON *root = parse_document(&p, json, json_len);
+  if (root == NULL) {
     goto err;
   }
-
   cfg = config_calloc(1, sizeof(*cfg));
   if (cfg == NULL) {
     fail_oom(&p);
@@ -1334,13 +1601,11 @@ struct config *config_parse(const char *path, const char *json, size_t json_len,
     goto err;
   }
   cJSON_Delete(root);
-  free(text);
   return cfg;
 
 err:
   config_free(cfg);
   cJSON_Delete(root);
-  free(text);
   return NULL;
 }
 

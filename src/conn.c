@@ -28,7 +28,17 @@
 _Static_assert((int)IO_WAIT_READ == (int)UV_READABLE && (int)IO_WAIT_WRITE == (int)UV_WRITABLE,
                "io_wait bits are libuv's poll events");
 
-enum conn_state { CONN_RESOLVING, CONN_CONNECTING, CONN_HANDSHAKING, CONN_RELAYING, CONN_CLOSING };
+enum conn_state {
+  CONN_DETECTING, /* Permissive inbound: waiting for the first byte to say TLS or not. */
+  CONN_RESOLVING,
+  CONN_CONNECTING,
+  CONN_HANDSHAKING,
+  CONN_RELAYING,
+  CONN_CLOSING
+};
+
+/* The first byte of every TLS connection: a handshake record (RFC 8446 section 5.1). */
+enum { TLS_RECORD_HANDSHAKE = 0x16 };
 
 /* One socket of the connection and its watcher. */
 struct side {
@@ -61,11 +71,13 @@ struct conn {
   struct tls_conn_info info;
   bool have_info;
   bool handshaking; /* Holds one of its listener's limits.max_handshaking slots. */
+  bool plaintext;   /* A permissive listener took it for plaintext: no TLS at all. */
   const char *result;
 };
 
 static void start_connect(struct conn *c);
 static void start_handshake(struct conn *c);
+static void start_plaintext(struct conn *c);
 static void start_relay(struct conn *c);
 static void on_poll(uv_poll_t *handle, int status, int events);
 
@@ -158,7 +170,9 @@ static void write_access_log(struct conn *c) {
       .listener = c->l->cfg->name,
       .downstream = down,
       .upstream = c->dial.upstream,
-      .identity = c->have_info ? c->info.peer_identity : "",
+      .identity = c->plaintext   ? "-"
+                  : c->have_info ? c->info.peer_identity
+                                 : "",
       .tls_version = c->have_info ? c->info.version : "",
       .cipher = c->have_info ? c->info.cipher : "",
       .resumed = c->have_info && c->info.resumed,
@@ -274,6 +288,10 @@ static void handshake_failed(struct conn *c, enum tls_failure failure, const cha
 static void on_timer(uv_timer_t *timer) {
   struct conn *c = timer->data;
   switch (c->state) {
+    case CONN_DETECTING:
+      /* Nothing came: a server-first protocol, which speaks plaintext. */
+      start_plaintext(c);
+      return;
     case CONN_RESOLVING:
     case CONN_CONNECTING:
       upstream_failed(c, UPSTREAM_FAIL_TIMEOUT);
@@ -505,6 +523,46 @@ static void start_connect(struct conn *c) {
   }
 }
 
+/* ---- Permissive inbound ---- */
+
+/* Relays the connection as plaintext, with no identity (SPEC section 3, permissive). */
+static void start_plaintext(struct conn *c) {
+  c->plaintext = true;
+  release_handshake_slot(c);
+  stats_add(c->l->stats, LC_PLAINTEXT, 1);
+  if (log_enabled(LOG_DEBUG)) {
+    char peer[NETADDR_STR_MAX];
+    log_write(LOG_DEBUG, "conn", "%s: %s speaks plaintext: relayed without TLS", c->l->cfg->name,
+              netaddr_format(peer, (const struct sockaddr *)&c->peer));
+  }
+  side_want(c, &c->down, 0);
+  start_connect(c);
+}
+
+/* Looks at the first byte without taking it: a TLS handshake record goes the mTLS way,
+ * anything else (or the end of the stream) is plaintext. */
+static void detect(struct conn *c) {
+  uint8_t first;
+  ssize_t n = recv(c->down.xprt.fd, &first, 1, MSG_PEEK);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    return;
+  }
+  if (n < 0) {
+    conn_close(c, "reset");
+  } else if (n == 1 && first == TLS_RECORD_HANDSHAKE) {
+    side_want(c, &c->down, 0);
+    start_handshake(c);
+  } else {
+    start_plaintext(c);
+  }
+}
+
+static void start_detecting(struct conn *c) {
+  c->state = CONN_DETECTING;
+  arm_timer(c, now_ms(c) + cfg_of(c)->limits.detect_timeout);
+  side_want(c, &c->down, IO_WAIT_READ);
+}
+
 /* ---- Events ---- */
 
 static void on_poll(uv_poll_t *handle, int status, int events) {
@@ -516,6 +574,9 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
     events = s->events;
   }
   switch (c->state) {
+    case CONN_DETECTING:
+      detect(c);
+      return;
     case CONN_CONNECTING:
       if (s == &c->up) {
         connect_check(c);
@@ -660,9 +721,11 @@ void conn_accept(struct conn_host *host, struct conn_listener *l, int fd) {
   if (l->cfg->transparent && !check_destination(c)) {
     return;
   }
-  if (l->cfg->mode == LISTENER_INBOUND) {
-    start_handshake(c);
-  } else {
+  if (l->cfg->mode == LISTENER_OUTBOUND) {
     start_connect(c);
+  } else if (l->cfg->permissive) {
+    start_detecting(c);
+  } else {
+    start_handshake(c);
   }
 }

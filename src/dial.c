@@ -95,6 +95,12 @@ enum dial_plan dialer_plan(struct dialer *d, const struct listener_config *lc) {
     format_target(d);
     return DIAL_CONNECT;
   }
+  return dialer_plan_hostport(d, hp);
+}
+
+enum dial_plan dialer_plan_hostport(struct dialer *d, const struct hostport *hp) {
+  d->failure = UPSTREAM_FAIL_UNREACHABLE;
+  d->host[0] = '\0';
   if (hp->host_is_ip) {
     if (!netaddr_to_sockaddr(&d->target, &d->target_len, hp)) {
       return DIAL_UNREACHABLE;

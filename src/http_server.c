@@ -70,6 +70,10 @@ struct http_exchange {
   bool eof;               /* The client will send nothing more. */
   bool reading;
   bool head_only; /* The current request is a HEAD: answers carry no body. */
+  bool deferred;  /* The route answers later (http_defer); nothing more is read until then. */
+  void (*abort)(void *arg); /* Tells the deferring route that |x| is gone. */
+  void *abort_arg;
+  bool in_route; /* A route is running: an answer now is not a late one. */
 
   size_t len; /* Bytes in |buf|: the current request's head, then what followed. */
   char buf[BUF_SIZE];
@@ -86,6 +90,7 @@ struct pending_write {
 static void conn_close(struct http_exchange *c);
 static void conn_process(struct http_exchange *c);
 static void conn_settle(struct http_exchange *c);
+static void on_timer(uv_timer_t *timer);
 
 static void server_release(struct http_server *server) {
   if (--server->open_handles == 0 && server->closing) {
@@ -178,8 +183,38 @@ static void conn_respond(struct http_exchange *c, const struct http_response *r,
   free(out);
 }
 
+static void finish_request(struct http_exchange *c);
+
 void http_respond(struct http_exchange *x, const struct http_response *r) {
   conn_respond(x, r, x->head_only, NULL);
+  if (!x->deferred) {
+    return;
+  }
+  /* A deferred answer: the request ends now, and the connection goes on from there
+   * (unless the route is still running: the loop that called it goes on itself). */
+  x->deferred = false;
+  x->abort = NULL;
+  if (!x->closing && !x->in_route) {
+    finish_request(x);
+    conn_process(x);
+    conn_settle(x);
+  }
+}
+
+void http_defer(struct http_exchange *x, uint64_t timeout_ms, void (*abort)(void *arg), void *arg) {
+  x->deferred = true;
+  x->abort = abort;
+  x->abort_arg = arg;
+  uv_timer_start(&x->timer, on_timer, timeout_ms, 0);
+}
+
+/* Tells a deferring route, once, that its exchange is going. */
+static void abort_deferred(struct http_exchange *c) {
+  void (*abort)(void *arg) = c->abort;
+  c->abort = NULL;
+  if (abort != NULL) {
+    abort(c->abort_arg);
+  }
 }
 
 void http_respond_text(struct http_exchange *x, int status, const char *text) {
@@ -242,7 +277,10 @@ static void dispatch(struct http_exchange *c) {
   const char *buf = c->buf;
   const struct http_route *route = NULL;
   for (size_t i = 0; i < cfg->route_count; i++) {
-    if (http_span_equal(buf, req->path, cfg->routes[i].path)) {
+    const struct http_route *r = &cfg->routes[i];
+    size_t n = strlen(r->path);
+    if (r->prefix ? req->path.len > n && memcmp(buf + req->path.off, r->path, n) == 0
+                  : http_span_equal(buf, req->path, r->path)) {
       route = &cfg->routes[i];
       break;
     }
@@ -261,7 +299,9 @@ static void dispatch(struct http_exchange *c) {
     conn_respond(c, &r, c->head_only, get ? "GET, HEAD" : "POST");
     return;
   }
+  c->in_route = true;
   route->handle(c, cfg->arg);
+  c->in_route = false;
 }
 
 /* ---- Connections ---- */
@@ -281,6 +321,7 @@ static void conn_close(struct http_exchange *c) {
     return;
   }
   c->closing = true;
+  abort_deferred(c);
   struct http_server *server = c->server;
   if (c->prev != NULL) {
     c->prev->next = c->next;
@@ -299,6 +340,11 @@ static void conn_close(struct http_exchange *c) {
 
 static void on_timer(uv_timer_t *timer) {
   struct http_exchange *c = timer->data;
+  if (c->deferred) {
+    abort_deferred(c);
+    http_respond_text(c, 503, "no answer in time");
+    return;
+  }
   if (c->lingering || c->close_after_write || c->write_queued > 0) {
     /* The client stopped reading, or lingering is over. */
     conn_close(c);
@@ -361,7 +407,8 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
 }
 
 static void update_reading(struct http_exchange *c) {
-  bool want = !c->closing && !c->eof && (c->lingering || (!c->paused && !c->close_after_write));
+  bool want = !c->closing && !c->eof &&
+              (c->lingering || (!c->paused && !c->close_after_write && !c->deferred));
   if (want == c->reading) {
     return;
   }
@@ -435,7 +482,7 @@ static void buf_drop(struct http_exchange *c, size_t off, size_t n) {
 /* Answers every complete request in the buffer, in order, until one is incomplete, the
  * connection is to close, or too much output is queued. */
 static void conn_process(struct http_exchange *c) {
-  while (!c->closing && !c->close_after_write) {
+  while (!c->closing && !c->close_after_write && !c->deferred) {
     if (c->write_queued >= WRITE_HIGH) {
       c->paused = true;
       return;
@@ -475,15 +522,20 @@ static void conn_process(struct http_exchange *c) {
     LOG_DEBUGF(c->server->cfg.name, "%s: %.*s %.*s", c->peer, (int)req->method.len,
                c->buf + req->method.off, (int)req->target.len, c->buf + req->target.off);
     dispatch(c);
-    if (c->closing) {
+    if (c->closing || c->deferred) {
       return;
     }
-    buf_drop(c, 0, req->head_len);
-    c->head_done = false;
-    http_parser_init(&c->parser);
-    /* The next request, or the wait for it, gets a fresh deadline. */
-    restart_timer(c, c->server->cfg.limits.timeout_ms);
+    finish_request(c);
   }
+}
+
+/* Drops the answered request's head; the next request, or the wait for it, gets a fresh
+ * deadline. */
+static void finish_request(struct http_exchange *c) {
+  buf_drop(c, 0, c->parser.req.head_len);
+  c->head_done = false;
+  http_parser_init(&c->parser);
+  restart_timer(c, c->server->cfg.limits.timeout_ms);
 }
 
 static void on_refused_closed(uv_handle_t *handle) {

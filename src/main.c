@@ -104,6 +104,30 @@ static int parse_common(struct common_opts *opts, int argc, char **argv, const c
 /* The environment variable an injected sidecar gets its configuration from (SPEC
  * section 2); its name stands in for the file's in every message. */
 static const char kConfigEnv[] = "MTLSD_CONFIG";
+/* The application containers' original probes, put there by the injector (SPEC section
+ * 5). */
+static const char kProbesEnv[] = "MTLSD_APP_PROBES";
+
+/* Adds MTLSD_APP_PROBES to |cfg|; false after printing why not. */
+static bool load_app_probes(struct config *cfg, const char *cmd) {
+  const char *env = getenv(kProbesEnv);
+  if (env == NULL || env[0] == '\0') {
+    return true;
+  }
+  char err[1024];
+  if (!config_parse_app_probes(cfg, kProbesEnv, env, strlen(env), err, sizeof(err))) {
+    fprintf(stderr, "%s\n", err);
+    return false;
+  }
+  if (cfg->app_probe_count > 0 && !cfg->health.enabled) {
+    fprintf(stderr,
+            "mtlsd %s: %s holds %zu probe%s, but health.listen is not set: they are served on "
+            "the health port\n",
+            cmd, kProbesEnv, cfg->app_probe_count, cfg->app_probe_count == 1 ? "" : "s");
+    return false;
+  }
+  return true;
+}
 
 /* Parses run's or check's options and loads the configuration: -1 with |*out| and
  * |*path| set, or the exit code to end with. */
@@ -140,6 +164,11 @@ static int load_config(struct config **out, const char **path, int argc, char **
   }
   if (*out == NULL) {
     fprintf(stderr, "%s\n", err);
+    return MTLSD_EXIT_USAGE;
+  }
+  if (!load_app_probes(*out, cmd)) {
+    config_free(*out);
+    *out = NULL;
     return MTLSD_EXIT_USAGE;
   }
   return -1;
@@ -180,6 +209,10 @@ static int cmd_check(int argc, char **argv) {
   printf("%s: configuration ok: %zu listener%s, %u worker%s, trust domain %s\n", path,
          cfg->listener_count, cfg->listener_count == 1 ? "" : "s", cfg->workers,
          cfg->workers == 1 ? "" : "s", cfg->trust_domain);
+  if (cfg->app_probe_count > 0) {
+    printf("%s: %zu application probe%s\n", kProbesEnv, cfg->app_probe_count,
+           cfg->app_probe_count == 1 ? "" : "s");
+  }
   int code = MTLSD_EXIT_OK;
   if (!any_cert_file_present(cfg)) {
     printf("certificates: none in %s yet (mtlsd starts and waits for them)\n", cfg->certs.dir);

@@ -55,7 +55,19 @@ struct stats *stats_new(const struct config *cfg) {
     return NULL;
   }
   memset(stats->per_worker, 0, n * sizeof(struct listener_stats));
+  if (cfg->app_probe_count > 0) {
+    stats->global.app_probe_results =
+        calloc(cfg->app_probe_count * 2, sizeof(*stats->global.app_probe_results));
+    if (stats->global.app_probe_results == NULL) {
+      stats_free(stats);
+      return NULL;
+    }
+  }
   return stats;
+}
+
+void stats_count_app_probe(struct stats *stats, size_t probe, bool ok) {
+  stats_add_u64(&stats->global.app_probe_results[probe * 2 + (ok ? 0 : 1)], 1);
 }
 
 void stats_free(struct stats *stats) {
@@ -63,6 +75,7 @@ void stats_free(struct stats *stats) {
     return;
   }
   free(stats->per_worker);
+  free(stats->global.app_probe_results);
   free(stats);
 }
 
@@ -153,7 +166,8 @@ enum metric_source {
   SRC_COUNTER,   /* Listener counters first .. first + value_count - 1. */
   SRC_HISTOGRAM, /* Listener histogram |first|. */
   SRC_ROOTS,     /* The listener's peer roots, one series per root seen. */
-  SRC_SCALAR     /* Scalars first .. first + value_count - 1. */
+  SRC_SCALAR,    /* Scalars first .. first + value_count - 1. */
+  SRC_APP_PROBES /* Per application probe (container, kind) and result. */
 };
 
 struct metric_def {
@@ -224,6 +238,9 @@ static const struct metric_def kMetrics[] = {
     {"mtlsd_connection_duration_seconds", "histogram",
      "Lifetime of closed connections, from accept to close.", SRC_HISTOGRAM, HIST_CONNECTION, 0,
      NULL, NULL},
+    {"mtlsd_plaintext_connections_total", "counter",
+     "Connections a permissive listener relayed as plaintext, without TLS.", SRC_COUNTER,
+     LC_PLAINTEXT, 1, NULL, NULL},
     {"mtlsd_peer_roots_total", "counter",
      "Verified peers by the SHA-256 prefix of the root CA that verified them.", SRC_ROOTS, 0, 0,
      "root", NULL},
@@ -237,6 +254,9 @@ static const struct metric_def kMetrics[] = {
      SC_CERT_GENERATION, 1, NULL, NULL},
     {"mtlsd_draining", "gauge", "1 while a graceful drain is under way, else 0.", SRC_SCALAR,
      SC_DRAINING, 1, NULL, NULL},
+    {"mtlsd_app_probes_total", "counter",
+     "Runs of the application containers' own probes from the health port, by result.",
+     SRC_APP_PROBES, 0, 2, "result", result_label},
     {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
      SRC_SCALAR, SC_CPU_SECONDS, 1, NULL, NULL},
     {"process_open_fds", "gauge", "Number of open file descriptors.", SRC_SCALAR, SC_OPEN_FDS, 1,
@@ -510,13 +530,22 @@ static void json_histogram(struct textbuf *b, const struct listener_snapshot *l,
   textbuf_printf(b, "\"+Inf\":%llu}}", (unsigned long long)l->buckets[kind][STATS_BUCKETS]);
 }
 
+static bool per_listener(const struct metric_def *m) {
+  return m->source != SRC_SCALAR && m->source != SRC_APP_PROBES;
+}
+
+static uint64_t app_probe_count(const struct stats *stats, size_t probe, size_t result) {
+  return atomic_load_explicit(&stats->global.app_probe_results[probe * 2 + result],
+                              memory_order_relaxed);
+}
+
 /* Writes one listener's (or the total's) metrics as a JSON object. */
 static void json_listener(struct textbuf *b, const struct listener_snapshot *l) {
   bool first = true;
   textbuf_str(b, "{");
   for (size_t i = 0; i < METRIC_COUNT; i++) {
     const struct metric_def *m = &kMetrics[i];
-    if (m->source == SRC_SCALAR) {
+    if (!per_listener(m)) {
       continue;
     }
     json_key(b, &first, m->name);
@@ -565,10 +594,23 @@ char *stats_render_json(const struct stats *stats) {
   first = true;
   for (size_t i = 0; i < METRIC_COUNT; i++) {
     const struct metric_def *m = &kMetrics[i];
-    if (m->source != SRC_SCALAR) {
+    if (per_listener(m)) {
       continue;
     }
     json_key(&b, &first, m->name);
+    if (m->source == SRC_APP_PROBES) {
+      /* {"<container>/<kind>": {"ok": N, "failed": N}, ...} */
+      bool first_probe = true;
+      textbuf_str(&b, "{");
+      for (size_t p = 0; p < stats->cfg->app_probe_count; p++) {
+        json_key(&b, &first_probe, stats->cfg->app_probes[p].key);
+        textbuf_printf(&b, "{\"ok\":%llu,\"failed\":%llu}",
+                       (unsigned long long)app_probe_count(stats, p, 0),
+                       (unsigned long long)app_probe_count(stats, p, 1));
+      }
+      textbuf_str(&b, "}");
+      continue;
+    }
     if (m->label == NULL) {
       out_value(&b, &snap.scalars[m->first]);
       continue;
@@ -627,6 +669,22 @@ static void prom_series(struct textbuf *b, const char *name, const char *suffix,
   textbuf_str(b, open ? "} " : " ");
 }
 
+/* mtlsd_app_probes_total{container="...",kind="...",result="..."}, two per probe. */
+static void prom_app_probes(struct textbuf *b, const struct metric_def *m,
+                            const struct stats *stats) {
+  for (size_t p = 0; p < stats->cfg->app_probe_count; p++) {
+    const struct app_probe *a = &stats->cfg->app_probes[p];
+    for (size_t r = 0; r < 2; r++) {
+      textbuf_printf(b, "%s{container=\"", m->name);
+      prom_escaped(b, a->container, true);
+      textbuf_str(b, "\",kind=\"");
+      prom_escaped(b, a->kind, true);
+      textbuf_printf(b, "\",%s=\"%s\"} %llu\n", m->label, m->label_value(r),
+                     (unsigned long long)app_probe_count(stats, p, r));
+    }
+  }
+}
+
 static void prom_histogram(struct textbuf *b, const struct metric_def *m, const char *listener,
                            const struct listener_snapshot *l) {
   size_t kind = (size_t)m->first;
@@ -681,6 +739,10 @@ char *stats_render_prometheus(const struct stats *stats) {
     textbuf_printf(&b, "# HELP %s ", m->name);
     prom_escaped(&b, m->help, false);
     textbuf_printf(&b, "\n# TYPE %s %s\n", m->name, m->type);
+    if (m->source == SRC_APP_PROBES) {
+      prom_app_probes(&b, m, stats);
+      continue;
+    }
     if (m->source != SRC_SCALAR) {
       for (size_t l = 0; l < snap.listeners; l++) {
         prom_listener(&b, m, stats->cfg->listeners[l].name, &snap.l[l]);

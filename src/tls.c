@@ -766,6 +766,50 @@ struct tls_conn *tls_conn_new_client(struct tls_contexts *ctxs, int fd,
   return conn;
 }
 
+/* The context of the kubelet-style HTTPS probes: no client certificate, and the server's
+ * certificate is not verified (the kubelet's InsecureSkipVerify), as an application's
+ * own probe endpoint usually has a self-signed one. Made on first use, kept for the
+ * process. */
+static SSL_CTX *g_probe_ctx;
+static pthread_once_t g_probe_once = PTHREAD_ONCE_INIT;
+
+static void probe_ctx_init(void) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_method());
+  if (ctx == NULL || !SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)) {
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return;
+  }
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+  g_probe_ctx = ctx;
+}
+
+struct tls_conn *tls_conn_new_unverified_client(int fd, const char *sni) {
+  pthread_once(&g_probe_once, probe_ctx_init);
+  if (g_probe_ctx == NULL) {
+    return NULL;
+  }
+  struct tls_conn *conn = calloc(1, sizeof(*conn));
+  if (conn == NULL) {
+    return NULL;
+  }
+  conn->fd = fd;
+  conn->peer_not_after = INT64_MAX;
+  conn->ssl = SSL_new(g_probe_ctx);
+  /* No ex_data: none of the mesh contexts' callbacks runs on this context. */
+  if (conn->ssl == NULL || !attach_bio(conn)) {
+    SSL_free(conn->ssl);
+    free(conn);
+    ERR_clear_error();
+    return NULL;
+  }
+  SSL_set_connect_state(conn->ssl);
+  if (sni != NULL && !SSL_set_tlsext_host_name(conn->ssl, sni)) {
+    ERR_clear_error();
+  }
+  return conn;
+}
+
 void tls_conn_free(struct tls_conn *conn) {
   if (conn == NULL) {
     return;

@@ -1,9 +1,11 @@
-/* admin: the local admin port (SPEC section 5): the routes of admin.listen, served by an
- * http_server on the main thread's loop, so that a heavy scrape never delays a worker.
- * The routes read the runtime and change the process only through struct
- * admin_control_ops.
+/* admin: the local admin port and the health port (SPEC section 5): the routes of
+ * admin.listen and of health.listen, each port its own http_server (its own connection
+ * budget and timeouts, so that neither a flood on one nor a full other ever blocks it),
+ * on the main thread's loop, so that a heavy scrape never delays a worker. The routes
+ * read the runtime and change the process only through struct admin_control_ops; the
+ * health port is read-only, and serves the application probes (app_health).
  *
- * Owns struct admin and its http_server. */
+ * Owns struct admin, its two http_servers and the app_health behind the health port. */
 #ifndef MTLSD_ADMIN_H
 #define MTLSD_ADMIN_H
 
@@ -25,8 +27,9 @@ struct admin_control_ops {
   void (*drain)(void *arg, bool then_exit);
 };
 
-/* admin_start binds admin.listen of |rt->cfg| on |loop| and starts serving; |rt| and
- * |ops| must outlive it. On failure it returns NULL and writes the reason into |err|. */
+/* admin_start binds admin.listen (and health.listen, when set) of |rt->cfg| on |loop|
+ * and starts serving; |rt| and |ops| must outlive it. On failure it returns NULL and
+ * writes the reason, naming the key and the address, into |err|. */
 struct admin *admin_start(uv_loop_t *loop, struct runtime *rt, const struct admin_control_ops *ops,
                           void *arg, char *err, size_t err_len);
 

@@ -55,6 +55,30 @@ struct listener_config {
   uint32_t max_connections;
 };
 
+/* An application container's original Kubernetes probe, run by the sidecar for the
+ * health port's /app-health/<container>/<kind> (SPEC section 5). */
+enum app_probe_type { APP_PROBE_HTTP, APP_PROBE_TCP, APP_PROBE_GRPC };
+
+struct app_probe_header {
+  char *name;
+  char *value;
+};
+
+struct app_probe {
+  char *key;       /* "<container>/<kind>", as in the URL. */
+  char *container; /* A DNS label. */
+  char *kind;      /* "livez", "readyz" or "startupz". */
+  enum app_probe_type type;
+  char *host; /* The probe's own host; NULL: POD_IP from the environment, else 127.0.0.1. */
+  uint16_t port;
+  char *path; /* httpGet; "/" when absent. */
+  bool https; /* httpGet scheme HTTPS: TLS, the certificate not verified (as the kubelet). */
+  struct app_probe_header *headers; /* httpGet httpHeaders, in order. */
+  size_t header_count;
+  char *service;       /* grpc; "" when absent. */
+  duration_ms timeout; /* timeoutSeconds; 1 s when absent. */
+};
+
 /* Where the certificate files are and how they are watched (SPEC section 4). */
 struct certs_config {
   char *dir;
@@ -116,6 +140,10 @@ struct config {
   unsigned workers; /* Resolved: never 0 after loading (0 in the file means one per CPU). */
   unsigned workers_configured; /* As written, for /config. */
 
+  /* From MTLSD_APP_PROBES (config_parse_app_probes), not from the configuration file. */
+  struct app_probe *app_probes;
+  size_t app_probe_count;
+
   enum log_access_target access_log;
   char *access_log_path; /* For ACCESS_LOG_TARGET_FILE, as written (relative to the working
                           * directory when not absolute); NULL otherwise. */
@@ -141,6 +169,21 @@ void config_free(struct config *cfg);
  * cipher suites spelled out, so that config_parse reads it back to the same settings.
  * Returns NULL on allocation failure. */
 char *config_to_json(const struct config *cfg);
+
+/* config_parse_app_probes reads |json| (|len| bytes; MTLSD_APP_PROBES, named |name| in
+ * messages): an object mapping "<container>/<kind>" to the original probe of the pod
+ * spec, of which it keeps httpGet, tcpSocket or grpc (exactly one) and timeoutSeconds,
+ * and accepts the other probe fields (periodSeconds, ...), which the kubelet applies to
+ * the rewritten probe. Ports must be numbers (the injector resolves named ports). The
+ * probes go into |cfg|, which owns them. Returns false with "NAME: PATH: problem" in
+ * |err| on anything else, leaving |cfg| unchanged. */
+bool config_parse_app_probes(struct config *cfg, const char *name, const char *json, size_t len,
+                             char *err, size_t err_len);
+
+/* config_find_app_probe returns the probe of |key| ("<container>/<kind>", |key_len|
+ * bytes), or NULL. */
+const struct app_probe *config_find_app_probe(const struct config *cfg, const char *key,
+                                              size_t key_len);
 
 /* config_parse_duration parses "250ms", "15s", "5m", "1h" into |*out|: decimal digits, an
  * optional fraction ("1.5s") that must come to a whole number of milliseconds, and a unit

@@ -56,6 +56,10 @@ enum dial_plan { DIAL_CONNECT, DIAL_RESOLVE, DIAL_UNREACHABLE };
  * DIAL_RESOLVE: call dialer_resolve first; DIAL_UNREACHABLE: there is nowhere to go. */
 enum dial_plan dialer_plan(struct dialer *d, const struct listener_config *lc);
 
+/* dialer_plan_hostport is dialer_plan for a given |hp|: an IP literal, or a name to
+ * resolve. */
+enum dial_plan dialer_plan_hostport(struct dialer *d, const struct hostport *hp);
+
 /* dialer_resolve resolves the host chosen by dialer_plan on |loop|; |cb| runs once with
  * the resolver's status (also after uv_cancel, with UV_ECANCELED), unless this returns a
  * negative error. */

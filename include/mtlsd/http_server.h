@@ -1,7 +1,8 @@
 /* http_server: a bounded HTTP/1.1 server on a libuv loop, for the admin port and the
  * other small HTTP endpoints of mtlsd: a route table of exact paths, per-server limits
  * (connections, request time, lingering close), keep-alive and pipelining. Routes answer
- * at once, on the loop's thread.
+ * on the loop's thread, at once or, after http_defer, from a later callback; pipelined
+ * requests are answered in order either way.
  *
  * Owns struct http_server and its connections (struct http_exchange, one per client,
  * which a route sees while it answers the current request). */
@@ -33,7 +34,8 @@ struct http_exchange;
 enum http_route_method { HTTP_ROUTE_GET, HTTP_ROUTE_POST };
 
 struct http_route {
-  const char *path; /* Matched exactly, without the query. */
+  const char *path; /* Matched exactly, without the query; or as a prefix: */
+  bool prefix;      /* ...the request's path starts with |path| and is longer. */
   enum http_route_method method;
   /* handle answers the request with one http_respond* call; |arg| is the server's. */
   void (*handle)(struct http_exchange *x, void *arg);
@@ -85,6 +87,13 @@ void http_respond_json(struct http_exchange *x, int status, cJSON *json);
 
 /* http_respond_owned answers 200 with |body| (which it frees), or 500 when it is NULL. */
 void http_respond_owned(struct http_exchange *x, const char *content_type, char *body);
+
+/* http_defer says that the route will answer |x|'s request later, with one http_respond*
+ * call from another callback on the loop (an application probe, say). Until then the
+ * connection reads no further request. If no answer has come within |timeout_ms|, |abort|
+ * runs and the client gets 503; if the connection closes first, |abort| runs too. After
+ * |abort| has run, |x| must not be used; after the answer, |abort| never runs. */
+void http_defer(struct http_exchange *x, uint64_t timeout_ms, void (*abort)(void *arg), void *arg);
 
 /* http_json_text renders |json| (which it deletes) as compact text the caller frees;
  * NULL when out of memory. */

@@ -37,6 +37,20 @@ static inline void list_remove(struct list_node *node) {
   list_init(node);
 }
 
+/* list_splice moves every node of |from| to the front of |to|, leaving |from| empty. */
+static inline void list_splice(struct list_node *to, struct list_node *from) {
+  if (list_empty(from)) {
+    return;
+  }
+  struct list_node *first = from->next;
+  struct list_node *last = from->prev;
+  last->next = to->next;
+  to->next->prev = last;
+  to->next = first;
+  first->prev = to;
+  list_init(from);
+}
+
 /* LIST_ENTRY returns the object of type |type| whose member |member| is |node|. */
 #define LIST_ENTRY(node, type, member) ((type *)((char *)(node)-offsetof(type, member)))
 

@@ -52,6 +52,7 @@ enum listener_counter {
   LC_BYTES_RECEIVED_UPSTREAM,
   LC_BYTES_SENT_DOWNSTREAM,
   LC_BYTES_SENT_UPSTREAM,
+  LC_PLAINTEXT, /* Permissive listeners: connections relayed without TLS. */
   LC_COUNT
 };
 
@@ -90,6 +91,8 @@ struct stats_global {
   _Atomic uint64_t cert_generation;
   _Atomic int draining;
   int64_t start_time; /* Unix seconds. */
+  /* mtlsd_app_probes_total: [probe * 2 + (ok ? 0 : 1)], probes as in cfg->app_probes. */
+  _Atomic uint64_t *app_probe_results;
 };
 
 struct stats {
@@ -119,6 +122,10 @@ static inline void stats_add_u64(_Atomic uint64_t *v, uint64_t n) {
 static inline void stats_add(struct listener_stats *s, enum listener_counter c, uint64_t n) {
   stats_add_u64(&s->counters[c], n);
 }
+
+/* stats_count_app_probe counts one run of the application probe cfg->app_probes[|probe|]
+ * with its result. Called on the main thread. */
+void stats_count_app_probe(struct stats *stats, size_t probe, bool ok);
 
 /* stats_observe records |seconds| in histogram |kind| of |s|. */
 void stats_observe(struct listener_stats *s, enum histogram_kind kind, double seconds);

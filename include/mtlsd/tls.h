@@ -134,6 +134,12 @@ struct tls_conn *tls_conn_new_client(struct tls_contexts *ctxs, int fd,
                                      const struct tls_peer_policy *policy, const char *sni,
                                      struct tls_session_cache *cache, const char *cache_key);
 
+/* tls_conn_new_unverified_client starts a client connection on |fd| that presents no
+ * certificate and does not verify the server's: only for running an application's own
+ * HTTPS probe the way the kubelet does (which skips verification too), never for mesh
+ * traffic. |sni| (may be NULL) is sent when it is a DNS name. NULL on failure. */
+struct tls_conn *tls_conn_new_unverified_client(int fd, const char *sni);
+
 /* tls_conn_free releases |conn| (not its socket); NULL is a no-op. */
 void tls_conn_free(struct tls_conn *conn);
 

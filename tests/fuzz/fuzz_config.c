@@ -4,7 +4,9 @@
  *
  * Beyond not crashing, the results must agree with one another: a refused input leaves
  * a message in the "FILE: WHERE: problem" form; an accepted one renders with
- * config_to_json, the rendering loads back, and renders again to the same text. */
+ * config_to_json, the rendering loads back, and renders again to the same text. The same
+ * bytes are also read as MTLSD_APP_PROBES, which must end in probes or one message and
+ * leave the configuration as it was when refused. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -22,7 +24,30 @@ static void require(int cond, const char *what, const char *detail) {
   }
 }
 
+static void fuzz_app_probes(const uint8_t *data, size_t size) {
+  static const char kBase[] =
+      "{\"listeners\":[{\"name\":\"o\",\"mode\":\"outbound\",\"listen\":\"127.0.0.1:1\","
+      "\"transparent\":true}]}";
+  char err[1024] = "";
+  struct config *cfg = config_parse("base", kBase, sizeof(kBase) - 1, err, sizeof(err));
+  require(cfg != NULL, "the base configuration does not load", err);
+  if (config_parse_app_probes(cfg, "P", (const char *)data, size, err, sizeof(err))) {
+    for (size_t i = 0; i < cfg->app_probe_count; i++) {
+      const struct app_probe *a = &cfg->app_probes[i];
+      require(a->port > 0 && a->timeout >= 1000 && a->container[0] != '\0',
+              "an accepted probe is incomplete", a->key);
+      require(config_find_app_probe(cfg, a->key, strlen(a->key)) == a, "a probe cannot be found",
+              a->key);
+    }
+  } else {
+    require(strncmp(err, "P: ", 3) == 0 && strchr(err, '\n') == NULL, "bad probes message", err);
+    require(cfg->app_probe_count == 0, "a refused set left probes behind", err);
+  }
+  config_free(cfg);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  fuzz_app_probes(data, size);
   char err[1024];
   memset(err, 0, sizeof(err));
   struct config *cfg = config_parse("f.json", (const char *)data, size, err, sizeof(err));

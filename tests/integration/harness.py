@@ -163,7 +163,7 @@ class Mtlsd:
     files, and a sanitizer report in either fails stop()."""
 
     def __init__(self, workdir, config, name="mtlsd", log_format="json", extra_args=(),
-                 nofile=None, prefix=()):
+                 nofile=None, prefix=(), env=None):
         self.workdir = workdir
         self.name = name
         self.config = config
@@ -179,6 +179,7 @@ class Mtlsd:
             [*prefix, MTLSD, "run", "--config", self.config_path, "--log-format", log_format,
              "--log-level", "debug", *extra_args],
             stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
+            env={**os.environ, **env} if env else None,
             preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
             if nofile else None)
         self.returncode = None
@@ -190,13 +191,16 @@ class Mtlsd:
     def admin_url(self, path):
         return f"http://{self.config['admin']['listen']}{path}"
 
+    def health_url(self, path):
+        return f"http://{self.config['health']['listen']}{path}"
+
     def wait_listening(self, timeout=15.0, admin=False):
         """Waits until every listener (and with ADMIN, the admin port) is in the LISTEN
         state. It reads /proc/net/tcp rather than connecting, so that no probe connection
         shows up in the access log or the metrics."""
         addrs = [l["listen"] for l in self.config.get("listeners", [])]
-        if admin and "admin" in self.config:
-            addrs.append(self.config["admin"]["listen"])
+        if admin:
+            addrs += [self.config[k]["listen"] for k in ("admin", "health") if k in self.config]
         ports = {int(a.rsplit(":", 1)[1]) for a in addrs}
 
         def all_up():

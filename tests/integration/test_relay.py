@@ -2,6 +2,7 @@
 processes, real certificates and real TLS peers (Python's OpenSSL, the openssl CLI)."""
 
 import hashlib
+import json
 import os
 import selectors
 import signal
@@ -12,7 +13,7 @@ import time
 import unittest
 
 from harness import (Backend, Mtlsd, Pki, TempDir, client_context, echo_handler, free_port,
-                     recv_all, run, sha256_handler, spiffe, two_sidecars, wait_until)
+                     http_get, recv_all, run, sha256_handler, spiffe, two_sidecars, wait_until)
 
 
 class SelectorEchoBackend:
@@ -581,3 +582,115 @@ class RelayTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def greeter_handler(backend, conn):
+    """A server-first protocol (SMTP, MySQL, ...): it greets, then echoes."""
+    conn.sendall(b"220 hello\r\n")
+    echo_handler(backend, conn)
+
+
+class PermissiveTest(unittest.TestCase):
+    """SPEC section 3, listeners[].permissive: the first byte decides; strict never waits."""
+
+    def setUp(self):
+        self._tmp = TempDir()
+        self.tmp = self._tmp.__enter__()
+        self.pki = Pki(self.tmp)
+        self.server_dir = self.pki.issue("server", spiffe("server"))
+        self.client_dir = self.pki.issue("client", spiffe("client"))
+        self.procs = []
+        self.backends = []
+
+    def tearDown(self):
+        for b in self.backends:
+            b.close()
+        for p in self.procs:
+            code = p.stop()
+            self.assertEqual(code, 0, f"{p.name} exit code\n{p.stderr()[-3000:]}")
+        self._tmp.__exit__(None, None, None)
+
+    def inbound(self, backend, permissive=True, detect_timeout="300ms"):
+        self.backends.append(backend)
+        port = free_port()
+        m = Mtlsd(self.tmp, {
+            "admin": {"listen": f"127.0.0.1:{free_port()}"},
+            "certs": {"dir": self.server_dir},
+            "limits": {"detect_timeout": detect_timeout},
+            "listeners": [{"name": "in", "mode": "inbound", "listen": f"127.0.0.1:{port}",
+                           "forward": f"127.0.0.1:{backend.port}",
+                           "allow": [spiffe("client")], "permissive": permissive}],
+            "workers": 1}, name=f"inbound-{len(self.procs)}")
+        self.procs.append(m)
+        m.wait_listening()
+        wait_until(lambda: http_get(m.admin_url("/ready"))[0] == 200, what="ready")
+        return m, port
+
+    def plaintext_count(self, m):
+        stats = json.loads(http_get(m.admin_url("/stats"))[2])
+        return stats["listeners"]["in"]["mtlsd_plaintext_connections_total"]
+
+    def test_mtls_and_plaintext_client_first_share_the_port(self):
+        m, port = self.inbound(Backend(), detect_timeout="2s")
+        # mTLS, exactly as on a strict listener: the identity is checked and logged.
+        ctx = client_context(self.client_dir)
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with ctx.wrap_socket(raw) as s:
+                s.sendall(b"over tls")
+                s.settimeout(10)
+                self.assertEqual(recv_exactly(s, 8), b"over tls")
+        e = m.wait_access(lambda e: e["identity"] == spiffe("client"))
+        self.assertEqual(e["tls_version"], "TLSv1.3")
+        # A plaintext HTTP client is relayed at once (no wait for the detect timeout).
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(request)
+            s.settimeout(10)
+            self.assertEqual(recv_exactly(s, len(request)), request)
+        self.assertLess(time.monotonic() - start, 1.5, "relayed at once, not after 2 s")
+        e = m.wait_access(lambda e: e["identity"] == "-")
+        self.assertEqual((e["result"], e["tls_version"]), ("ok", ""))
+        self.assertEqual(self.plaintext_count(m), 1)
+
+    def test_a_server_first_backend_greets_after_the_detect_timeout(self):
+        m, port = self.inbound(Backend(greeter_handler))
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(10)
+            self.assertEqual(recv_exactly(s, 11), b"220 hello\r\n")
+            waited = time.monotonic() - start
+            s.sendall(b"EHLO x\r\n")
+            self.assertEqual(recv_exactly(s, 8), b"EHLO x\r\n")
+        self.assertGreaterEqual(waited, 0.25)
+        self.assertLess(waited, 3)
+        self.assertEqual(self.plaintext_count(m), 1)
+
+    def test_a_tls_caller_outside_the_allow_list_is_refused_as_on_strict(self):
+        m, port = self.inbound(Backend())
+        ctx = client_context(self.pki.issue("stranger", spiffe("stranger")))
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with self.assertRaises((ssl.SSLError, ConnectionError)):
+                with ctx.wrap_socket(raw) as s:
+                    s.sendall(b"x")
+                    s.settimeout(10)
+                    if not s.recv(1):
+                        raise ConnectionError("closed")
+        m.wait_access(lambda e: e["result"] == "identity_denied")
+        self.assertEqual(self.plaintext_count(m), 0)
+
+    def test_strict_refuses_plaintext_and_never_waits(self):
+        backend = Backend()
+        m, port = self.inbound(backend, permissive=False)
+        start = time.monotonic()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"GET / HTTP/1.1\r\n\r\n")
+            s.settimeout(10)
+            try:
+                self.assertEqual(s.recv(100), b"")
+            except ConnectionResetError:
+                pass
+        self.assertLess(time.monotonic() - start, 2)
+        m.wait_access(lambda e: e["result"] == "protocol")
+        self.assertEqual(backend.accepted, 0)
+        self.assertEqual(self.plaintext_count(m), 0)

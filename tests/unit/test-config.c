@@ -1106,9 +1106,101 @@ TEST(allocation_failures) {
   free(json);
 }
 
-TEST_MAIN(TEST_ENTRY(bad_configs), TEST_ENTRY(bad_identities), TEST_ENTRY(raw_bytes),
-          TEST_ENTRY(line_and_column), TEST_ENTRY(syntax_errors), TEST_ENTRY(error_buffer),
-          TEST_ENTRY(defaults), TEST_ENTRY(own_ports), TEST_ENTRY(spec_example),
-          TEST_ENTRY(every_key), TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
-          TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations), TEST_ENTRY(format_durations),
-          TEST_ENTRY(workers), TEST_ENTRY(load_file), TEST_ENTRY(allocation_failures))
+/* MTLSD_APP_PROBES: the probes kept, their defaults, and every bad input's message. */
+TEST(app_probes) {
+  char err[512] = "";
+  struct config *cfg =
+      parse_sq(WITH_LISTENER("'health':{'listen':'0.0.0.0:15020'}"), err, sizeof(err));
+  CHECK(cfg != NULL);
+  if (cfg == NULL) {
+    return;
+  }
+  char *good =
+      dq("{'app/livez':{'httpGet':{'path':'/healthz','port':8080,'scheme':'HTTPS',"
+         "'httpHeaders':[{'name':'X-A','value':'b'},{'name':'Host','value':'h'}]},"
+         "'timeoutSeconds':3,'periodSeconds':10,'failureThreshold':3},"
+         "'app/readyz':{'tcpSocket':{'port':8080,'host':'10.0.0.9'}},"
+         "'side-car2/startupz':{'grpc':{'port':9090,'service':'db'}},"
+         "'app/startupz':{'httpGet':{'port':81}}}");
+  CHECK(config_parse_app_probes(cfg, "MTLSD_APP_PROBES", good, strlen(good), err, sizeof(err)));
+  CHECK_STREQ(err, "");
+  free(good);
+  CHECK_INTEQ(cfg->app_probe_count, 4);
+  const struct app_probe *a = config_find_app_probe(cfg, "app/livez", 9);
+  CHECK(a != NULL && a->type == APP_PROBE_HTTP && a->https && a->port == 8080);
+  if (a != NULL) {
+    CHECK_STREQ(a->container, "app");
+    CHECK_STREQ(a->kind, "livez");
+    CHECK_STREQ(a->path, "/healthz");
+    CHECK(a->host == NULL);
+    CHECK_INTEQ(a->timeout, 3000);
+    CHECK_INTEQ(a->header_count, 2);
+    CHECK_STREQ(a->headers[1].name, "Host");
+  }
+  a = config_find_app_probe(cfg, "app/readyz", 10);
+  CHECK(a != NULL && a->type == APP_PROBE_TCP && a->timeout == 1000);
+  CHECK(a != NULL && a->host != NULL && strcmp(a->host, "10.0.0.9") == 0);
+  a = config_find_app_probe(cfg, "side-car2/startupz", 18);
+  CHECK(a != NULL && a->type == APP_PROBE_GRPC && strcmp(a->service, "db") == 0);
+  a = config_find_app_probe(cfg, "app/startupz", 12);
+  CHECK(a != NULL && strcmp(a->path, "/") == 0 && !a->https);
+  CHECK(config_find_app_probe(cfg, "app/live", 8) == NULL);
+
+  static const struct bad_case bad[] = {
+      {"{'app/livez':{'httpGet':{'port':'http'}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.port: \"http\": a named port: resolve it to "
+       "the container's port number"},
+      {"{'App/livez':{'tcpSocket':{'port':1}}}",
+       "MTLSD_APP_PROBES: [\"App/livez\"]: expected \"<container>/<livez|readyz|startupz>\", "
+       "with the container's name"},
+      {"{'app/alive':{'tcpSocket':{'port':1}}}",
+       "MTLSD_APP_PROBES: [\"app/alive\"]: expected \"<container>/<livez|readyz|startupz>\", "
+       "with the container's name"},
+      {"{'app/livez':{'exec':{'command':['x']}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].exec: exec probes run in the container itself; the "
+       "sidecar runs httpGet, tcpSocket and grpc only"},
+      {"{'app/livez':{'tcpSocket':{'port':1},'grpc':{'port':2}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"]: expected exactly one of \"httpGet\", \"tcpSocket\" "
+       "or \"grpc\""},
+      {"{'app/livez':{'httpGet':{'port':1,'scheme':'FTP'}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.scheme: \"FTP\": invalid scheme (expected "
+       "\"HTTP\" or \"HTTPS\")"},
+      {"{'app/livez':{'httpGet':{'port':1,'httpHeaders':[{'name':'a b','value':'x'}]}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.httpHeaders[0].name: \"a b\": not an HTTP "
+       "header name"},
+      {"{'app/livez':{'httpGet':{'port':1,'httpHeaders':[{'name':'a','value':'x\\ny'}]}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.httpHeaders[0].value: \"x\\x0ay\": control "
+       "characters are not allowed"},
+      {"{'app/livez':{'httpGet':{'port':1,'path':'healthz'}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.path: \"healthz\": expected an absolute path "
+       "without spaces"},
+      {"{'app/livez':{'tcpSocket':{'port':1,'hots':'x'}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].tcpSocket.hots: unknown key (did you mean \"host\"?)"},
+      {"{'app/livez':{'tcpSocket':{}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].tcpSocket: missing required key \"port\""},
+      {"{'app/livez':{'tcpSocket':{'port':1},'timeoutSeconds':0}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].timeoutSeconds: 0: out of range (1 to 86400)"},
+      {"[1]", "MTLSD_APP_PROBES: top level: expected an object, got array"},
+      {"{",
+       "MTLSD_APP_PROBES: line 1, column 2: JSON syntax error: unexpected end of file (expected a "
+       "key)"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char *json = dq(bad[i].json);
+    err[0] = '\0';
+    CHECK(!config_parse_app_probes(cfg, "MTLSD_APP_PROBES", json, strlen(json), err, sizeof(err)));
+    CHECK_STREQ(err, bad[i].err);
+    free(json);
+  }
+  /* A refused set leaves the good one in place. */
+  CHECK_INTEQ(cfg->app_probe_count, 4);
+  config_free(cfg);
+}
+
+TEST_MAIN(TEST_ENTRY(app_probes), TEST_ENTRY(bad_configs), TEST_ENTRY(bad_identities),
+          TEST_ENTRY(raw_bytes), TEST_ENTRY(line_and_column), TEST_ENTRY(syntax_errors),
+          TEST_ENTRY(error_buffer), TEST_ENTRY(defaults), TEST_ENTRY(own_ports),
+          TEST_ENTRY(spec_example), TEST_ENTRY(every_key), TEST_ENTRY(access_log_values),
+          TEST_ENTRY(round_trip), TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations),
+          TEST_ENTRY(format_durations), TEST_ENTRY(workers), TEST_ENTRY(load_file),
+          TEST_ENTRY(allocation_failures))
