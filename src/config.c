@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -515,16 +516,18 @@ static bool expect_object(struct parser *p, const cJSON *v) {
 
 /* check_text refuses what no configured string may hold: nothing at all, and control
  * characters, which would end up raw in log lines and file names. */
-static bool check_text(struct parser *p, const char *s) {
-  if (*s == '\0') {
-    return fail(p, "must not be empty");
-  }
+/* check_chars refuses control characters in |s|. */
+static bool check_chars(struct parser *p, const char *s) {
   for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
     if (*c < 0x20 || *c == 0x7f) {
       return fail_value(p, s, "control characters are not allowed");
     }
   }
   return true;
+}
+
+static bool check_text(struct parser *p, const char *s) {
+  return *s != '\0' ? check_chars(p, s) : fail(p, "must not be empty");
 }
 
 static bool expect_text(struct parser *p, const cJSON *v) {
@@ -558,6 +561,25 @@ static bool get_string(struct parser *p, const cJSON *obj, const char *key, char
   }
   path_pop(p, saved);
   return true;
+}
+
+/* get_string_or_empty is get_string for values the Kubernetes API writes as "" when
+ * unset (a gRPC probe's service, a header's value): "" and null read as "". */
+static bool get_string_or_empty(struct parser *p, const cJSON *obj, const char *key, char **out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  const char *s = v == NULL || cJSON_IsNull(v) ? "" : NULL;
+  size_t saved = path_push_key(p, key);
+  if (s == NULL) {
+    if (!cJSON_IsString(v)) {
+      return fail(p, "expected a string, got %s", json_type_name(v));
+    }
+    if (!check_chars(p, v->valuestring)) {
+      return false;
+    }
+    s = v->valuestring;
+  }
+  path_pop(p, saved);
+  return replace_string(p, out, s);
 }
 
 static bool get_bool(struct parser *p, const cJSON *obj, const char *key, bool *out) {
@@ -1222,6 +1244,39 @@ static bool set_defaults(struct parser *p, struct config *cfg) {
          replace_string(p, &cfg->certs.ca_file, "ca.crt");
 }
 
+/* cpus_within_quota caps |cpus| by a cgroup v2 cpu.max line ("QUOTA PERIOD", or "max
+ * PERIOD" for none), rounding the quota up: a pod limited to 1.5 CPUs gets 2 workers. */
+static unsigned cpus_within_quota(unsigned cpus, const char *cpu_max) {
+  unsigned long long quota = 0, period = 0;
+  if (cpu_max == NULL || sscanf(cpu_max, "%llu %llu", &quota, &period) != 2 || quota == 0 ||
+      period == 0) {
+    return cpus;
+  }
+  unsigned long long allowed = (quota + period - 1) / period;
+  return allowed < cpus ? (unsigned)allowed : cpus;
+}
+
+/* available_cpus counts the CPUs this process may run on: its affinity mask (a cpuset),
+ * capped by its cgroup's CPU quota (a Kubernetes CPU limit). The online count alone is
+ * the node's, and would give a sidecar on a 64-core node 64 threads. */
+static unsigned available_cpus(void) {
+  cpu_set_t set;
+  long online = sysconf(_SC_NPROCESSORS_ONLN);
+  unsigned cpus = online < 1 ? 1 : (unsigned)online;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) {
+    cpus = (unsigned)CPU_COUNT(&set);
+  }
+  char line[64];
+  FILE *f = fopen("/sys/fs/cgroup/cpu.max", "re");
+  if (f != NULL) {
+    if (fgets(line, sizeof(line), f) != NULL) {
+      cpus = cpus_within_quota(cpus, line);
+    }
+    fclose(f);
+  }
+  return cpus;
+}
+
 static bool parse_root(struct parser *p, const cJSON *root, struct config *cfg) {
   if (!expect_object(p, root) || !check_keys(p, root, kTopKeys) ||
       !get_string(p, root, "trust_domain", &cfg->trust_domain)) {
@@ -1244,8 +1299,8 @@ static bool parse_root(struct parser *p, const cJSON *root, struct config *cfg) 
   cfg->workers_configured = workers;
   cfg->workers = workers;
   if (workers == 0) {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    cfg->workers = cpus < 1 ? 1 : cpus > WORKERS_MAX ? WORKERS_MAX : (unsigned)cpus;
+    unsigned cpus = available_cpus();
+    cfg->workers = cpus > WORKERS_MAX ? WORKERS_MAX : cpus;
   }
   return true;
 }
@@ -1326,7 +1381,7 @@ static bool get_probe_headers(struct parser *p, const cJSON *handler, struct app
     size_t saved_elem = path_push_index(p, a->header_count);
     struct app_probe_header *hd = &a->headers[a->header_count++];
     if (!expect_object(p, e) || !check_keys(p, e, kHeaderKeys) ||
-        !get_string(p, e, "name", &hd->name) || !get_string(p, e, "value", &hd->value)) {
+        !get_string(p, e, "name", &hd->name) || !get_string_or_empty(p, e, "value", &hd->value)) {
       return false;
     }
     if (hd->name == NULL) {
@@ -1336,9 +1391,6 @@ static bool get_probe_headers(struct parser *p, const cJSON *handler, struct app
     if (hd->name[0] == '\0' || strpbrk(hd->name, " :") != NULL) {
       path_push_key(p, "name");
       return fail_value(p, hd->name, "not an HTTP header name");
-    }
-    if (hd->value == NULL && !replace_string(p, &hd->value, "")) {
-      return false;
     }
     path_pop(p, saved_elem);
   }
@@ -1359,9 +1411,20 @@ static bool parse_http_get(struct parser *p, const cJSON *v, struct app_probe *a
   if (a->path == NULL) {
     return replace_string(p, &a->path, "/");
   }
-  if (a->path[0] != '/' || strchr(a->path, ' ') != NULL) {
+  if (strchr(a->path, ' ') != NULL) {
     path_push_key(p, "path");
-    return fail_value(p, a->path, "expected an absolute path without spaces");
+    return fail_value(p, a->path, "a path cannot hold spaces");
+  }
+  if (a->path[0] != '/') {
+    /* The kubelet adds the leading slash itself. */
+    char *absolute = config_calloc(1, strlen(a->path) + 2);
+    if (absolute == NULL) {
+      return fail_oom(p);
+    }
+    absolute[0] = '/';
+    memcpy(absolute + 1, a->path, strlen(a->path) + 1);
+    free(a->path);
+    a->path = absolute;
   }
   return true;
 }
@@ -1428,8 +1491,7 @@ static bool parse_app_probe(struct parser *p, const cJSON *v, struct app_probe *
     a->type = APP_PROBE_GRPC;
     saved = path_push_key(p, "grpc");
     if (!expect_object(p, h) || !check_keys(p, h, kGrpcKeys) || !get_probe_port(p, h, &a->port) ||
-        !get_string(p, h, "service", &a->service) ||
-        (a->service == NULL && !replace_string(p, &a->service, ""))) {
+        !get_string_or_empty(p, h, "service", &a->service)) {
       return false;
     }
   }

@@ -551,6 +551,11 @@ static void detect(struct conn *c) {
     conn_close(c, "reset");
   } else if (n == 1 && first == TLS_RECORD_HANDSHAKE) {
     side_want(c, &c->down, 0);
+    if (c->host->tls == NULL) {
+      stats_add(c->l->stats, LC_REFUSED_FIRST + REFUSED_NO_CERT, 1);
+      conn_close(c, refusal_name(REFUSED_NO_CERT));
+      return;
+    }
     start_handshake(c);
   } else {
     start_plaintext(c);
@@ -677,7 +682,9 @@ void conn_accept(struct conn_host *host, struct conn_listener *l, int fd) {
     refuse(l, fd, REFUSED_LIMIT);
     return;
   }
-  if (host->tls == NULL) {
+  /* Without certificates nothing can be mTLS; a permissive listener still relays its
+   * plaintext callers, and refuses the TLS ones once it has seen they are. */
+  if (host->tls == NULL && !l->cfg->permissive) {
     give_slots(rt, l);
     refuse(l, fd, REFUSED_NO_CERT);
     return;

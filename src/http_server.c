@@ -186,14 +186,17 @@ static void conn_respond(struct http_exchange *c, const struct http_response *r,
 static void finish_request(struct http_exchange *c);
 
 void http_respond(struct http_exchange *x, const struct http_response *r) {
+  /* The wait ends before anything is written: a write that fails closes the connection,
+   * and that must not tell the route about an exchange it has just answered. */
+  bool deferred = x->deferred;
+  x->deferred = false;
+  x->abort = NULL;
   conn_respond(x, r, x->head_only, NULL);
-  if (!x->deferred) {
+  if (!deferred) {
     return;
   }
   /* A deferred answer: the request ends now, and the connection goes on from there
    * (unless the route is still running: the loop that called it goes on itself). */
-  x->deferred = false;
-  x->abort = NULL;
   if (!x->closing && !x->in_route) {
     finish_request(x);
     conn_process(x);

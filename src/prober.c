@@ -251,11 +251,13 @@ static bool queue_http_request(struct prober *p) {
   return ok && queue(p, "Connection: close\r\n\r\n", 21);
 }
 
-/* Finds header |name| in the response head; copies its value into |out|. */
+/* Finds header |name| in the response head (never in the body bytes read with it);
+ * copies its value into |out|. */
 static bool response_header(const struct prober *p, const char *name, char *out, size_t out_len) {
   size_t name_len = strlen(name);
   const char *line = memchr(p->in, '\n', p->in_len);
-  const char *end = p->in + p->in_len;
+  const char *head_end = memmem(p->in, p->in_len, "\r\n\r\n", 4);
+  const char *end = head_end != NULL ? head_end + 2 : p->in + p->in_len;
   while (line != NULL && line + 1 < end) {
     line++;
     const char *eol = memchr(line, '\n', (size_t)(end - line));
@@ -280,8 +282,51 @@ static bool response_header(const struct prober *p, const char *name, char *out,
   return false;
 }
 
-/* Follows a redirect as the kubelet does: to the same host (any port or scheme) it is
- * followed, up to REDIRECTS_MAX; to another host it is not, and the probe passes. */
+/* Splits the authority of an absolute URL ("user@host:port", "[v6]:port") into its
+ * host (brackets and user info removed) and port (the scheme's when absent). */
+static bool parse_authority(const char *auth, size_t len, bool https, char *host, size_t host_len,
+                            uint16_t *port) {
+  const char *end = auth + len;
+  const char *at = memchr(auth, '@', len);
+  const char *h = at != NULL ? at + 1 : auth;
+  const char *host_end;
+  const char *colon;
+  if (h < end && *h == '[') {
+    const char *close = memchr(h, ']', (size_t)(end - h));
+    if (close == NULL) {
+      return false;
+    }
+    h++;
+    host_end = close;
+    colon = close + 1 < end && close[1] == ':' ? close + 1 : NULL;
+  } else {
+    colon = memchr(h, ':', (size_t)(end - h));
+    host_end = colon != NULL ? colon : end;
+  }
+  *port = https ? 443 : 80;
+  if (colon != NULL) {
+    long v = 0;
+    const char *d = colon + 1;
+    for (; d < end && *d >= '0' && *d <= '9' && v <= 65535; d++) {
+      v = v * 10 + (*d - '0');
+    }
+    if (d != end || d == colon + 1 || v < 1 || v > 65535) {
+      return false;
+    }
+    *port = (uint16_t)v;
+  }
+  size_t host_n = (size_t)(host_end - h);
+  if (host_n == 0 || host_n >= host_len) {
+    return false;
+  }
+  memcpy(host, h, host_n);
+  host[host_n] = '\0';
+  return true;
+}
+
+/* Follows a redirect as the kubelet does (Go's client): 301, 302, 303, 307 and 308 with a
+ * Location are followed to the same host (any port or scheme), up to REDIRECTS_MAX; to
+ * another host they are not, and the probe passes. */
 static void follow_redirect(struct prober *p, int status, const char *location) {
   char host[NETADDR_HOST_MAX];
   snprintf(host, sizeof(host), "%s", p->host);
@@ -289,21 +334,17 @@ static void follow_redirect(struct prober *p, int status, const char *location) 
   bool https = p->https;
   char path[PATH_MAX_LEN];
   const char *rest = location;
-  if (strncasecmp(location, "http://", 7) == 0 || strncasecmp(location, "https://", 8) == 0) {
-    https = location[4] == 's' || location[4] == 'S';
-    const char *auth = location + (https ? 8 : 7);
+  bool absolute =
+      strncasecmp(location, "http://", 7) == 0 || strncasecmp(location, "https://", 8) == 0;
+  if (absolute || strncmp(location, "//", 2) == 0) {
+    if (absolute) {
+      https = location[4] == 's' || location[4] == 'S';
+    }
+    const char *auth = location + (absolute ? (https ? 8 : 7) : 2);
     size_t auth_len = strcspn(auth, "/?#");
-    char hostport[NETADDR_HOSTPORT_MAX];
-    snprintf(hostport, sizeof(hostport), "%.*s", (int)auth_len, auth);
-    struct hostport hp;
-    const char *err = NULL;
-    if (netaddr_parse_hostport(&hp, &err, hostport)) {
-      snprintf(host, sizeof(host), "%s", hp.host);
-      port = hp.port;
-    } else {
-      /* No port: the scheme's. */
-      snprintf(host, sizeof(host), "%.*s", (int)auth_len, auth);
-      port = https ? 443 : 80;
+    if (!parse_authority(auth, auth_len, https, host, sizeof(host), &port)) {
+      finish(p, false, "HTTP %d to a malformed location", status);
+      return;
     }
     rest = auth + auth_len;
     if (strcasecmp(host, p->host) != 0) {
@@ -346,7 +387,8 @@ static void http_response(struct prober *p) {
     return;
   }
   char location[PATH_MAX_LEN];
-  if (status >= 300 && status < 400 && response_header(p, "Location", location, sizeof(location)) &&
+  bool followed = status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+  if (followed && response_header(p, "Location", location, sizeof(location)) &&
       location[0] != '\0') {
     follow_redirect(p, status, location);
     return;

@@ -179,6 +179,7 @@ struct metric_def {
   size_t value_count;
   const char *label; /* The label beside "listener" (or alone for scalars); NULL if none. */
   const char *(*label_value)(size_t i);
+  bool permissive_only; /* Only permissive listeners have its series (SPEC section 5). */
 };
 
 static const char *result_label(size_t i) {
@@ -211,65 +212,65 @@ _Static_assert(SC_RELOADS_FAILED == SC_RELOADS_OK + 1, "reload results are adjac
 static const struct metric_def kMetrics[] = {
     {"mtlsd_connections_total", "counter",
      "Connections accepted by the listener, including those refused at once.", SRC_COUNTER,
-     LC_CONNECTIONS_TOTAL, 1, NULL, NULL},
+     LC_CONNECTIONS_TOTAL, 1, NULL, NULL, false},
     {"mtlsd_connections_active", "gauge", "Connections open now.", SRC_COUNTER,
-     LC_CONNECTIONS_ACTIVE, 1, NULL, NULL},
+     LC_CONNECTIONS_ACTIVE, 1, NULL, NULL, false},
     {"mtlsd_connections_refused_total", "counter",
      "Connections closed before any handshake, by reason.", SRC_COUNTER, LC_REFUSED_FIRST,
-     REFUSED_COUNT, "reason", refusal_label},
+     REFUSED_COUNT, "reason", refusal_label, false},
     {"mtlsd_handshakes_total", "counter", "TLS handshakes completed, by result.", SRC_COUNTER,
-     LC_HANDSHAKES_OK, 2, "result", result_label},
+     LC_HANDSHAKES_OK, 2, "result", result_label, false},
     {"mtlsd_handshake_failures_total", "counter", "Failed TLS handshakes, by reason.", SRC_COUNTER,
-     LC_HANDSHAKE_FAILURE_FIRST, TLS_FAIL_COUNT, "reason", tls_failure_label},
+     LC_HANDSHAKE_FAILURE_FIRST, TLS_FAIL_COUNT, "reason", tls_failure_label, false},
     {"mtlsd_handshake_duration_seconds", "histogram",
      "Time from the start of a TLS handshake to its successful end.", SRC_HISTOGRAM, HIST_HANDSHAKE,
-     0, NULL, NULL},
+     0, NULL, NULL, false},
     {"mtlsd_tls_resumptions_total", "counter", "TLS handshakes that resumed a session.",
-     SRC_COUNTER, LC_RESUMPTIONS, 1, NULL, NULL},
+     SRC_COUNTER, LC_RESUMPTIONS, 1, NULL, NULL, false},
     {"mtlsd_upstream_connect_failures_total", "counter",
      "Failed connections to the upstream, by reason.", SRC_COUNTER, LC_UPSTREAM_FAILURE_FIRST,
-     UPSTREAM_FAIL_COUNT, "reason", upstream_failure_label},
+     UPSTREAM_FAIL_COUNT, "reason", upstream_failure_label, false},
     {"mtlsd_bytes_received_total", "counter",
      "Bytes read from the downstream (client) or the upstream (server) side.", SRC_COUNTER,
-     LC_BYTES_RECEIVED_DOWNSTREAM, 2, "side", side_label},
+     LC_BYTES_RECEIVED_DOWNSTREAM, 2, "side", side_label, false},
     {"mtlsd_bytes_sent_total", "counter",
      "Bytes written to the downstream (client) or the upstream (server) side.", SRC_COUNTER,
-     LC_BYTES_SENT_DOWNSTREAM, 2, "side", side_label},
+     LC_BYTES_SENT_DOWNSTREAM, 2, "side", side_label, false},
     {"mtlsd_connection_duration_seconds", "histogram",
      "Lifetime of closed connections, from accept to close.", SRC_HISTOGRAM, HIST_CONNECTION, 0,
-     NULL, NULL},
+     NULL, NULL, false},
     {"mtlsd_plaintext_connections_total", "counter",
      "Connections a permissive listener relayed as plaintext, without TLS.", SRC_COUNTER,
-     LC_PLAINTEXT, 1, NULL, NULL},
+     LC_PLAINTEXT, 1, NULL, NULL, true},
     {"mtlsd_peer_roots_total", "counter",
      "Verified peers by the SHA-256 prefix of the root CA that verified them.", SRC_ROOTS, 0, 0,
-     "root", NULL},
+     "root", NULL, false},
     {"mtlsd_cert_reloads_total", "counter", "Certificate set loads, by result.", SRC_SCALAR,
-     SC_RELOADS_OK, 2, "result", result_label},
+     SC_RELOADS_OK, 2, "result", result_label, false},
     {"mtlsd_cert_expiry_timestamp_seconds", "gauge",
      "Expiry of the loaded leaf certificate in Unix seconds; 0 before any valid set.", SRC_SCALAR,
-     SC_CERT_EXPIRY, 1, NULL, NULL},
+     SC_CERT_EXPIRY, 1, NULL, NULL, false},
     {"mtlsd_cert_generation", "gauge",
      "Successful certificate loads so far; the first valid set is generation 1.", SRC_SCALAR,
-     SC_CERT_GENERATION, 1, NULL, NULL},
+     SC_CERT_GENERATION, 1, NULL, NULL, false},
     {"mtlsd_draining", "gauge", "1 while a graceful drain is under way, else 0.", SRC_SCALAR,
-     SC_DRAINING, 1, NULL, NULL},
+     SC_DRAINING, 1, NULL, NULL, false},
     {"mtlsd_app_probes_total", "counter",
      "Runs of the application containers' own probes from the health port, by result.",
-     SRC_APP_PROBES, 0, 2, "result", result_label},
+     SRC_APP_PROBES, 0, 2, "result", result_label, false},
     {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
-     SRC_SCALAR, SC_CPU_SECONDS, 1, NULL, NULL},
+     SRC_SCALAR, SC_CPU_SECONDS, 1, NULL, NULL, false},
     {"process_open_fds", "gauge", "Number of open file descriptors.", SRC_SCALAR, SC_OPEN_FDS, 1,
-     NULL, NULL},
+     NULL, NULL, false},
     {"process_max_fds", "gauge", "Maximum number of open file descriptors.", SRC_SCALAR, SC_MAX_FDS,
-     1, NULL, NULL},
+     1, NULL, NULL, false},
     {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", SRC_SCALAR,
-     SC_VIRTUAL_MEMORY, 1, NULL, NULL},
+     SC_VIRTUAL_MEMORY, 1, NULL, NULL, false},
     {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", SRC_SCALAR,
-     SC_RESIDENT_MEMORY, 1, NULL, NULL},
+     SC_RESIDENT_MEMORY, 1, NULL, NULL, false},
     {"process_start_time_seconds", "gauge",
      "Start time of the process since the Unix epoch in seconds.", SRC_SCALAR, SC_START_TIME, 1,
-     NULL, NULL},
+     NULL, NULL, false},
 };
 
 #define METRIC_COUNT (sizeof(kMetrics) / sizeof(kMetrics[0]))
@@ -539,13 +540,19 @@ static uint64_t app_probe_count(const struct stats *stats, size_t probe, size_t 
                               memory_order_relaxed);
 }
 
-/* Writes one listener's (or the total's) metrics as a JSON object. */
-static void json_listener(struct textbuf *b, const struct listener_snapshot *l) {
+/* Whether listener |lc| (NULL: the total) has series of |m|. */
+static bool has_series(const struct metric_def *m, const struct listener_config *lc) {
+  return per_listener(m) && (!m->permissive_only || lc == NULL || lc->permissive);
+}
+
+/* Writes one listener's (|lc|; NULL for the total) metrics as a JSON object. */
+static void json_listener(struct textbuf *b, const struct listener_config *lc,
+                          const struct listener_snapshot *l) {
   bool first = true;
   textbuf_str(b, "{");
   for (size_t i = 0; i < METRIC_COUNT; i++) {
     const struct metric_def *m = &kMetrics[i];
-    if (!per_listener(m)) {
+    if (!has_series(m, lc)) {
       continue;
     }
     json_key(b, &first, m->name);
@@ -586,10 +593,10 @@ char *stats_render_json(const struct stats *stats) {
   textbuf_str(&b, "{\"listeners\":{");
   for (size_t i = 0; i < snap.listeners; i++) {
     json_key(&b, &first, stats->cfg->listeners[i].name);
-    json_listener(&b, &snap.l[i]);
+    json_listener(&b, &stats->cfg->listeners[i], &snap.l[i]);
   }
   textbuf_str(&b, "},\"total\":");
-  json_listener(&b, &snap.l[snap.listeners]);
+  json_listener(&b, NULL, &snap.l[snap.listeners]);
   textbuf_str(&b, ",\"global\":{");
   first = true;
   for (size_t i = 0; i < METRIC_COUNT; i++) {
@@ -745,7 +752,9 @@ char *stats_render_prometheus(const struct stats *stats) {
     }
     if (m->source != SRC_SCALAR) {
       for (size_t l = 0; l < snap.listeners; l++) {
-        prom_listener(&b, m, stats->cfg->listeners[l].name, &snap.l[l]);
+        if (has_series(m, &stats->cfg->listeners[l])) {
+          prom_listener(&b, m, stats->cfg->listeners[l].name, &snap.l[l]);
+        }
       }
       continue;
     }

@@ -77,6 +77,21 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
             self.answer(302, [("Location", "/redirect-loop")])
         elif path == "/redirect-to-fail":
             self.answer(307, [("Location", "/fail")])
+        elif path == "/redirect-userinfo":
+            self.answer(308, [("Location", f"http://probe@127.0.0.1:{port}/ok")])
+        elif path == "/redirect-v6":
+            self.answer(302, [("Location", "http://[2001:db8::1]/ok")])
+        elif path == "/redirect-scheme-relative":
+            self.answer(303, [("Location", "//other.invalid/fail")])
+        elif path == "/multiple-choices":
+            # Go follows 301, 302, 303, 307 and 308 only: a 300 is the answer itself.
+            self.answer(300, [("Location", "/fail")])
+        elif path == "/location-in-body":
+            body = b"Location: /fail\r\n\r\n"
+            self.send_response(302)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif path == "/slow":
             time.sleep(3)
             self.answer(200)
@@ -127,6 +142,11 @@ class HealthTest(unittest.TestCase):
             "other/livez": http_probe("/redirect-other", port),
             "loop/livez": http_probe("/redirect-loop", port),
             "tofail/livez": http_probe("/redirect-to-fail", port),
+            "userinfo/livez": http_probe("/redirect-userinfo", port),
+            "v6/livez": http_probe("/redirect-v6", port),
+            "schemeless/livez": http_probe("/redirect-scheme-relative", port),
+            "choices/livez": http_probe("/multiple-choices", port),
+            "bodyloc/livez": http_probe("/location-in-body", port),
             "slow/livez": http_probe("/slow", port),
             "headers/livez": http_probe("/headers", port,
                                         httpHeaders=[{"name": "X-Probe", "value": "yes"}]),
@@ -220,6 +240,11 @@ class HealthTest(unittest.TestCase):
             "other/livez": (200, "another host"),
             "loop/livez": (503, "stopped after 10 redirects"),
             "tofail/livez": (503, "status 503"),
+            "userinfo/livez": (200, "HTTP 200"),
+            "v6/livez": (200, "another host (2001:db8::1)"),
+            "schemeless/livez": (200, "another host (other.invalid)"),
+            "choices/livez": (200, "HTTP 300"),
+            "bodyloc/livez": (200, "HTTP 302"),
             "headers/livez": (200, "HTTP 200"),
             "noheaders/livez": (503, "status 400"),
             "https/livez": (200, "HTTP 200"),

@@ -627,8 +627,9 @@ class PermissiveTest(unittest.TestCase):
         return m, port
 
     def plaintext_count(self, m):
+        """The listener's plaintext count; None when it has no such series (strict)."""
         stats = json.loads(http_get(m.admin_url("/stats"))[2])
-        return stats["listeners"]["in"]["mtlsd_plaintext_connections_total"]
+        return stats["listeners"]["in"].get("mtlsd_plaintext_connections_total")
 
     def test_mtls_and_plaintext_client_first_share_the_port(self):
         m, port = self.inbound(Backend(), detect_timeout="2s")
@@ -666,6 +667,33 @@ class PermissiveTest(unittest.TestCase):
         self.assertLess(waited, 3)
         self.assertEqual(self.plaintext_count(m), 1)
 
+    def test_plaintext_is_relayed_before_any_certificate_is_loaded(self):
+        """With no certificate yet, the TLS callers are refused (no_certificate) and the
+        plaintext ones still reach the app."""
+        backend = Backend()
+        self.backends.append(backend)
+        port = free_port()
+        m = Mtlsd(self.tmp, {
+            "admin": {"listen": f"127.0.0.1:{free_port()}"},
+            "certs": {"dir": os.path.join(self.tmp, "no-certs-yet")},
+            "listeners": [{"name": "in", "mode": "inbound", "listen": f"127.0.0.1:{port}",
+                           "forward": f"127.0.0.1:{backend.port}", "permissive": True}],
+            "workers": 1}, name="inbound-no-certs")
+        self.procs.append(m)
+        m.wait_listening()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(b"plain")
+            s.settimeout(10)
+            self.assertEqual(recv_exactly(s, 5), b"plain")
+        with socket.create_connection(("127.0.0.1", port)) as raw:
+            with self.assertRaises((ssl.SSLError, ConnectionError)):
+                with client_context(self.client_dir).wrap_socket(raw) as s:
+                    s.settimeout(10)
+                    if not s.recv(1):
+                        raise ConnectionError("closed")
+        m.wait_access(lambda e: e["result"] == "no_certificate")
+        self.assertEqual(self.plaintext_count(m), 1)
+
     def test_a_tls_caller_outside_the_allow_list_is_refused_as_on_strict(self):
         m, port = self.inbound(Backend())
         ctx = client_context(self.pki.issue("stranger", spiffe("stranger")))
@@ -693,4 +721,7 @@ class PermissiveTest(unittest.TestCase):
         self.assertLess(time.monotonic() - start, 2)
         m.wait_access(lambda e: e["result"] == "protocol")
         self.assertEqual(backend.accepted, 0)
-        self.assertEqual(self.plaintext_count(m), 0)
+        # Only permissive listeners have the plaintext series (SPEC section 5).
+        self.assertIsNone(self.plaintext_count(m))
+        metrics = http_get(m.admin_url("/metrics"))[2].decode()
+        self.assertNotIn('mtlsd_plaintext_connections_total{listener="in"}', metrics)

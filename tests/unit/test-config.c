@@ -1121,11 +1121,15 @@ TEST(app_probes) {
          "'timeoutSeconds':3,'periodSeconds':10,'failureThreshold':3},"
          "'app/readyz':{'tcpSocket':{'port':8080,'host':'10.0.0.9'}},"
          "'side-car2/startupz':{'grpc':{'port':9090,'service':'db'}},"
-         "'app/startupz':{'httpGet':{'port':81}}}");
+         "'app/startupz':{'httpGet':{'port':81}},"
+         "'api-server/livez':{'grpc':{'port':9090,'service':''}},"
+         "'api-server/readyz':{'grpc':{'port':9090,'service':null}},"
+         "'api-server/startupz':{'httpGet':{'port':81,'path':'healthz',"
+         "'httpHeaders':[{'name':'X-Empty','value':''}]}}}");
   CHECK(config_parse_app_probes(cfg, "MTLSD_APP_PROBES", good, strlen(good), err, sizeof(err)));
   CHECK_STREQ(err, "");
   free(good);
-  CHECK_INTEQ(cfg->app_probe_count, 4);
+  CHECK_INTEQ(cfg->app_probe_count, 7);
   const struct app_probe *a = config_find_app_probe(cfg, "app/livez", 9);
   CHECK(a != NULL && a->type == APP_PROBE_HTTP && a->https && a->port == 8080);
   if (a != NULL) {
@@ -1145,6 +1149,14 @@ TEST(app_probes) {
   a = config_find_app_probe(cfg, "app/startupz", 12);
   CHECK(a != NULL && strcmp(a->path, "/") == 0 && !a->https);
   CHECK(config_find_app_probe(cfg, "app/live", 8) == NULL);
+  /* What the API server writes back for unset fields is accepted as such. */
+  a = config_find_app_probe(cfg, "api-server/livez", 16);
+  CHECK(a != NULL && a->service != NULL && a->service[0] == '\0');
+  a = config_find_app_probe(cfg, "api-server/readyz", 17);
+  CHECK(a != NULL && a->service != NULL && a->service[0] == '\0');
+  a = config_find_app_probe(cfg, "api-server/startupz", 19);
+  CHECK(a != NULL && strcmp(a->path, "/healthz") == 0 && a->header_count == 1 &&
+        strcmp(a->headers[0].value, "") == 0);
 
   static const struct bad_case bad[] = {
       {"{'app/livez':{'httpGet':{'port':'http'}}}",
@@ -1171,9 +1183,10 @@ TEST(app_probes) {
       {"{'app/livez':{'httpGet':{'port':1,'httpHeaders':[{'name':'a','value':'x\\ny'}]}}}",
        "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.httpHeaders[0].value: \"x\\x0ay\": control "
        "characters are not allowed"},
-      {"{'app/livez':{'httpGet':{'port':1,'path':'healthz'}}}",
-       "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.path: \"healthz\": expected an absolute path "
-       "without spaces"},
+      {"{'app/livez':{'httpGet':{'port':1,'path':'/a b'}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.path: \"/a b\": a path cannot hold spaces"},
+      {"{'app/livez':{'grpc':{'port':1,'service':7}}}",
+       "MTLSD_APP_PROBES: [\"app/livez\"].grpc.service: expected a string, got number"},
       {"{'app/livez':{'tcpSocket':{'port':1,'hots':'x'}}}",
        "MTLSD_APP_PROBES: [\"app/livez\"].tcpSocket.hots: unknown key (did you mean \"host\"?)"},
       {"{'app/livez':{'tcpSocket':{}}}",
@@ -1193,14 +1206,26 @@ TEST(app_probes) {
     free(json);
   }
   /* A refused set leaves the good one in place. */
-  CHECK_INTEQ(cfg->app_probe_count, 4);
+  CHECK_INTEQ(cfg->app_probe_count, 7);
   config_free(cfg);
 }
 
-TEST_MAIN(TEST_ENTRY(app_probes), TEST_ENTRY(bad_configs), TEST_ENTRY(bad_identities),
-          TEST_ENTRY(raw_bytes), TEST_ENTRY(line_and_column), TEST_ENTRY(syntax_errors),
-          TEST_ENTRY(error_buffer), TEST_ENTRY(defaults), TEST_ENTRY(own_ports),
-          TEST_ENTRY(spec_example), TEST_ENTRY(every_key), TEST_ENTRY(access_log_values),
-          TEST_ENTRY(round_trip), TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations),
-          TEST_ENTRY(format_durations), TEST_ENTRY(workers), TEST_ENTRY(load_file),
-          TEST_ENTRY(allocation_failures))
+/* workers: 0 follows the CPUs the process may use, a cgroup quota included. */
+TEST(cpu_quota) {
+  CHECK_INTEQ(cpus_within_quota(64, "max 100000\n"), 64);
+  CHECK_INTEQ(cpus_within_quota(64, "100000 100000\n"), 1);
+  CHECK_INTEQ(cpus_within_quota(64, "150000 100000\n"), 2);
+  CHECK_INTEQ(cpus_within_quota(64, "50000 100000\n"), 1);
+  CHECK_INTEQ(cpus_within_quota(2, "800000 100000\n"), 2);
+  CHECK_INTEQ(cpus_within_quota(8, "garbage"), 8);
+  CHECK_INTEQ(cpus_within_quota(8, NULL), 8);
+  CHECK(available_cpus() >= 1);
+}
+
+TEST_MAIN(TEST_ENTRY(app_probes), TEST_ENTRY(cpu_quota), TEST_ENTRY(bad_configs),
+          TEST_ENTRY(bad_identities), TEST_ENTRY(raw_bytes), TEST_ENTRY(line_and_column),
+          TEST_ENTRY(syntax_errors), TEST_ENTRY(error_buffer), TEST_ENTRY(defaults),
+          TEST_ENTRY(own_ports), TEST_ENTRY(spec_example), TEST_ENTRY(every_key),
+          TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
+          TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations), TEST_ENTRY(format_durations),
+          TEST_ENTRY(workers), TEST_ENTRY(load_file), TEST_ENTRY(allocation_failures))
