@@ -283,7 +283,7 @@ static bool parse_port_list(uint16_t *ports, size_t *count, const char *list) {
   return each_item(list, take_port, &l);
 }
 
-static bool valid_cidr(const char *cidr) {
+bool iptables_cidr_valid(const char *cidr) {
   char addr[INET6_ADDRSTRLEN + 1];
   const char *slash = strchr(cidr, '/');
   size_t len = slash != NULL ? (size_t)(slash - cidr) : strlen(cidr);
@@ -303,7 +303,7 @@ static bool valid_cidr(const char *cidr) {
 
 static bool take_cidr(void *arg, const char *item) {
   struct iptables_cidrs *cidrs = arg;
-  if (cidrs->count >= IPTABLES_MAX_CIDRS || !valid_cidr(item)) {
+  if (cidrs->count >= IPTABLES_MAX_CIDRS || !iptables_cidr_valid(item)) {
     return false;
   }
   cidrs->items[cidrs->count] = strdup(item);

@@ -5,8 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <uv.h>
@@ -17,6 +20,7 @@
 #include "mtlsd/file.h"
 #include "mtlsd/iptables.h"
 #include "mtlsd/log.h"
+#include "mtlsd/netaddr.h"
 #include "mtlsd/server.h"
 #include "mtlsd/tls.h"
 
@@ -27,6 +31,7 @@ static const char usage_text[] =
     "       mtlsd cert ca --out DIR [--trust-domain TD] [--days N]\n"
     "       mtlsd cert issue --ca DIR --out DIR (--spiffe-id URI | --dns NAME)... [--days N]\n"
     "       mtlsd iptables [--print | --apply | --clean] [options]\n"
+    "       mtlsd wait-ready [--admin ADDR] [--timeout DURATION]\n"
     "       mtlsd version\n"
     "\n"
     "  run      serve as a mutual TLS sidecar (the default command)\n"
@@ -34,6 +39,8 @@ static const char usage_text[] =
     "           good, 1 when the certificates are bad, 2 when the configuration is\n"
     "  cert     make a development CA and certificates (see mtlsd cert --help)\n"
     "  iptables print or apply the pod's interception rules (see mtlsd iptables --help)\n"
+    "  wait-ready  wait until the sidecar's /ready says 200 (a postStart hook that holds\n"
+    "           the application's containers until the proxy serves)\n"
     "  version  print the versions of mtlsd and its libraries\n"
     "\n"
     "run and check read the JSON configuration from the environment variable MTLSD_CONFIG\n"
@@ -232,6 +239,87 @@ static int cmd_check(int argc, char **argv) {
   return code;
 }
 
+/* Asks |addr|'s /ready once; true on 200. |why| gets the answer's first line otherwise. */
+static bool ready_once(const struct hostport *addr, char *why, size_t why_len) {
+  struct sockaddr_storage ss;
+  socklen_t len;
+  netaddr_to_sockaddr(&ss, &len, addr);
+  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    snprintf(why, why_len, "socket: %s", strerror(errno));
+    return false;
+  }
+  struct timeval tv = {.tv_sec = 1};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+  static const char kRequest[] = "GET /ready HTTP/1.0\r\nHost: mtlsd\r\n\r\n";
+  char answer[512];
+  ssize_t n = -1;
+  if (connect(fd, (struct sockaddr *)&ss, len) != 0) {
+    snprintf(why, why_len, "connect: %s", strerror(errno));
+  } else if (send(fd, kRequest, sizeof(kRequest) - 1, MSG_NOSIGNAL) < 0) {
+    snprintf(why, why_len, "send: %s", strerror(errno));
+  } else if ((n = recv(fd, answer, sizeof(answer) - 1, MSG_WAITALL)) <= 0) {
+    snprintf(why, why_len, "no answer");
+  }
+  close(fd);
+  if (n <= 0) {
+    return false;
+  }
+  answer[n] = '\0';
+  if (strncmp(answer, "HTTP/1.", 7) == 0 && strncmp(answer + 8, " 200 ", 5) == 0) {
+    return true;
+  }
+  /* The body says why (after the blank line). */
+  const char *body = strstr(answer, "\r\n\r\n");
+  snprintf(why, why_len, "%.200s", body != NULL ? body + 4 : answer);
+  why[strcspn(why, "\r\n")] = '\0';
+  return false;
+}
+
+/* mtlsd wait-ready: the postStart hook of a sidecar that is not a native one; the
+ * kubelet starts the next container only once it returns. */
+static int cmd_wait_ready(int argc, char **argv) {
+  const char *admin = "127.0.0.1:15000";
+  duration_ms timeout = 120000;
+  for (int i = 1; i < argc; i++) {
+    bool has_value = i + 1 < argc;
+    if (strcmp(argv[i], "--admin") == 0 && has_value) {
+      admin = argv[++i];
+    } else if (strcmp(argv[i], "--timeout") == 0 && has_value &&
+               config_parse_duration(&timeout, argv[i + 1])) {
+      i++;
+    } else {
+      fprintf(stderr, "mtlsd wait-ready: unexpected or invalid argument \"%s\"\n", argv[i]);
+      return MTLSD_EXIT_USAGE;
+    }
+  }
+  struct hostport addr;
+  const char *err = NULL;
+  if (!netaddr_parse_hostport(&addr, &err, admin) || !addr.host_is_ip) {
+    fprintf(stderr, "mtlsd wait-ready: --admin \"%s\": expected IP:PORT\n", admin);
+    return MTLSD_EXIT_USAGE;
+  }
+  struct timespec start, now;
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  char why[256] = "not asked yet";
+  for (;;) {
+    if (ready_once(&addr, why, sizeof(why))) {
+      return MTLSD_EXIT_OK;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    int64_t elapsed =
+        (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+    if (elapsed >= (int64_t)timeout) {
+      fprintf(stderr, "mtlsd wait-ready: %s not ready after %lld ms: %s\n", admin,
+              (long long)elapsed, why);
+      return MTLSD_EXIT_FAILED;
+    }
+    struct timespec pause = {.tv_nsec = 200L * 1000 * 1000};
+    nanosleep(&pause, NULL);
+  }
+}
+
 static int cmd_version(int argc, char **argv) {
   (void)argv;
   if (argc > 1) {
@@ -262,6 +350,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "iptables") == 0) {
     return iptables_main(argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "wait-ready") == 0) {
+    return cmd_wait_ready(argc - 1, argv + 1);
   }
   if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
     return cmd_version(argc - 1, argv + 1);

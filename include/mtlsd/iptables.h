@@ -40,6 +40,10 @@ struct iptables_opts {
   struct iptables_cidrs include_outbound_cidrs;
 };
 
+/* iptables_cidr_valid tells whether |cidr| is an IPv4 or IPv6 address with an optional
+ * "/prefix" in range, as the CIDR options take it. */
+bool iptables_cidr_valid(const char *cidr);
+
 /* iptables_default_opts fills |opts| with the defaults above. */
 void iptables_default_opts(struct iptables_opts *opts);
 

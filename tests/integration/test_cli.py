@@ -146,6 +146,30 @@ class CliTest(unittest.TestCase):
             self.assertIn("--config FILE or the environment variable MTLSD_CONFIG is required",
                           r.stderr)
 
+    def test_wait_ready_holds_until_the_sidecar_is_ready(self):
+        """The postStart hook of a sidecar that is not native (SPEC section 9)."""
+        pki = Pki(self.tmp)
+        cfg = self.good_config()
+        admin = cfg["admin"]["listen"]
+        m = Mtlsd(self.tmp, cfg)
+        try:
+            m.wait_listening(admin=True)
+            r = mtlsd("wait-ready", "--admin", admin, "--timeout", "600ms")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("not ready after", r.stderr)
+            self.assertIn("no valid certificate loaded", r.stderr)
+        finally:
+            self.assertEqual(m.stop(), 0)
+        cfg = self.good_config(cert_dir=pki.issue("api", spiffe("api")))
+        m = Mtlsd(self.tmp, cfg, name="ready")
+        try:
+            r = mtlsd("wait-ready", "--admin", cfg["admin"]["listen"], "--timeout", "20s")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        finally:
+            self.assertEqual(m.stop(), 0)
+        r = mtlsd("wait-ready", "--admin", "localhost:1")
+        self.assertEqual(r.returncode, 2)
+
     def test_missing_config_file(self):
         path = os.path.join(self.tmp, "absent.json")
         r = mtlsd("check", "--config", path)

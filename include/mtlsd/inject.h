@@ -1,0 +1,64 @@
+/* inject: the one mutation behind `mtlsd inject` and the admission webhook (SPEC section
+ * 9, "What injection does to a pod"). Pure: a Kubernetes object in, the JSON Patch that
+ * injects it out, no I/O.
+ *
+ * The result is a list of RFC 6902 "add" operations against the object as received, so
+ * that the webhook can return it as is and `mtlsd inject` can apply it (inject_apply):
+ * both give the same pod by construction. Nothing is removed or reordered and no field
+ * is dropped, as the object is never re-serialized through a typed model: operations
+ * only add members and array elements (and, for the probe rewrite, replace the probe
+ * objects of the application containers, which "add" does on an existing member).
+ *
+ * Owns struct inject_config (inject_config_default) and the patch of an inject_result
+ * (inject_result_clear). */
+#ifndef MTLSD_INJECT_H
+#define MTLSD_INJECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cjson/cJSON.h>
+
+/* The injector configuration: what every injected pod gets unless its annotations say
+ * otherwise. */
+struct inject_config {
+  const char *image;
+  const char *pull_policy;
+  const char *trust_domain;
+  const char *own_namespace; /* The injector's: never injected. */
+  bool native_sidecar;
+  const char *cpu_request, *memory_request, *cpu_limit, *memory_limit; /* NULL: none. */
+  const char *csi_driver; /* The certificate volume, unless mtlsd.io/cert-secret is set. */
+};
+
+/* inject_config_default fills |cfg| with the built-in defaults. */
+void inject_config_default(struct inject_config *cfg);
+
+enum inject_outcome {
+  INJECT_INJECTED,
+  INJECT_SKIPPED, /* Returned unchanged (hostNetwork, disabled, a system namespace, done). */
+  INJECT_REFUSED, /* Must not run as it is (UID 1337, a bad annotation, an unknown port). */
+};
+
+struct inject_result {
+  enum inject_outcome outcome;
+  char reason[512]; /* Why it was skipped or refused; what was added when injected. */
+  cJSON *patch;     /* INJECT_INJECTED: the array of "add" operations; else NULL. */
+};
+
+/* inject_object computes the mutation of |object|, a Pod or a workload with a pod template
+ * (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob), in |ns| (NULL: the
+ * object's own metadata.namespace, else "default"). Fills |*out|; returns false only when
+ * |object| is not one of these kinds (|out->reason| says why), which a caller passes
+ * through untouched. */
+bool inject_object(const struct inject_config *cfg, const cJSON *object, const char *ns,
+                   struct inject_result *out);
+
+/* inject_result_clear frees the patch of |r|. */
+void inject_result_clear(struct inject_result *r);
+
+/* inject_apply returns a copy of |object| with the "add" operations of |patch| applied
+ * (the caller deletes it), or NULL when an operation does not apply. */
+cJSON *inject_apply(const cJSON *object, const cJSON *patch);
+
+#endif

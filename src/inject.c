@@ -1,0 +1,945 @@
+/* inject: the mutation of a pod (see mtlsd/inject.h).
+ *
+ * The operations come in an order that keeps every path valid when they are applied one
+ * after the other: the annotations, the probe rewrites of the application containers
+ * (at their original indices), the volume, the init containers, and last, without native
+ * sidecars, the sidecar at the front of the containers. */
+#include "mtlsd/inject.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mtlsd/identity.h"
+#include "mtlsd/iptables.h"
+
+#define ANNOTATION_PREFIX "mtlsd.io/"
+#define PROXY_UID 1337
+#define HEALTH_PORT 15020
+#define CERTS_VOLUME "mtlsd-certs"
+#define CERTS_PATH "/var/run/mtlsd/certs"
+#define SIDECAR_NAME "mtlsd"
+#define INIT_NAME "mtlsd-init"
+
+enum { POINTER_MAX = 512 };
+
+void inject_config_default(struct inject_config *cfg) {
+  *cfg = (struct inject_config){
+      .image = "mtlsd:" MTLSD_VERSION,
+      .pull_policy = "IfNotPresent",
+      .trust_domain = "cluster.local",
+      .own_namespace = "mtlsd-system",
+      .native_sidecar = true,
+      .cpu_request = "50m",
+      .memory_request = "32Mi",
+      .memory_limit = "256Mi",
+      .csi_driver = "spiffe.csi.cert-manager.io",
+  };
+}
+
+void inject_result_clear(struct inject_result *r) {
+  cJSON_Delete(r->patch);
+  r->patch = NULL;
+}
+
+/* ---- JSON pointers (RFC 6901) ---- */
+
+/* Appends "/token" to |ptr|, escaping "~" and "/"; false when it does not fit. */
+static bool ptr_push(char *ptr, const char *token) {
+  size_t n = strlen(ptr);
+  if (n + 1 >= POINTER_MAX) {
+    return false;
+  }
+  ptr[n++] = '/';
+  for (const char *c = token; *c != '\0'; c++) {
+    const char *esc = *c == '~' ? "~0" : *c == '/' ? "~1" : NULL;
+    size_t len = esc != NULL ? 2 : 1;
+    if (n + len >= POINTER_MAX) {
+      return false;
+    }
+    memcpy(ptr + n, esc != NULL ? esc : c, len);
+    n += len;
+  }
+  ptr[n] = '\0';
+  return true;
+}
+
+static void ptr_join(char *out, const char *base, const char *token) {
+  snprintf(out, POINTER_MAX, "%s", base);
+  if (!ptr_push(out, token)) {
+    out[0] = '\0';
+  }
+}
+
+/* ---- The mutation ---- */
+
+struct mutation {
+  const struct inject_config *cfg;
+  struct inject_result *out;
+  cJSON *patch;
+  char meta_ptr[64];
+  char spec_ptr[64];
+  const cJSON *meta;
+  const cJSON *spec;
+  const cJSON *annotations;
+  const cJSON *labels;
+  bool native;
+  bool rewrite_probes;
+  cJSON *app_probes; /* MTLSD_APP_PROBES, built while rewriting. */
+};
+
+static bool settle(struct mutation *m, enum inject_outcome outcome, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Records the outcome (once: the first reason stands) and returns false, so that a
+ * check can "return settle(...)". */
+static bool settle(struct mutation *m, enum inject_outcome outcome, const char *fmt, ...) {
+  if (m->out->reason[0] == '\0') {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->out->reason, sizeof(m->out->reason), fmt, ap);
+    va_end(ap);
+    m->out->outcome = outcome;
+  }
+  return false;
+}
+
+static const char *string_member(const cJSON *obj, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static const char *annotation(const struct mutation *m, const char *key) {
+  return string_member(m->annotations, key);
+}
+
+/* Adds the operation {"op": "add", "path": |path|, "value": |value|} (taking |value|). */
+static bool add_op(struct mutation *m, const char *path, cJSON *value) {
+  cJSON *op = cJSON_CreateObject();
+  if (op == NULL || value == NULL || path[0] == '\0' ||
+      cJSON_AddStringToObject(op, "op", "add") == NULL ||
+      cJSON_AddStringToObject(op, "path", path) == NULL) {
+    cJSON_Delete(op);
+    cJSON_Delete(value);
+    return settle(m, INJECT_REFUSED, "out of memory");
+  }
+  cJSON_AddItemToObject(op, "value", value);
+  cJSON_AddItemToArray(m->patch, op);
+  return true;
+}
+
+/* Finds the pod template of |object| by its kind. */
+static bool find_template(struct mutation *m, const cJSON *object) {
+  static const struct {
+    const char *kind;
+    const char *path; /* Of the pod template; "" for a Pod itself. */
+  } kKinds[] = {
+      {"Pod", ""},
+      {"Deployment", "/spec/template"},
+      {"StatefulSet", "/spec/template"},
+      {"DaemonSet", "/spec/template"},
+      {"ReplicaSet", "/spec/template"},
+      {"Job", "/spec/template"},
+      {"CronJob", "/spec/jobTemplate/spec/template"},
+  };
+  const char *kind = string_member(object, "kind");
+  for (size_t i = 0; kind != NULL && i < sizeof(kKinds) / sizeof(kKinds[0]); i++) {
+    if (strcmp(kind, kKinds[i].kind) != 0) {
+      continue;
+    }
+    const cJSON *tmpl = object;
+    char path[64];
+    snprintf(path, sizeof(path), "%s", kKinds[i].path);
+    char *save = NULL;
+    for (char *tok = strtok_r(path, "/", &save); tok != NULL && tmpl != NULL;
+         tok = strtok_r(NULL, "/", &save)) {
+      tmpl = cJSON_GetObjectItemCaseSensitive(tmpl, tok);
+    }
+    snprintf(m->meta_ptr, sizeof(m->meta_ptr), "%s/metadata", kKinds[i].path);
+    snprintf(m->spec_ptr, sizeof(m->spec_ptr), "%s/spec", kKinds[i].path);
+    m->meta = cJSON_GetObjectItemCaseSensitive(tmpl, "metadata");
+    m->spec = cJSON_GetObjectItemCaseSensitive(tmpl, "spec");
+    if (!cJSON_IsObject(m->spec) ||
+        !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m->spec, "containers"))) {
+      return settle(m, INJECT_REFUSED, "%s has no pod spec with containers at %s/spec", kind,
+                    kKinds[i].path[0] != '\0' ? kKinds[i].path : "");
+    }
+    m->annotations = cJSON_GetObjectItemCaseSensitive(m->meta, "annotations");
+    m->labels = cJSON_GetObjectItemCaseSensitive(m->meta, "labels");
+    return true;
+  }
+  snprintf(m->out->reason, sizeof(m->out->reason), "a %s is not a pod or a workload",
+           kind != NULL ? kind : "document without a kind");
+  return false;
+}
+
+/* ---- Annotations ---- */
+
+static bool is_port_list(const char *s) {
+  const char *p = s;
+  while (*p != '\0') {
+    char *end;
+    long v = strtol(p, &end, 10);
+    if (end == p || v < 1 || v > 65535 || (*end != ',' && *end != '\0')) {
+      return false;
+    }
+    p = *end == ',' ? end + 1 : end;
+    if (*end == ',' && *p == '\0') {
+      return false;
+    }
+  }
+  return s[0] != '\0';
+}
+
+/* Calls |valid| on each comma-separated item of |s| (which must have one at least). */
+static bool each_valid(const char *s, bool (*valid)(const char *item)) {
+  if (s[0] == '\0') {
+    return false;
+  }
+  char item[300];
+  for (const char *p = s;;) {
+    size_t len = strcspn(p, ",");
+    if (len == 0 || len >= sizeof(item)) {
+      return false;
+    }
+    memcpy(item, p, len);
+    item[len] = '\0';
+    if (!valid(item)) {
+      return false;
+    }
+    if (p[len] == '\0') {
+      return true;
+    }
+    p += len + 1;
+  }
+}
+
+static bool allow_entry_valid(const char *item) {
+  return identity_pattern_valid(item, NULL);
+}
+
+/* A Kubernetes resource quantity: a decimal number and an optional suffix (binary Ki..Ei,
+ * decimal m, k, M..E, or an exponent e3/E3). */
+static bool is_quantity(const char *s) {
+  static const char *const kSuffixes[] = {"",   "m",  "k",  "M",  "G",  "T",  "P", "E",
+                                          "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", NULL};
+  const char *p = s;
+  bool digits = false, dot = false;
+  for (; (*p >= '0' && *p <= '9') || (*p == '.' && !dot); p++) {
+    digits = digits || *p != '.';
+    dot = dot || *p == '.';
+  }
+  if (!digits) {
+    return false;
+  }
+  if ((*p == 'e' || *p == 'E') && p[1] != '\0') {
+    const char *q = p + 1 + (p[1] == '-' || p[1] == '+');
+    for (; *q >= '0' && *q <= '9'; q++) {
+    }
+    return *q == '\0' && q > p + 1;
+  }
+  for (size_t i = 0; kSuffixes[i] != NULL; i++) {
+    if (strcmp(p, kSuffixes[i]) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool is_bool_text(const char *s) {
+  return strcmp(s, "true") == 0 || strcmp(s, "false") == 0;
+}
+
+static bool one_of(const char *s, const char *const *choices) {
+  for (size_t i = 0; choices[i] != NULL; i++) {
+    if (strcmp(s, choices[i]) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool is_secret_name(const char *s) {
+  return identity_dns_name_valid(s, false, NULL) && strlen(s) <= 253;
+}
+
+/* Validates every mtlsd.io/ annotation: a typo or a bad value is refused, never
+ * ignored. */
+static bool check_annotations(struct mutation *m) {
+  static const char *const kInject[] = {"enabled", "disabled", NULL};
+  static const char *const kModes[] = {"strict", "permissive", NULL};
+  static const char *const kLevels[] = {"debug", "info", "warn", "error", NULL};
+  static const struct {
+    const char *key;
+    const char *expected;
+  } kKnown[] = {
+      {"inject", "\"enabled\" or \"disabled\""},
+      {"exclude-inbound-ports", "comma-separated ports"},
+      {"exclude-outbound-ports", "comma-separated ports"},
+      {"inbound-ports", "comma-separated ports"},
+      {"exclude-outbound-cidrs", "comma-separated CIDRs"},
+      {"include-outbound-cidrs", "comma-separated CIDRs"},
+      {"inbound-mode", "\"strict\" or \"permissive\""},
+      {"allow", "comma-separated SPIFFE IDs, prefixes ending in /* or DNS names"},
+      {"proxy-cpu-request", "a quantity such as 100m"},
+      {"proxy-memory-request", "a quantity such as 64Mi"},
+      {"proxy-cpu-limit", "a quantity such as 1"},
+      {"proxy-memory-limit", "a quantity such as 256Mi"},
+      {"native-sidecar", "\"true\" or \"false\""},
+      {"rewrite-probes", "\"true\" or \"false\""},
+      {"cert-secret", "a Secret's name"},
+      {"log-level", "debug, info, warn or error"},
+      {"status", "(set by the injector)"},
+  };
+  for (const cJSON *a = m->annotations != NULL ? m->annotations->child : NULL; a != NULL;
+       a = a->next) {
+    if (strncmp(a->string, ANNOTATION_PREFIX, sizeof(ANNOTATION_PREFIX) - 1) != 0) {
+      continue;
+    }
+    const char *key = a->string + sizeof(ANNOTATION_PREFIX) - 1;
+    size_t known = 0;
+    while (known < sizeof(kKnown) / sizeof(kKnown[0]) && strcmp(key, kKnown[known].key) != 0) {
+      known++;
+    }
+    if (known == sizeof(kKnown) / sizeof(kKnown[0])) {
+      return settle(m, INJECT_REFUSED, "unknown annotation %s", a->string);
+    }
+    const char *v = cJSON_IsString(a) ? a->valuestring : NULL;
+    bool ok = v != NULL;
+    if (ok && strstr(key, "ports") != NULL) {
+      ok = is_port_list(v);
+    } else if (ok && strstr(key, "cidrs") != NULL) {
+      ok = each_valid(v, iptables_cidr_valid);
+    } else if (ok && strcmp(key, "inject") == 0) {
+      ok = one_of(v, kInject);
+    } else if (ok && strcmp(key, "inbound-mode") == 0) {
+      ok = one_of(v, kModes);
+    } else if (ok && strcmp(key, "allow") == 0) {
+      ok = each_valid(v, allow_entry_valid);
+    } else if (ok && strncmp(key, "proxy-", 6) == 0) {
+      ok = is_quantity(v);
+    } else if (ok && (strcmp(key, "native-sidecar") == 0 || strcmp(key, "rewrite-probes") == 0)) {
+      ok = is_bool_text(v);
+    } else if (ok && strcmp(key, "cert-secret") == 0) {
+      ok = is_secret_name(v);
+    } else if (ok && strcmp(key, "log-level") == 0) {
+      ok = one_of(v, kLevels);
+    }
+    if (!ok) {
+      return settle(m, INJECT_REFUSED, "annotation %s: \"%.200s\" is not %s", a->string,
+                    v != NULL ? v : "(not a string)", kKnown[known].expected);
+    }
+  }
+  const char *native = annotation(m, ANNOTATION_PREFIX "native-sidecar");
+  const char *rewrite = annotation(m, ANNOTATION_PREFIX "rewrite-probes");
+  m->native = native != NULL ? strcmp(native, "true") == 0 : m->cfg->native_sidecar;
+  m->rewrite_probes = rewrite == NULL || strcmp(rewrite, "true") == 0;
+  return true;
+}
+
+/* ---- Skips and refusals ---- */
+
+static bool should_skip(struct mutation *m, const char *ns) {
+  static const char *const kSystem[] = {"kube-system", "kube-public", "kube-node-lease", NULL};
+  if (annotation(m, ANNOTATION_PREFIX "status") != NULL) {
+    return !settle(m, INJECT_SKIPPED, "already injected (it has %sstatus)", ANNOTATION_PREFIX);
+  }
+  if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m->spec, "hostNetwork"))) {
+    return !settle(m, INJECT_SKIPPED, "a hostNetwork pod shares the node's network");
+  }
+  const char *label = string_member(m->labels, ANNOTATION_PREFIX "inject");
+  const char *ann = annotation(m, ANNOTATION_PREFIX "inject");
+  if ((label != NULL && strcmp(label, "disabled") == 0) ||
+      (ann != NULL && strcmp(ann, "disabled") == 0)) {
+    return !settle(m, INJECT_SKIPPED, "%sinject is \"disabled\"", ANNOTATION_PREFIX);
+  }
+  if (one_of(ns, kSystem) || strcmp(ns, m->cfg->own_namespace) == 0) {
+    return !settle(m, INJECT_SKIPPED, "namespace %s is never injected", ns);
+  }
+  return false;
+}
+
+static long run_as(const cJSON *container_or_pod_security, const char *key) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(container_or_pod_security, key);
+  return cJSON_IsNumber(v) ? (long)v->valuedouble : -1;
+}
+
+/* An application container running as the proxy's UID or GID would have its traffic
+ * let through by the interception rules, unencrypted. */
+static bool check_identities(struct mutation *m) {
+  const cJSON *pod_sc = cJSON_GetObjectItemCaseSensitive(m->spec, "securityContext");
+  const cJSON *c;
+  cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(m->spec, "containers")) {
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(c, "securityContext");
+    const char *name = string_member(c, "name");
+    static const char *const kKeys[] = {"runAsUser", "runAsGroup"};
+    for (size_t i = 0; i < 2; i++) {
+      long id = run_as(sc, kKeys[i]);
+      if (id < 0) {
+        id = run_as(pod_sc, kKeys[i]);
+      }
+      if (id == PROXY_UID) {
+        return settle(m, INJECT_REFUSED,
+                      "container %s runs with %s %d, the proxy's: its traffic would bypass "
+                      "interception",
+                      name != NULL ? name : "?", kKeys[i], PROXY_UID);
+      }
+    }
+  }
+  return true;
+}
+
+/* ---- The probe rewrite ---- */
+
+/* Resolves a named port of |probe_handler| against |container|'s ports, in place. */
+static bool resolve_port(struct mutation *m, const cJSON *container, cJSON *handler,
+                         const char *where) {
+  cJSON *port = cJSON_GetObjectItemCaseSensitive(handler, "port");
+  if (cJSON_IsNumber(port)) {
+    return true;
+  }
+  const char *name = cJSON_IsString(port) ? port->valuestring : NULL;
+  const cJSON *p;
+  cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(container, "ports")) {
+    const char *pname = string_member(p, "name");
+    const cJSON *number = cJSON_GetObjectItemCaseSensitive(p, "containerPort");
+    if (name != NULL && pname != NULL && strcmp(name, pname) == 0 && cJSON_IsNumber(number)) {
+      cJSON_ReplaceItemInObjectCaseSensitive(handler, "port",
+                                             cJSON_CreateNumber(number->valuedouble));
+      return true;
+    }
+  }
+  return settle(m, INJECT_REFUSED, "%s.port %s%s%s names no port of the container", where,
+                name != NULL ? "\"" : "", name != NULL ? name : "(missing)",
+                name != NULL ? "\"" : "");
+}
+
+/* Rewrites one probe of container |index| to the health port, keeping its timing, and
+ * records the original (its named port resolved) in MTLSD_APP_PROBES. */
+static bool rewrite_probe(struct mutation *m, const cJSON *container, size_t index,
+                          const char *field, const char *kind) {
+  static const char *const kHandlers[] = {"httpGet", "tcpSocket", "grpc"};
+  static const char *const kTiming[] = {"initialDelaySeconds", "timeoutSeconds",
+                                        "periodSeconds",       "successThreshold",
+                                        "failureThreshold",    "terminationGracePeriodSeconds"};
+  const cJSON *probe = cJSON_GetObjectItemCaseSensitive(container, field);
+  const char *name = string_member(container, "name");
+  if (probe == NULL || name == NULL) {
+    return true;
+  }
+  const char *handler_key = NULL;
+  for (size_t i = 0; i < 3; i++) {
+    if (cJSON_GetObjectItemCaseSensitive(probe, kHandlers[i]) != NULL) {
+      handler_key = kHandlers[i];
+    }
+  }
+  const cJSON *handler =
+      handler_key != NULL ? cJSON_GetObjectItemCaseSensitive(probe, handler_key) : NULL;
+  /* exec probes run in the container itself; a probe with its own host is not the pod's. */
+  if (handler == NULL || cJSON_GetObjectItemCaseSensitive(handler, "host") != NULL) {
+    return true;
+  }
+  cJSON *original = cJSON_Duplicate(probe, true);
+  char where[160];
+  snprintf(where, sizeof(where), "container %s: %s.%s", name, field, handler_key);
+  if (original == NULL ||
+      !resolve_port(m, container, cJSON_GetObjectItemCaseSensitive(original, handler_key), where)) {
+    cJSON_Delete(original);
+    return false;
+  }
+  char key[128];
+  snprintf(key, sizeof(key), "%s/%s", name, kind);
+  cJSON_AddItemToObject(m->app_probes, key, original);
+
+  cJSON *rewritten = cJSON_CreateObject();
+  cJSON *get = cJSON_AddObjectToObject(rewritten, "httpGet");
+  char path[200];
+  snprintf(path, sizeof(path), "/app-health/%s/%s", name, kind);
+  cJSON_AddStringToObject(get, "path", path);
+  cJSON_AddNumberToObject(get, "port", HEALTH_PORT);
+  cJSON_AddStringToObject(get, "scheme", "HTTP");
+  for (size_t i = 0; i < sizeof(kTiming) / sizeof(kTiming[0]); i++) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(probe, kTiming[i]);
+    if (t != NULL) {
+      cJSON_AddItemToObject(rewritten, kTiming[i], cJSON_Duplicate(t, true));
+    }
+  }
+  char ptr[POINTER_MAX], idx[24];
+  snprintf(idx, sizeof(idx), "%zu", index);
+  ptr_join(ptr, m->spec_ptr, "containers");
+  ptr_push(ptr, idx);
+  ptr_push(ptr, field);
+  return add_op(m, ptr, rewritten);
+}
+
+static bool rewrite_probes(struct mutation *m) {
+  static const char *const kProbes[][2] = {
+      {"livenessProbe", "livez"}, {"readinessProbe", "readyz"}, {"startupProbe", "startupz"}};
+  size_t i = 0;
+  const cJSON *c;
+  cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(m->spec, "containers")) {
+    for (size_t k = 0; k < 3; k++) {
+      if (!rewrite_probe(m, c, i, kProbes[k][0], kProbes[k][1])) {
+        return false;
+      }
+    }
+    i++;
+  }
+  return true;
+}
+
+/* ---- What is added ---- */
+
+static cJSON *string_array(const char *const *items, size_t count) {
+  cJSON *a = cJSON_CreateArray();
+  for (size_t i = 0; a != NULL && i < count; i++) {
+    cJSON_AddItemToArray(a, cJSON_CreateString(items[i]));
+  }
+  return a;
+}
+
+/* The sidecar's configuration (MTLSD_CONFIG): the image's built-in one, with the pod's
+ * allow list and inbound mode, and the IPv6 outbound listener the --ipv6 rules need. */
+static char *sidecar_config(const struct mutation *m) {
+  const char *allow = annotation(m, ANNOTATION_PREFIX "allow");
+  const char *mode = annotation(m, ANNOTATION_PREFIX "inbound-mode");
+  cJSON *cfg = cJSON_CreateObject();
+  cJSON_AddStringToObject(cfg, "trust_domain", m->cfg->trust_domain);
+  cJSON_AddStringToObject(cJSON_AddObjectToObject(cfg, "admin"), "listen", "127.0.0.1:15000");
+  cJSON_AddStringToObject(cJSON_AddObjectToObject(cfg, "health"), "listen", "0.0.0.0:15020");
+  cJSON_AddStringToObject(cJSON_AddObjectToObject(cfg, "certs"), "dir", CERTS_PATH);
+  cJSON *listeners = cJSON_AddArrayToObject(cfg, "listeners");
+  static const char *const kListeners[][3] = {
+      {"outbound", "outbound", "127.0.0.1:15001"},
+      {"outbound6", "outbound", "[::1]:15001"},
+      {"inbound", "inbound", "0.0.0.0:15006"},
+      {"inbound6", "inbound", "[::]:15006"},
+  };
+  for (size_t i = 0; i < 4; i++) {
+    cJSON *l = cJSON_CreateObject();
+    cJSON_AddStringToObject(l, "name", kListeners[i][0]);
+    cJSON_AddStringToObject(l, "mode", kListeners[i][1]);
+    cJSON_AddStringToObject(l, "listen", kListeners[i][2]);
+    cJSON_AddBoolToObject(l, "transparent", true);
+    if (strcmp(kListeners[i][1], "inbound") == 0) {
+      if (allow != NULL) {
+        cJSON *list = cJSON_AddArrayToObject(l, "allow");
+        char item[300];
+        for (const char *p = allow;;) {
+          size_t len = strcspn(p, ",");
+          snprintf(item, sizeof(item), "%.*s", (int)len, p);
+          cJSON_AddItemToArray(list, cJSON_CreateString(item));
+          if (p[len] == '\0') {
+            break;
+          }
+          p += len + 1;
+        }
+      }
+      if (mode != NULL && strcmp(mode, "permissive") == 0) {
+        cJSON_AddBoolToObject(l, "permissive", true);
+      }
+    }
+    cJSON_AddItemToArray(listeners, l);
+  }
+  cJSON_AddNumberToObject(cfg, "workers", 2);
+  cJSON_AddStringToObject(cfg, "access_log", "stdout");
+  char *text = cJSON_PrintUnformatted(cfg);
+  cJSON_Delete(cfg);
+  return text;
+}
+
+static cJSON *security_context(bool init) {
+  cJSON *sc = cJSON_CreateObject();
+  cJSON_AddNumberToObject(sc, "runAsUser", init ? 0 : PROXY_UID);
+  cJSON_AddNumberToObject(sc, "runAsGroup", init ? 0 : PROXY_UID);
+  cJSON_AddBoolToObject(sc, "runAsNonRoot", !init);
+  cJSON_AddBoolToObject(sc, "readOnlyRootFilesystem", true);
+  cJSON_AddBoolToObject(sc, "allowPrivilegeEscalation", false);
+  cJSON *caps = cJSON_AddObjectToObject(sc, "capabilities");
+  static const char *const kAll[] = {"ALL"};
+  static const char *const kNet[] = {"NET_ADMIN", "NET_RAW"};
+  cJSON_AddItemToObject(caps, "drop", string_array(kAll, 1));
+  if (init) {
+    cJSON_AddItemToObject(caps, "add", string_array(kNet, 2));
+  }
+  cJSON_AddStringToObject(cJSON_AddObjectToObject(sc, "seccompProfile"), "type", "RuntimeDefault");
+  return sc;
+}
+
+static cJSON *init_container(const struct mutation *m) {
+  static const char *const kFlags[][2] = {
+      {"exclude-inbound-ports", "--exclude-inbound-ports"},
+      {"exclude-outbound-ports", "--exclude-outbound-ports"},
+      {"inbound-ports", "--inbound-ports"},
+      {"exclude-outbound-cidrs", "--exclude-outbound-cidrs"},
+      {"include-outbound-cidrs", "--include-outbound-cidrs"},
+  };
+  cJSON *c = cJSON_CreateObject();
+  cJSON_AddStringToObject(c, "name", INIT_NAME);
+  cJSON_AddStringToObject(c, "image", m->cfg->image);
+  cJSON_AddStringToObject(c, "imagePullPolicy", m->cfg->pull_policy);
+  cJSON *args = cJSON_AddArrayToObject(c, "args");
+  static const char *const kBase[] = {"iptables",     "--apply", "--health-port", "15020",
+                                      "--admin-port", "15000",   "--proxy-uid",   "1337",
+                                      "--proxy-gid",  "1337",    "--ipv6"};
+  for (size_t i = 0; i < sizeof(kBase) / sizeof(kBase[0]); i++) {
+    cJSON_AddItemToArray(args, cJSON_CreateString(kBase[i]));
+  }
+  for (size_t i = 0; i < sizeof(kFlags) / sizeof(kFlags[0]); i++) {
+    char key[64];
+    snprintf(key, sizeof(key), ANNOTATION_PREFIX "%s", kFlags[i][0]);
+    const char *v = annotation(m, key);
+    if (v != NULL) {
+      cJSON_AddItemToArray(args, cJSON_CreateString(kFlags[i][1]));
+      cJSON_AddItemToArray(args, cJSON_CreateString(v));
+    }
+  }
+  cJSON_AddItemToObject(c, "securityContext", security_context(true));
+  return c;
+}
+
+static cJSON *env_from_field(const char *name, const char *field) {
+  cJSON *e = cJSON_CreateObject();
+  cJSON_AddStringToObject(e, "name", name);
+  cJSON *from = cJSON_AddObjectToObject(cJSON_AddObjectToObject(e, "valueFrom"), "fieldRef");
+  cJSON_AddStringToObject(from, "fieldPath", field);
+  return e;
+}
+
+static cJSON *env_value(const char *name, const char *value) {
+  cJSON *e = cJSON_CreateObject();
+  cJSON_AddStringToObject(e, "name", name);
+  cJSON_AddStringToObject(e, "value", value);
+  return e;
+}
+
+static cJSON *health_probe(const char *path, int period, int failures) {
+  cJSON *p = cJSON_CreateObject();
+  cJSON *get = cJSON_AddObjectToObject(p, "httpGet");
+  cJSON_AddStringToObject(get, "path", path);
+  cJSON_AddNumberToObject(get, "port", HEALTH_PORT);
+  cJSON_AddNumberToObject(p, "periodSeconds", period);
+  cJSON_AddNumberToObject(p, "failureThreshold", failures);
+  return p;
+}
+
+/* The resources: the annotations', else the injector's defaults. */
+static cJSON *resources(const struct mutation *m) {
+  static const char *const kParts[][3] = {{"requests", "cpu", "proxy-cpu-request"},
+                                          {"requests", "memory", "proxy-memory-request"},
+                                          {"limits", "cpu", "proxy-cpu-limit"},
+                                          {"limits", "memory", "proxy-memory-limit"}};
+  const char *defaults[] = {m->cfg->cpu_request, m->cfg->memory_request, m->cfg->cpu_limit,
+                            m->cfg->memory_limit};
+  cJSON *r = cJSON_CreateObject();
+  for (size_t i = 0; i < 4; i++) {
+    char key[64];
+    snprintf(key, sizeof(key), ANNOTATION_PREFIX "%s", kParts[i][2]);
+    const char *v = annotation(m, key);
+    v = v != NULL ? v : defaults[i];
+    if (v != NULL) {
+      cJSON *part = cJSON_GetObjectItemCaseSensitive(r, kParts[i][0]);
+      if (part == NULL) {
+        part = cJSON_AddObjectToObject(r, kParts[i][0]);
+      }
+      cJSON_AddStringToObject(part, kParts[i][1], v);
+    }
+  }
+  return r;
+}
+
+static cJSON *sidecar_container(struct mutation *m) {
+  cJSON *c = cJSON_CreateObject();
+  cJSON_AddStringToObject(c, "name", SIDECAR_NAME);
+  cJSON_AddStringToObject(c, "image", m->cfg->image);
+  cJSON_AddStringToObject(c, "imagePullPolicy", m->cfg->pull_policy);
+  if (m->native) {
+    cJSON_AddStringToObject(c, "restartPolicy", "Always");
+  }
+  /* No --config: MTLSD_CONFIG is the configuration. */
+  cJSON *args = cJSON_AddArrayToObject(c, "args");
+  cJSON_AddItemToArray(args, cJSON_CreateString("run"));
+  const char *level = annotation(m, ANNOTATION_PREFIX "log-level");
+  if (level != NULL) {
+    cJSON_AddItemToArray(args, cJSON_CreateString("--log-level"));
+    cJSON_AddItemToArray(args, cJSON_CreateString(level));
+  }
+  cJSON *ports = cJSON_AddArrayToObject(c, "ports");
+  cJSON *port = cJSON_CreateObject();
+  cJSON_AddStringToObject(port, "name", "mtlsd-health");
+  cJSON_AddNumberToObject(port, "containerPort", HEALTH_PORT);
+  cJSON_AddStringToObject(port, "protocol", "TCP");
+  cJSON_AddItemToArray(ports, port);
+  cJSON *env = cJSON_AddArrayToObject(c, "env");
+  char *config = sidecar_config(m);
+  cJSON_AddItemToArray(env, env_value("MTLSD_CONFIG", config != NULL ? config : "{}"));
+  free(config);
+  if (m->app_probes->child != NULL) {
+    char *probes = cJSON_PrintUnformatted(m->app_probes);
+    cJSON_AddItemToArray(env, env_value("MTLSD_APP_PROBES", probes != NULL ? probes : "{}"));
+    free(probes);
+  }
+  cJSON_AddItemToArray(env, env_from_field("POD_NAME", "metadata.name"));
+  cJSON_AddItemToArray(env, env_from_field("POD_NAMESPACE", "metadata.namespace"));
+  cJSON_AddItemToArray(env, env_from_field("POD_IP", "status.podIP"));
+  cJSON_AddItemToArray(env, env_from_field("SERVICE_ACCOUNT", "spec.serviceAccountName"));
+  cJSON_AddItemToObject(c, "startupProbe", health_probe("/ready", 1, 120));
+  cJSON_AddItemToObject(c, "readinessProbe", health_probe("/ready", 5, 3));
+  cJSON_AddItemToObject(c, "livenessProbe", health_probe("/healthz", 10, 3));
+  if (!m->native) {
+    /* The application's containers start after this hook returns: it waits for /ready,
+     * so that no app connection goes out before the proxy serves. */
+    static const char *const kWait[] = {"/usr/local/bin/mtlsd", "wait-ready", "--timeout", "120s"};
+    cJSON *exec = cJSON_AddObjectToObject(
+        cJSON_AddObjectToObject(cJSON_AddObjectToObject(c, "lifecycle"), "postStart"), "exec");
+    cJSON_AddItemToObject(exec, "command", string_array(kWait, 4));
+  }
+  cJSON_AddItemToObject(c, "resources", resources(m));
+  cJSON_AddItemToObject(c, "securityContext", security_context(false));
+  cJSON *mounts = cJSON_AddArrayToObject(c, "volumeMounts");
+  cJSON *mount = cJSON_CreateObject();
+  cJSON_AddStringToObject(mount, "name", CERTS_VOLUME);
+  cJSON_AddStringToObject(mount, "mountPath", CERTS_PATH);
+  cJSON_AddBoolToObject(mount, "readOnly", true);
+  cJSON_AddItemToArray(mounts, mount);
+  return c;
+}
+
+static cJSON *certs_volume(const struct mutation *m) {
+  cJSON *v = cJSON_CreateObject();
+  cJSON_AddStringToObject(v, "name", CERTS_VOLUME);
+  const char *secret = annotation(m, ANNOTATION_PREFIX "cert-secret");
+  if (secret != NULL) {
+    cJSON *s = cJSON_AddObjectToObject(v, "secret");
+    cJSON_AddStringToObject(s, "secretName", secret);
+    /* Readable by the proxy's group only (the key must not be world-readable). */
+    cJSON_AddNumberToObject(s, "defaultMode", 0440);
+    return v;
+  }
+  cJSON *csi = cJSON_AddObjectToObject(v, "csi");
+  cJSON_AddStringToObject(csi, "driver", m->cfg->csi_driver);
+  cJSON_AddBoolToObject(csi, "readOnly", true);
+  cJSON *attrs = cJSON_AddObjectToObject(csi, "volumeAttributes");
+  cJSON_AddStringToObject(attrs, "spiffe.csi.cert-manager.io/fs-group", "1337");
+  return v;
+}
+
+/* Adds |value| to the array |key| of the object at |parent_ptr|: as element |index|
+ * (-1: at the end) when the array exists, else as a new array holding it. */
+static bool add_to_array(struct mutation *m, const cJSON *parent, const char *parent_ptr,
+                         const char *key, long index, cJSON *value) {
+  char ptr[POINTER_MAX];
+  ptr_join(ptr, parent_ptr, key);
+  if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(parent, key))) {
+    cJSON *array = cJSON_CreateArray();
+    cJSON_AddItemToArray(array, value);
+    return add_op(m, ptr, array);
+  }
+  char idx[24];
+  snprintf(idx, sizeof(idx), index < 0 ? "-" : "%ld", index);
+  ptr_push(ptr, idx);
+  return add_op(m, ptr, value);
+}
+
+static bool has_prometheus_annotation(const struct mutation *m) {
+  for (const cJSON *a = m->annotations != NULL ? m->annotations->child : NULL; a != NULL;
+       a = a->next) {
+    if (strncmp(a->string, "prometheus.io/", 14) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static bool add_annotations(struct mutation *m) {
+  char ptr[POINTER_MAX];
+  if (m->meta == NULL) {
+    cJSON *meta = cJSON_CreateObject();
+    cJSON_AddObjectToObject(meta, "annotations");
+    if (!add_op(m, m->meta_ptr, meta)) {
+      return false;
+    }
+  } else if (!cJSON_IsObject(m->annotations)) {
+    ptr_join(ptr, m->meta_ptr, "annotations");
+    if (!add_op(m, ptr, cJSON_CreateObject())) {
+      return false;
+    }
+  }
+  char base[POINTER_MAX];
+  ptr_join(base, m->meta_ptr, "annotations");
+  cJSON *status = cJSON_CreateObject();
+  cJSON_AddStringToObject(status, "version", MTLSD_VERSION);
+  static const char *const kNative[] = {INIT_NAME, SIDECAR_NAME};
+  static const char *const kInit[] = {INIT_NAME};
+  static const char *const kSidecar[] = {SIDECAR_NAME};
+  static const char *const kVolumes[] = {CERTS_VOLUME};
+  cJSON_AddItemToObject(status, "initContainers",
+                        string_array(m->native ? kNative : kInit, m->native ? 2 : 1));
+  cJSON_AddItemToObject(status, "containers", string_array(kSidecar, m->native ? 0 : 1));
+  cJSON_AddItemToObject(status, "volumes", string_array(kVolumes, 1));
+  char *text = cJSON_PrintUnformatted(status);
+  cJSON_Delete(status);
+  ptr_join(ptr, base, ANNOTATION_PREFIX "status");
+  bool ok = text != NULL && add_op(m, ptr, cJSON_CreateString(text));
+  free(text);
+  const cJSON *first =
+      cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(m->spec, "containers"), 0);
+  const char *first_name = string_member(first, "name");
+  if (ok && first_name != NULL &&
+      annotation(m, "kubectl.kubernetes.io/default-container") == NULL) {
+    ptr_join(ptr, base, "kubectl.kubernetes.io/default-container");
+    ok = add_op(m, ptr, cJSON_CreateString(first_name));
+  }
+  if (ok && !has_prometheus_annotation(m)) {
+    static const char *const kProm[][2] = {{"prometheus.io/scrape", "true"},
+                                           {"prometheus.io/port", "15020"},
+                                           {"prometheus.io/path", "/metrics"}};
+    for (size_t i = 0; ok && i < 3; i++) {
+      ptr_join(ptr, base, kProm[i][0]);
+      ok = add_op(m, ptr, cJSON_CreateString(kProm[i][1]));
+    }
+  }
+  return ok;
+}
+
+bool inject_object(const struct inject_config *cfg, const cJSON *object, const char *ns,
+                   struct inject_result *out) {
+  *out = (struct inject_result){.outcome = INJECT_SKIPPED};
+  struct mutation m = {.cfg = cfg, .out = out};
+  if (!cJSON_IsObject(object) || !find_template(&m, object)) {
+    return out->outcome == INJECT_REFUSED;
+  }
+  if (ns == NULL) {
+    ns = string_member(cJSON_GetObjectItemCaseSensitive(object, "metadata"), "namespace");
+  }
+  ns = ns != NULL ? ns : "default";
+  if (should_skip(&m, ns) || !check_annotations(&m) || !check_identities(&m)) {
+    return true;
+  }
+  m.patch = cJSON_CreateArray();
+  m.app_probes = cJSON_CreateObject();
+  const cJSON *spec = m.spec;
+  bool ok = m.patch != NULL && m.app_probes != NULL && add_annotations(&m) &&
+            (!m.rewrite_probes || rewrite_probes(&m)) &&
+            add_to_array(&m, spec, m.spec_ptr, "volumes", -1, certs_volume(&m));
+  if (ok && m.native) {
+    ok = add_to_array(&m, spec, m.spec_ptr, "initContainers", 0, init_container(&m));
+    /* Right after mtlsd-init: element 1 once the first add has made the array. */
+    char ptr[POINTER_MAX];
+    ptr_join(ptr, m.spec_ptr, "initContainers");
+    ptr_push(ptr, "1");
+    ok = ok && add_op(&m, ptr, sidecar_container(&m));
+  } else if (ok) {
+    /* mtlsd-init last among the init containers, so that the others run before the
+     * interception (nothing would relay for them yet); the sidecar first in containers. */
+    ok = add_to_array(&m, spec, m.spec_ptr, "initContainers", -1, init_container(&m)) &&
+         add_to_array(&m, spec, m.spec_ptr, "containers", 0, sidecar_container(&m));
+  }
+  cJSON_Delete(m.app_probes);
+  if (!ok) {
+    cJSON_Delete(m.patch);
+    if (out->reason[0] == '\0') {
+      settle(&m, INJECT_REFUSED, "out of memory");
+    }
+    return true;
+  }
+  out->outcome = INJECT_INJECTED;
+  out->patch = m.patch;
+  snprintf(out->reason, sizeof(out->reason), "injected%s", m.native ? "" : " (not native)");
+  return true;
+}
+
+/* ---- Applying a patch ---- */
+
+/* Decodes the next token of |*ptr| into |out|; false at the end. */
+static bool next_token(const char **ptr, char *out, size_t cap) {
+  if (**ptr != '/') {
+    return false;
+  }
+  const char *p = *ptr + 1;
+  size_t n = 0;
+  for (; *p != '\0' && *p != '/' && n + 1 < cap; p++) {
+    if (*p == '~' && (p[1] == '0' || p[1] == '1')) {
+      out[n++] = p[1] == '0' ? '~' : '/';
+      p++;
+    } else {
+      out[n++] = *p;
+    }
+  }
+  out[n] = '\0';
+  *ptr = p;
+  return true;
+}
+
+/* Inserts |item| at |index| of |array| (at most its size). cJSON 1.7.15's own
+ * cJSON_InsertItemInArray loses an item inserted after one inserted at 0 (the last
+ * element's back link is left stale), so this moves the tail out and back instead. */
+static void array_insert(cJSON *array, int index, cJSON *item) {
+  cJSON tail = {.type = cJSON_Array};
+  while (cJSON_GetArraySize(array) > index) {
+    cJSON_AddItemToArray(&tail, cJSON_DetachItemFromArray(array, index));
+  }
+  cJSON_AddItemToArray(array, item);
+  while (tail.child != NULL) {
+    cJSON_AddItemToArray(array, cJSON_DetachItemFromArray(&tail, 0));
+  }
+}
+
+static bool apply_add(cJSON *doc, const char *path, const cJSON *value) {
+  char token[POINTER_MAX];
+  cJSON *parent = doc;
+  const char *p = path;
+  if (!next_token(&p, token, sizeof(token))) {
+    return false;
+  }
+  while (*p != '\0') {
+    cJSON *child = cJSON_IsArray(parent) ? cJSON_GetArrayItem(parent, atoi(token))
+                                         : cJSON_GetObjectItemCaseSensitive(parent, token);
+    if (child == NULL) {
+      return false;
+    }
+    parent = child;
+    next_token(&p, token, sizeof(token));
+  }
+  cJSON *copy = cJSON_Duplicate(value, true);
+  if (copy == NULL) {
+    return false;
+  }
+  if (cJSON_IsArray(parent)) {
+    int size = cJSON_GetArraySize(parent);
+    int index = strcmp(token, "-") == 0 ? size : atoi(token);
+    if (index < 0 || index > size) {
+      cJSON_Delete(copy);
+      return false;
+    }
+    array_insert(parent, index, copy);
+    return true;
+  }
+  if (!cJSON_IsObject(parent)) {
+    cJSON_Delete(copy);
+    return false;
+  }
+  if (cJSON_GetObjectItemCaseSensitive(parent, token) != NULL) {
+    cJSON_ReplaceItemInObjectCaseSensitive(parent, token, copy);
+  } else {
+    cJSON_AddItemToObject(parent, token, copy);
+  }
+  return true;
+}
+
+cJSON *inject_apply(const cJSON *object, const cJSON *patch) {
+  cJSON *doc = cJSON_Duplicate(object, true);
+  const cJSON *op;
+  cJSON_ArrayForEach(op, patch) {
+    const char *kind = string_member(op, "op");
+    const char *path = string_member(op, "path");
+    const cJSON *value = cJSON_GetObjectItemCaseSensitive(op, "value");
+    if (doc == NULL || kind == NULL || strcmp(kind, "add") != 0 || path == NULL || value == NULL ||
+        !apply_add(doc, path, value)) {
+      cJSON_Delete(doc);
+      return NULL;
+    }
+  }
+  return doc;
+}
