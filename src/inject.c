@@ -167,6 +167,27 @@ static bool find_template(struct mutation *m, const cJSON *object) {
     }
     m->annotations = cJSON_GetObjectItemCaseSensitive(m->meta, "annotations");
     m->labels = cJSON_GetObjectItemCaseSensitive(m->meta, "labels");
+    /* What the patch adds to must have the type the API gives it: adding to anything
+     * else would replace it. */
+    static const struct {
+      const char *what;
+      bool array;
+    } kShapes[] = {{"metadata", false},
+                   {"metadata.annotations", false},
+                   {"metadata.labels", false},
+                   {"spec.initContainers", true},
+                   {"spec.volumes", true}};
+    const cJSON *nodes[] = {m->meta, m->annotations, m->labels,
+                            cJSON_GetObjectItemCaseSensitive(m->spec, "initContainers"),
+                            cJSON_GetObjectItemCaseSensitive(m->spec, "volumes")};
+    for (size_t s = 0; s < sizeof(kShapes) / sizeof(kShapes[0]); s++) {
+      if (nodes[s] != NULL &&
+          !(kShapes[s].array ? cJSON_IsArray(nodes[s]) : cJSON_IsObject(nodes[s]))) {
+        return settle(m, INJECT_REFUSED, "%s of the pod%s is not an %s", kShapes[s].what,
+                      kKinds[i].path[0] != '\0' ? " template" : "",
+                      kShapes[s].array ? "array" : "object");
+      }
+    }
     return true;
   }
   snprintf(m->out->reason, sizeof(m->out->reason), "a %s is not a pod or a workload",

@@ -18,6 +18,7 @@
 #include "mtlsd/config.h"
 #include "mtlsd/exit.h"
 #include "mtlsd/file.h"
+#include "mtlsd/inject_cli.h"
 #include "mtlsd/iptables.h"
 #include "mtlsd/log.h"
 #include "mtlsd/netaddr.h"
@@ -31,6 +32,7 @@ static const char usage_text[] =
     "       mtlsd cert ca --out DIR [--trust-domain TD] [--days N]\n"
     "       mtlsd cert issue --ca DIR --out DIR (--spiffe-id URI | --dns NAME)... [--days N]\n"
     "       mtlsd iptables [--print | --apply | --clean] [options]\n"
+    "       mtlsd inject [-f FILE] [-o json|yaml]\n"
     "       mtlsd wait-ready [--admin ADDR] [--timeout DURATION]\n"
     "       mtlsd version\n"
     "\n"
@@ -39,6 +41,7 @@ static const char usage_text[] =
     "           good, 1 when the certificates are bad, 2 when the configuration is\n"
     "  cert     make a development CA and certificates (see mtlsd cert --help)\n"
     "  iptables print or apply the pod's interception rules (see mtlsd iptables --help)\n"
+    "  inject   add the sidecar to the pods of Kubernetes manifests (see mtlsd inject --help)\n"
     "  wait-ready  wait until the sidecar's /ready says 200 (a postStart hook that holds\n"
     "           the application's containers until the proxy serves)\n"
     "  version  print the versions of mtlsd and its libraries\n"
@@ -350,6 +353,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "iptables") == 0) {
     return iptables_main(argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "inject") == 0) {
+    return inject_main(argc - 1, argv + 1);
   }
   if (strcmp(cmd, "wait-ready") == 0) {
     return cmd_wait_ready(argc - 1, argv + 1);

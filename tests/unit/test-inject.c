@@ -309,6 +309,10 @@ TEST(refusals_name_what_is_wrong) {
        "unknown annotation mtlsd.io/nativesidecar"},
       {DEPLOYMENT("", "'containers':[{'name':'app','livenessProbe':{'httpGet':{'port':'web'}}}]"),
        "container app: livenessProbe.httpGet.port \"web\" names no port of the container"},
+      {DEPLOYMENT("'annotations':'x'", "'containers':[{'name':'a'}]"),
+       "metadata.annotations of the pod template is not an object"},
+      {DEPLOYMENT("", "'volumes':{},'containers':[{'name':'a'}]"),
+       "spec.volumes of the pod template is not an array"},
   };
   for (size_t i = 0; i < sizeof(kCases) / sizeof(kCases[0]); i++) {
     cJSON *in = parse_sq(kCases[i].json);

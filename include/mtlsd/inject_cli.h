@@ -1,0 +1,12 @@
+/* inject_cli: `mtlsd inject` (SPEC section 9): Kubernetes objects in (JSON or YAML, one
+ * or several documents, `kind: List`), the same objects out in the same format, with
+ * every Pod and workload injected (the inject module) and every other object passed
+ * through value for value. What happened to each object goes to stderr. */
+#ifndef MTLSD_INJECT_CLI_H
+#define MTLSD_INJECT_CLI_H
+
+/* inject_main runs `mtlsd inject ...`: |argv[0]| is "inject". Returns the exit code: 0,
+ * 1 when an object was refused (it is written out unchanged), 2 on bad input or usage. */
+int inject_main(int argc, char **argv);
+
+#endif

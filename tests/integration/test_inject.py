@@ -1,0 +1,172 @@
+"""`mtlsd inject` (SPEC section 9): manifests in, injected manifests out, in the format
+they came in; other objects pass through value for value; skips and refusals on stderr
+with their reasons and the exit codes. The YAML written is read back with Debian's
+PyYAML (a second, independent YAML 1.1 reader), through /usr/bin/python3."""
+
+import json
+import os
+import subprocess
+import unittest
+
+from harness import MTLSD, TempDir
+
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+      annotations:
+        example.com/version: "1.0"
+    spec:
+      initContainers:
+      - name: vault-init
+        image: vault:1
+      containers:
+      - name: web
+        image: nginx:1.25
+        ports:
+        - name: http
+          containerPort: 8080
+        readinessProbe:
+          httpGet: {path: /healthz, port: http}
+          periodSeconds: 5
+        env:
+        - {name: FEATURE, value: "on"}
+        - {name: MODE, value: "0755"}
+        - {name: LIMIT, value: "1e3"}
+        - name: SCRIPT
+          value: |
+            line one
+            line two
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  ports:
+  - port: 80
+    targetPort: "8080"
+"""
+
+
+def inject(text, *args):
+    return subprocess.run([MTLSD, "inject", *args], input=text, capture_output=True, text=True,
+                          timeout=30)
+
+
+def yaml_docs(text):
+    """The documents of TEXT as PyYAML reads them (YAML 1.1, as kubectl does)."""
+    r = subprocess.run([DEBIAN_PYTHON, "-c",
+                        "import json, sys, yaml; "
+                        "print(json.dumps(list(yaml.safe_load_all(sys.stdin))))"],
+                       input=text, capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise AssertionError(f"PyYAML cannot read the output:\n{r.stderr}\n{text}")
+    return [d for d in json.loads(r.stdout) if d is not None]
+
+
+class InjectTest(unittest.TestCase):
+    def test_a_deployment_is_injected_and_the_rest_passes_through(self):
+        r = inject(DEPLOYMENT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("deployment/web: injected", r.stderr)
+        self.assertIn("service/web: passed through", r.stderr)
+        original = yaml_docs(DEPLOYMENT)
+        deployment, service = yaml_docs(r.stdout)
+        self.assertEqual(service, original[1])  # value for value, "8080" still a string
+        spec = deployment["spec"]["template"]["spec"]
+        self.assertEqual([c["name"] for c in spec["initContainers"]],
+                         ["mtlsd-init", "mtlsd", "vault-init"])
+        self.assertEqual([v["name"] for v in spec["volumes"]], ["mtlsd-certs"])
+        web = spec["containers"][0]
+        self.assertEqual(web["readinessProbe"], {
+            "httpGet": {"path": "/app-health/web/readyz", "port": 15020, "scheme": "HTTP"},
+            "periodSeconds": 5})
+        # Strings stay strings through both readers.
+        env = {e["name"]: e["value"] for e in web["env"]}
+        self.assertEqual(env, {"FEATURE": "on", "MODE": "0755", "LIMIT": "1e3",
+                               "SCRIPT": "line one\nline two\n"})
+        sidecar = spec["initContainers"][1]
+        probes = json.loads(next(e["value"] for e in sidecar["env"]
+                                 if e["name"] == "MTLSD_APP_PROBES"))
+        self.assertEqual(probes["web/readyz"]["httpGet"]["port"], 8080)  # named port resolved
+        # Everything that was there is still there.
+        meta = deployment["spec"]["template"]["metadata"]
+        self.assertEqual(meta["annotations"]["example.com/version"], "1.0")
+        self.assertEqual(deployment["spec"]["replicas"], 2)
+
+    def test_injecting_twice_changes_nothing(self):
+        once = inject(DEPLOYMENT)
+        twice = inject(once.stdout)
+        self.assertEqual(twice.returncode, 0, twice.stderr)
+        self.assertIn("skipped: already injected", twice.stderr)
+        self.assertEqual(yaml_docs(twice.stdout), yaml_docs(once.stdout))
+
+    def test_json_in_json_out_and_lists(self):
+        docs = yaml_docs(DEPLOYMENT)
+        text = json.dumps({"apiVersion": "v1", "kind": "List", "items": docs})
+        r = inject(text)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = json.loads(r.stdout)
+        self.assertEqual(out["kind"], "List")
+        self.assertEqual(out["items"][1], docs[1])
+        names = [c["name"] for c in out["items"][0]["spec"]["template"]["spec"]["initContainers"]]
+        self.assertEqual(names[:2], ["mtlsd-init", "mtlsd"])
+        r = inject(text, "-o", "yaml")
+        self.assertEqual(yaml_docs(r.stdout)[0], out)
+
+    def test_a_refused_object_is_written_unchanged_and_exits_1(self):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "root"},
+               "spec": {"securityContext": {"runAsUser": 1337},
+                        "containers": [{"name": "app", "image": "a"}]}}
+        r = inject(json.dumps(pod))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("pod/root: refused: container app runs with runAsUser 1337", r.stderr)
+        self.assertEqual(json.loads(r.stdout), pod)
+        pod["spec"] = {"containers": [{"name": "app"}]}
+        pod["metadata"]["annotations"] = {"mtlsd.io/inbound-mode": "loose"}
+        r = inject(json.dumps(pod))
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('annotation mtlsd.io/inbound-mode: "loose" is not', r.stderr)
+
+    def test_skips_say_why(self):
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "node-agent", "namespace": "kube-system"},
+               "spec": {"containers": [{"name": "a"}]}}
+        r = inject(json.dumps(pod))
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("skipped: namespace kube-system is never injected", r.stderr)
+        self.assertEqual(json.loads(r.stdout), pod)
+
+    def test_bad_input_is_2_with_the_place(self):
+        r = inject("kind: Pod\nmetadata: {name: [x\n")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("mtlsd inject: stdin: line", r.stderr)
+        r = inject("- just\n- a list\n")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("document 1 is not a Kubernetes object", r.stderr)
+        r = inject("{\"kind\": ")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("not valid JSON", r.stderr)
+        with TempDir() as tmp:
+            path = os.path.join(tmp, "absent.yaml")
+            r = subprocess.run([MTLSD, "inject", "-f", path], capture_output=True, text=True,
+                               timeout=30)
+            self.assertEqual(r.returncode, 2)
+            self.assertIn(f"{path}: cannot read", r.stderr)
+        r = inject("", "-o", "xml")
+        self.assertEqual(r.returncode, 2)
+
+
+if __name__ == "__main__":
+    unittest.main()
