@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include "mtlsd/identity.h"
+#include "mtlsd/inject.h"
+#include "mtlsd/iptables.h"
 #include "mtlsd/json_syntax.h"
 
 enum {
@@ -1552,6 +1554,201 @@ const struct app_probe *config_find_app_probe(const struct config *cfg, const ch
     }
   }
   return NULL;
+}
+
+/* --- the injector's configuration file --------------------------------------------- */
+
+static const char *const kInjectorKeys[] = {"image",
+                                            "image_pull_policy",
+                                            "trust_domain",
+                                            "namespace",
+                                            "native_sidecar",
+                                            "resources",
+                                            "certs",
+                                            "exclude_inbound_ports",
+                                            "exclude_outbound_ports",
+                                            "exclude_outbound_cidrs",
+                                            "include_outbound_cidrs",
+                                            NULL};
+static const char *const kResourceKeys[] = {"requests", "limits", NULL};
+static const char *const kQuantityKeys[] = {"cpu", "memory", NULL};
+static const char *const kInjectorCertKeys[] = {"csi_driver", NULL};
+
+void config_free_injector(struct injector_file *f) {
+  if (f == NULL) {
+    return;
+  }
+  char *strings[] = {f->image,
+                     f->pull_policy,
+                     f->trust_domain,
+                     f->namespace,
+                     f->cpu_request,
+                     f->memory_request,
+                     f->cpu_limit,
+                     f->memory_limit,
+                     f->csi_driver,
+                     f->exclude_inbound_ports,
+                     f->exclude_outbound_ports,
+                     f->exclude_outbound_cidrs,
+                     f->include_outbound_cidrs};
+  for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
+    free(strings[i]);
+  }
+  free(f);
+}
+
+static bool check_quantity(struct parser *p, const char *s) {
+  return inject_quantity_valid(s) ? true
+                                  : fail_value(p, s, "not a resource quantity (e.g. 100m, 64Mi)");
+}
+
+static bool check_cidr(struct parser *p, const char *s) {
+  return iptables_cidr_valid(s) ? true : fail_value(p, s, "not a CIDR");
+}
+
+/* Reads a list (of strings checked by |check|, or with |ports| of port numbers) into
+ * one comma-separated string, the form of the annotations and of the iptables options. */
+static bool get_joined_list(struct parser *p, const cJSON *obj, const char *key, bool ports,
+                            element_check check, char **out) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) {
+    return fail(p, "expected a non-empty array of %s", ports ? "port numbers" : "strings");
+  }
+  char joined[4096] = "";
+  size_t i = 0;
+  for (const cJSON *e = v->child; e != NULL; e = e->next, i++) {
+    size_t saved_elem = path_push_index(p, i);
+    char item[300];
+    if (ports) {
+      if (!cJSON_IsNumber(e) || e->valuedouble != floor(e->valuedouble) || e->valuedouble < 1 ||
+          e->valuedouble > 65535) {
+        return fail(p, "expected a port number (1 to 65535)");
+      }
+      snprintf(item, sizeof(item), "%d", (int)e->valuedouble);
+    } else {
+      if (!expect_text(p, e) || !check(p, e->valuestring)) {
+        return false;
+      }
+      snprintf(item, sizeof(item), "%s", e->valuestring);
+    }
+    size_t used = strlen(joined);
+    if (used + strlen(item) + 2 >= sizeof(joined)) {
+      return fail(p, "too many entries");
+    }
+    snprintf(joined + used, sizeof(joined) - used, "%s%s", used > 0 ? "," : "", item);
+    path_pop(p, saved_elem);
+  }
+  path_pop(p, saved);
+  return replace_string(p, out, joined);
+}
+
+static bool get_quantities(struct parser *p, const cJSON *obj, const char *key, char **cpu,
+                           char **memory) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!expect_object(p, v) || !check_keys(p, v, kQuantityKeys) || !get_string(p, v, "cpu", cpu) ||
+      !get_string(p, v, "memory", memory)) {
+    return false;
+  }
+  const char *values[] = {*cpu, *memory};
+  const char *names[] = {"cpu", "memory"};
+  for (size_t i = 0; i < 2; i++) {
+    if (values[i] != NULL) {
+      size_t inner = path_push_key(p, names[i]);
+      if (!check_quantity(p, values[i])) {
+        return false;
+      }
+      path_pop(p, inner);
+    }
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+static bool parse_injector(struct parser *p, const cJSON *root, struct injector_file *f) {
+  static const char *const kPolicies[] = {"IfNotPresent", "Always", "Never", NULL};
+  int policy = -1;
+  bool native = false;
+  if (!expect_object(p, root) || !check_keys(p, root, kInjectorKeys) ||
+      !get_string(p, root, "image", &f->image) ||
+      !get_choice(p, root, "image_pull_policy", kPolicies, "invalid pull policy",
+                  "\"IfNotPresent\", \"Always\" or \"Never\"", &policy) ||
+      !get_string(p, root, "trust_domain", &f->trust_domain) ||
+      !get_string(p, root, "namespace", &f->namespace) ||
+      !get_bool(p, root, "native_sidecar", &native)) {
+    return false;
+  }
+  if (policy >= 0 && !replace_string(p, &f->pull_policy, kPolicies[policy])) {
+    return false;
+  }
+  f->native_sidecar = has_key(root, "native_sidecar") ? native : -1;
+  if (f->trust_domain != NULL && !identity_trust_domain_valid(f->trust_domain)) {
+    path_push_key(p, "trust_domain");
+    return fail_value(p, f->trust_domain, "invalid trust domain");
+  }
+  if (f->namespace != NULL && !is_dns_label(f->namespace, strlen(f->namespace))) {
+    path_push_key(p, "namespace");
+    return fail_value(p, f->namespace, "not a namespace name");
+  }
+  const cJSON *res = cJSON_GetObjectItemCaseSensitive(root, "resources");
+  if (res != NULL) {
+    size_t saved = path_push_key(p, "resources");
+    if (!expect_object(p, res) || !check_keys(p, res, kResourceKeys) ||
+        !get_quantities(p, res, "requests", &f->cpu_request, &f->memory_request) ||
+        !get_quantities(p, res, "limits", &f->cpu_limit, &f->memory_limit)) {
+      return false;
+    }
+    path_pop(p, saved);
+  }
+  const cJSON *certs = cJSON_GetObjectItemCaseSensitive(root, "certs");
+  if (certs != NULL) {
+    size_t saved = path_push_key(p, "certs");
+    if (!expect_object(p, certs) || !check_keys(p, certs, kInjectorCertKeys) ||
+        !get_string(p, certs, "csi_driver", &f->csi_driver)) {
+      return false;
+    }
+    path_pop(p, saved);
+  }
+  return get_joined_list(p, root, "exclude_inbound_ports", true, NULL, &f->exclude_inbound_ports) &&
+         get_joined_list(p, root, "exclude_outbound_ports", true, NULL,
+                         &f->exclude_outbound_ports) &&
+         get_joined_list(p, root, "exclude_outbound_cidrs", false, check_cidr,
+                         &f->exclude_outbound_cidrs) &&
+         get_joined_list(p, root, "include_outbound_cidrs", false, check_cidr,
+                         &f->include_outbound_cidrs);
+}
+
+struct injector_file *config_load_injector(const char *path, char *err, size_t err_len) {
+  size_t len = 0;
+  uint8_t *text = NULL;
+  int r = file_read_all(path, CONFIG_FILE_MAX, 0, &text, &len);
+  if (r != 0) {
+    (void)snprintf(err, err_len, "%s: cannot read: %s", path, file_error_string(r));
+    return NULL;
+  }
+  struct parser p = {.file = path, .err = err, .err_len = err_len};
+  cJSON *root = parse_document(&p, (const char *)text, len);
+  free(text);
+  struct injector_file *f = root != NULL ? config_calloc(1, sizeof(*f)) : NULL;
+  if (root != NULL && f == NULL) {
+    fail_oom(&p);
+  }
+  if (f != NULL) {
+    f->native_sidecar = -1;
+    if (!parse_injector(&p, root, f)) {
+      config_free_injector(f);
+      f = NULL;
+    }
+  }
+  cJSON_Delete(root);
+  return f;
 }
 
 /* --- text positions ----------------------------------------------------------------- */

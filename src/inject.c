@@ -242,7 +242,7 @@ static bool allow_entry_valid(const char *item) {
 
 /* A Kubernetes resource quantity: a decimal number and an optional suffix (binary Ki..Ei,
  * decimal m, k, M..E, or an exponent e3/E3). */
-static bool is_quantity(const char *s) {
+bool inject_quantity_valid(const char *s) {
   static const char *const kSuffixes[] = {"",   "m",  "k",  "M",  "G",  "T",  "P", "E",
                                           "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", NULL};
   const char *p = s;
@@ -339,7 +339,7 @@ static bool check_annotations(struct mutation *m) {
     } else if (ok && strcmp(key, "allow") == 0) {
       ok = each_valid(v, allow_entry_valid);
     } else if (ok && strncmp(key, "proxy-", 6) == 0) {
-      ok = is_quantity(v);
+      ok = inject_quantity_valid(v);
     } else if (ok && (strcmp(key, "native-sidecar") == 0 || strcmp(key, "rewrite-probes") == 0)) {
       ok = is_bool_text(v);
     } else if (ok && strcmp(key, "cert-secret") == 0) {
@@ -588,6 +588,13 @@ static cJSON *security_context(bool init) {
   return sc;
 }
 
+/* The injector's default for exclusion flag |i| of init_container's table. */
+static const char *config_default(const struct inject_config *cfg, size_t i) {
+  const char *defaults[] = {cfg->exclude_inbound_ports, cfg->exclude_outbound_ports, NULL,
+                            cfg->exclude_outbound_cidrs, cfg->include_outbound_cidrs};
+  return defaults[i];
+}
+
 static cJSON *init_container(const struct mutation *m) {
   static const char *const kFlags[][2] = {
       {"exclude-inbound-ports", "--exclude-inbound-ports"},
@@ -611,6 +618,7 @@ static cJSON *init_container(const struct mutation *m) {
     char key[64];
     snprintf(key, sizeof(key), ANNOTATION_PREFIX "%s", kFlags[i][0]);
     const char *v = annotation(m, key);
+    v = v != NULL ? v : config_default(m->cfg, i);
     if (v != NULL) {
       cJSON_AddItemToArray(args, cJSON_CreateString(kFlags[i][1]));
       cJSON_AddItemToArray(args, cJSON_CreateString(v));

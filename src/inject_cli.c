@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "mtlsd/config.h"
 #include "mtlsd/exit.h"
 #include "mtlsd/file.h"
 #include "mtlsd/inject.h"
@@ -18,13 +19,14 @@
 enum { INPUT_MAX = 64 << 20 };
 
 static const char usage_text[] =
-    "usage: mtlsd inject [-f FILE] [-o json|yaml]\n"
+    "usage: mtlsd inject [-f FILE] [--config FILE] [-o json|yaml]\n"
     "\n"
     "Reads Kubernetes objects (JSON or YAML, several documents, kind: List) from FILE or\n"
     "stdin and writes them to stdout with every Pod, Deployment, StatefulSet, DaemonSet,\n"
     "ReplicaSet, Job and CronJob injected with the mtlsd sidecar; other objects pass\n"
     "through. The output has the input's format unless -o says otherwise; YAML comments\n"
-    "are not kept. What happened to each object goes to stderr.\n"
+    "are not kept. What happened to each object goes to stderr. --config is the\n"
+    "injector configuration (docs/injection.md); without it, built-in defaults.\n"
     "Exit 0, 1 when an object is refused (written out unchanged), 2 on bad input.\n";
 
 /* Reads all of stdin (a pipe: no size to trust). */
@@ -110,13 +112,49 @@ static bool process_document(const struct inject_config *cfg, cJSON *docs, int i
   return ok;
 }
 
+/* Takes the injector configuration's settings over the defaults in |cfg| (which then
+ * borrows |f|'s strings). */
+static void apply_file(struct inject_config *cfg, const struct injector_file *f) {
+  struct {
+    const char **slot;
+    const char *value;
+  } settings[] = {
+      {&cfg->image, f->image},
+      {&cfg->pull_policy, f->pull_policy},
+      {&cfg->trust_domain, f->trust_domain},
+      {&cfg->own_namespace, f->namespace},
+      {&cfg->cpu_request, f->cpu_request},
+      {&cfg->memory_request, f->memory_request},
+      {&cfg->cpu_limit, f->cpu_limit},
+      {&cfg->memory_limit, f->memory_limit},
+      {&cfg->csi_driver, f->csi_driver},
+      {&cfg->exclude_inbound_ports, f->exclude_inbound_ports},
+      {&cfg->exclude_outbound_ports, f->exclude_outbound_ports},
+      {&cfg->exclude_outbound_cidrs, f->exclude_outbound_cidrs},
+      {&cfg->include_outbound_cidrs, f->include_outbound_cidrs},
+  };
+  for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+    if (settings[i].value != NULL) {
+      *settings[i].slot = settings[i].value;
+    }
+  }
+  if (f->native_sidecar >= 0) {
+    cfg->native_sidecar = f->native_sidecar == 1;
+  }
+}
+
+static int inject_files(const char *file, const char *format, const struct injector_file *settings);
+
 int inject_main(int argc, char **argv) {
   const char *file = NULL;
+  const char *config_path = NULL;
   const char *format = NULL;
   for (int i = 1; i < argc; i++) {
     bool has_value = i + 1 < argc;
     if ((strcmp(argv[i], "-f") == 0 || strcmp(argv[i], "--filename") == 0) && has_value) {
       file = argv[++i];
+    } else if (strcmp(argv[i], "--config") == 0 && has_value) {
+      config_path = argv[++i];
     } else if (strcmp(argv[i], "-o") == 0 && has_value) {
       format = argv[++i];
       if (strcmp(format, "json") != 0 && strcmp(format, "yaml") != 0) {
@@ -132,6 +170,23 @@ int inject_main(int argc, char **argv) {
       return MTLSD_EXIT_USAGE;
     }
   }
+  struct injector_file *settings = NULL;
+  if (config_path != NULL) {
+    char why[1024];
+    settings = config_load_injector(config_path, why, sizeof(why));
+    if (settings == NULL) {
+      fprintf(stderr, "%s\n", why);
+      return MTLSD_EXIT_USAGE;
+    }
+  }
+  int code = inject_files(file, format, settings);
+  config_free_injector(settings);
+  return code;
+}
+
+/* Reads, injects and writes; see inject_main. */
+static int inject_files(const char *file, const char *format,
+                        const struct injector_file *settings) {
   const char *source = file != NULL && strcmp(file, "-") != 0 ? file : "stdin";
   size_t len = 0;
   char *text = NULL;
@@ -181,6 +236,9 @@ int inject_main(int argc, char **argv) {
   }
   struct inject_config cfg;
   inject_config_default(&cfg);
+  if (settings != NULL) {
+    apply_file(&cfg, settings);
+  }
   bool ok = true;
   for (int i = 0; i < cJSON_GetArraySize(docs); i++) {
     ok = process_document(&cfg, docs, i) && ok;

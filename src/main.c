@@ -32,7 +32,7 @@ static const char usage_text[] =
     "       mtlsd cert ca --out DIR [--trust-domain TD] [--days N]\n"
     "       mtlsd cert issue --ca DIR --out DIR (--spiffe-id URI | --dns NAME)... [--days N]\n"
     "       mtlsd iptables [--print | --apply | --clean] [options]\n"
-    "       mtlsd inject [-f FILE] [-o json|yaml]\n"
+    "       mtlsd inject [-f FILE] [--config FILE] [-o json|yaml]\n"
     "       mtlsd wait-ready [--admin ADDR] [--timeout DURATION]\n"
     "       mtlsd version\n"
     "\n"

@@ -180,6 +180,30 @@ char *config_to_json(const struct config *cfg);
 bool config_parse_app_probes(struct config *cfg, const char *name, const char *json, size_t len,
                              char *err, size_t err_len);
 
+/* The injector's configuration file (`mtlsd inject --config`, docs/injection.md): what
+ * every injected pod gets unless its annotations say otherwise. NULL members (and the
+ * lists, joined by commas as the annotations write them) were not set: the built-in
+ * defaults apply. */
+struct injector_file {
+  char *image;
+  char *pull_policy;
+  char *trust_domain;
+  char *namespace;    /* The injector's own, never injected. */
+  int native_sidecar; /* -1 unset, else 0 or 1. */
+  char *cpu_request, *memory_request, *cpu_limit, *memory_limit;
+  char *csi_driver;
+  char *exclude_inbound_ports, *exclude_outbound_ports;
+  char *exclude_outbound_cidrs, *include_outbound_cidrs;
+};
+
+/* config_load_injector reads and validates the injector configuration at |path| (strict
+ * like config_load: unknown keys, wrong types and bad values are errors naming the file
+ * and the JSON path). Returns NULL with the message in |err| on failure; free the result
+ * with config_free_injector. */
+struct injector_file *config_load_injector(const char *path, char *err, size_t err_len);
+
+void config_free_injector(struct injector_file *f);
+
 /* config_find_app_probe returns the probe of |key| ("<container>/<kind>", |key_len|
  * bytes), or NULL. */
 const struct app_probe *config_find_app_probe(const struct config *cfg, const char *key,

@@ -29,10 +29,17 @@ struct inject_config {
   bool native_sidecar;
   const char *cpu_request, *memory_request, *cpu_limit, *memory_limit; /* NULL: none. */
   const char *csi_driver; /* The certificate volume, unless mtlsd.io/cert-secret is set. */
+  /* Defaults of the exclusion annotations (comma-separated; NULL: none). */
+  const char *exclude_inbound_ports, *exclude_outbound_ports;
+  const char *exclude_outbound_cidrs, *include_outbound_cidrs;
 };
 
 /* inject_config_default fills |cfg| with the built-in defaults. */
 void inject_config_default(struct inject_config *cfg);
+
+/* inject_quantity_valid tells whether |s| is a Kubernetes resource quantity ("100m",
+ * "64Mi", "1.5", "2e3"). */
+bool inject_quantity_valid(const char *s);
 
 enum inject_outcome {
   INJECT_INJECTED,

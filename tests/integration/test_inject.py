@@ -148,6 +148,48 @@ class InjectTest(unittest.TestCase):
         self.assertIn("skipped: namespace kube-system is never injected", r.stderr)
         self.assertEqual(json.loads(r.stdout), pod)
 
+    def test_the_injector_configuration(self):
+        with TempDir() as tmp:
+            path = os.path.join(tmp, "injector.json")
+            with open(path, "w") as f:
+                json.dump({"image": "registry.example/mtlsd:0.1.0",
+                           "image_pull_policy": "Always", "native_sidecar": False,
+                           "resources": {"limits": {"cpu": "1", "memory": "128Mi"}},
+                           "exclude_outbound_cidrs": ["10.96.0.1/32"],
+                           "exclude_inbound_ports": [22, 9100]}, f)
+            r = inject(DEPLOYMENT, "--config", path)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            spec = yaml_docs(r.stdout)[0]["spec"]["template"]["spec"]
+            sidecar = spec["containers"][0]  # not native: first of the containers
+            self.assertEqual((sidecar["name"], sidecar["image"], sidecar["imagePullPolicy"]),
+                             ("mtlsd", "registry.example/mtlsd:0.1.0", "Always"))
+            self.assertEqual(sidecar["resources"]["limits"], {"cpu": "1", "memory": "128Mi"})
+            init = next(c for c in spec["initContainers"] if c["name"] == "mtlsd-init")
+            args = " ".join(init["args"])
+            self.assertIn("--exclude-outbound-cidrs 10.96.0.1/32", args)
+            self.assertIn("--exclude-inbound-ports 22,9100", args)
+            # A pod's annotation still wins over the injector's default.
+            pod = yaml_docs(DEPLOYMENT)[0]
+            pod["spec"]["template"]["metadata"]["annotations"][
+                "mtlsd.io/exclude-inbound-ports"] = "2222"
+            r = inject(json.dumps(pod), "--config", path)
+            init = next(c for c in json.loads(r.stdout)["spec"]["template"]["spec"][
+                "initContainers"] if c["name"] == "mtlsd-init")
+            self.assertIn("--exclude-inbound-ports 2222", " ".join(init["args"]))
+            # Strict: a typo, a bad value, a wrong type, each named with its path.
+            for bad, message in (({"imag": "x"}, 'imag: unknown key (did you mean "image"?)'),
+                                 ({"resources": {"limits": {"cpu": "lots"}}},
+                                  'resources.limits.cpu: "lots": not a resource quantity'),
+                                 ({"exclude_inbound_ports": ["22"]},
+                                  "exclude_inbound_ports[0]: expected a port number"),
+                                 ({"image_pull_policy": "Sometimes"},
+                                  'image_pull_policy: "Sometimes": invalid pull policy')):
+                with open(path, "w") as f:
+                    json.dump(bad, f)
+                r = inject(DEPLOYMENT, "--config", path)
+                self.assertEqual(r.returncode, 2)
+                self.assertTrue(r.stderr.startswith(f"{path}: {message}"), r.stderr)
+
     def test_bad_input_is_2_with_the_place(self):
         r = inject("kind: Pod\nmetadata: {name: [x\n")
         self.assertEqual(r.returncode, 2)

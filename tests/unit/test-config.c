@@ -1222,10 +1222,88 @@ TEST(cpu_quota) {
   CHECK(available_cpus() >= 1);
 }
 
-TEST_MAIN(TEST_ENTRY(app_probes), TEST_ENTRY(cpu_quota), TEST_ENTRY(bad_configs),
-          TEST_ENTRY(bad_identities), TEST_ENTRY(raw_bytes), TEST_ENTRY(line_and_column),
-          TEST_ENTRY(syntax_errors), TEST_ENTRY(error_buffer), TEST_ENTRY(defaults),
-          TEST_ENTRY(own_ports), TEST_ENTRY(spec_example), TEST_ENTRY(every_key),
-          TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
+/* The injector's configuration file: every key, its defaults left unset, and the errors. */
+static struct injector_file *load_injector_sq(const char *single_quoted, char *err,
+                                              size_t err_len) {
+  char path[] = "/tmp/mtlsd-test-injector-XXXXXX";
+  int fd = mkstemp(path);
+  char *json = dq(single_quoted);
+  CHECK(fd >= 0 && write(fd, json, strlen(json)) == (ssize_t)strlen(json));
+  close(fd);
+  free(json);
+  struct injector_file *f = config_load_injector(path, err, err_len);
+  /* Messages name the file: make them comparable. */
+  size_t n = strlen(path);
+  if (strncmp(err, path, n) == 0) {
+    memmove(err, "inj.json", 8);
+    memmove(err + 8, err + n, strlen(err + n) + 1);
+  }
+  unlink(path);
+  return f;
+}
+
+TEST(injector_file) {
+  char err[512] = "";
+  struct injector_file *f = load_injector_sq(
+      "{'image':'r/m:1','image_pull_policy':'Never','trust_domain':'prod.example',"
+      "'namespace':'mesh','native_sidecar':false,"
+      "'resources':{'requests':{'cpu':'100m','memory':'64Mi'},'limits':{'memory':'1Gi'}},"
+      "'certs':{'csi_driver':'csi.example'},'exclude_inbound_ports':[22,9100],"
+      "'exclude_outbound_cidrs':['10.96.0.1/32','fd00::/8'],'include_outbound_cidrs':['10.0.0.0/"
+      "8']}",
+      err, sizeof(err));
+  CHECK_STREQ(err, "");
+  CHECK(f != NULL);
+  if (f != NULL) {
+    CHECK_STREQ(f->image, "r/m:1");
+    CHECK_STREQ(f->pull_policy, "Never");
+    CHECK_STREQ(f->trust_domain, "prod.example");
+    CHECK_STREQ(f->namespace, "mesh");
+    CHECK_INTEQ(f->native_sidecar, 0);
+    CHECK_STREQ(f->cpu_request, "100m");
+    CHECK(f->cpu_limit == NULL);
+    CHECK_STREQ(f->memory_limit, "1Gi");
+    CHECK_STREQ(f->csi_driver, "csi.example");
+    CHECK_STREQ(f->exclude_inbound_ports, "22,9100");
+    CHECK(f->exclude_outbound_ports == NULL);
+    CHECK_STREQ(f->exclude_outbound_cidrs, "10.96.0.1/32,fd00::/8");
+  }
+  config_free_injector(f);
+  f = load_injector_sq("{}", err, sizeof(err));
+  CHECK(f != NULL && f->image == NULL && f->native_sidecar == -1);
+  config_free_injector(f);
+
+  static const struct bad_case bad[] = {
+      {"{'imag':'x'}", "inj.json: imag: unknown key (did you mean \"image\"?)"},
+      {"{'image_pull_policy':'Sometimes'}",
+       "inj.json: image_pull_policy: \"Sometimes\": invalid pull policy (expected "
+       "\"IfNotPresent\", \"Always\" or \"Never\")"},
+      {"{'resources':{'limits':{'cpu':'lots'}}}",
+       "inj.json: resources.limits.cpu: \"lots\": not a resource quantity (e.g. 100m, 64Mi)"},
+      {"{'resources':{'limit':{}}}",
+       "inj.json: resources.limit: unknown key (did you mean \"limits\"?)"},
+      {"{'exclude_inbound_ports':[0]}",
+       "inj.json: exclude_inbound_ports[0]: expected a port number (1 to 65535)"},
+      {"{'exclude_outbound_cidrs':['10.0.0.0/40']}",
+       "inj.json: exclude_outbound_cidrs[0]: \"10.0.0.0/40\": not a CIDR"},
+      {"{'exclude_outbound_cidrs':[]}",
+       "inj.json: exclude_outbound_cidrs: expected a non-empty array of strings"},
+      {"{'namespace':'Mesh'}", "inj.json: namespace: \"Mesh\": not a namespace name"},
+      {"{'native_sidecar':'no'}", "inj.json: native_sidecar: expected a boolean, got string"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    err[0] = '\0';
+    f = load_injector_sq(bad[i].json, err, sizeof(err));
+    CHECK(f == NULL);
+    CHECK_STREQ(err, bad[i].err);
+    config_free_injector(f);
+  }
+}
+
+TEST_MAIN(TEST_ENTRY(app_probes), TEST_ENTRY(injector_file), TEST_ENTRY(cpu_quota),
+          TEST_ENTRY(bad_configs), TEST_ENTRY(bad_identities), TEST_ENTRY(raw_bytes),
+          TEST_ENTRY(line_and_column), TEST_ENTRY(syntax_errors), TEST_ENTRY(error_buffer),
+          TEST_ENTRY(defaults), TEST_ENTRY(own_ports), TEST_ENTRY(spec_example),
+          TEST_ENTRY(every_key), TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
           TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations), TEST_ENTRY(format_durations),
           TEST_ENTRY(workers), TEST_ENTRY(load_file), TEST_ENTRY(allocation_failures))
