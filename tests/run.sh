@@ -14,6 +14,15 @@ cd "$top"
 scripts/install-deps.sh test
 scripts/fetch-boringssl.sh
 
+# The schema check of what `mtlsd inject` writes reads the models of the npm package
+# @kubernetes/client-node (pinned), installed under build/npm (install-deps brought npm).
+k8s_models=build/npm/node_modules/@kubernetes/client-node/package.json
+if ! grep -q '"version": "2.0.1"' "$k8s_models" 2>/dev/null; then
+  mkdir -p build/npm
+  npm install --prefix build/npm --no-audit --no-fund --loglevel=error \
+    @kubernetes/client-node@2.0.1 >/dev/null
+fi
+
 echo "== clang-format"
 mapfile -t c_files < <(git ls-files '*.c' '*.h' 2>/dev/null || find src include tests -name '*.[ch]')
 if [[ ${#c_files[@]} -gt 0 ]]; then
