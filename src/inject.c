@@ -197,22 +197,6 @@ static bool find_template(struct mutation *m, const cJSON *object) {
 
 /* ---- Annotations ---- */
 
-static bool is_port_list(const char *s) {
-  const char *p = s;
-  while (*p != '\0') {
-    char *end;
-    long v = strtol(p, &end, 10);
-    if (end == p || v < 1 || v > 65535 || (*end != ',' && *end != '\0')) {
-      return false;
-    }
-    p = *end == ',' ? end + 1 : end;
-    if (*end == ',' && *p == '\0') {
-      return false;
-    }
-  }
-  return s[0] != '\0';
-}
-
 /* Calls |valid| on each comma-separated item of |s| (which must have one at least). */
 static bool each_valid(const char *s, bool (*valid)(const char *item)) {
   if (s[0] == '\0') {
@@ -329,9 +313,9 @@ static bool check_annotations(struct mutation *m) {
     const char *v = cJSON_IsString(a) ? a->valuestring : NULL;
     bool ok = v != NULL;
     if (ok && strstr(key, "ports") != NULL) {
-      ok = is_port_list(v);
+      ok = iptables_port_list_valid(v);
     } else if (ok && strstr(key, "cidrs") != NULL) {
-      ok = each_valid(v, iptables_cidr_valid);
+      ok = iptables_cidr_list_valid(v);
     } else if (ok && strcmp(key, "inject") == 0) {
       ok = one_of(v, kInject);
     } else if (ok && strcmp(key, "inbound-mode") == 0) {

@@ -246,22 +246,27 @@ static bool parse_port(uint16_t *out, const char *s) {
 }
 
 /* Calls |take| on each comma-separated item of |list| until one fails; false when one
- * did, or when the list has no item. The list is copied whole: a fixed buffer would cut
- * a long one short, silently. */
+ * did, when an item is empty ("80,,81", "80,") or when the list has none. The list is
+ * copied whole: a fixed buffer would cut a long one short, silently. */
 static bool each_item(const char *list, bool (*take)(void *arg, const char *item), void *arg) {
   char *buf = strdup(list);
   if (buf == NULL) {
     return false;
   }
   bool ok = true;
-  size_t items = 0;
-  char *save = NULL;
-  for (char *tok = strtok_r(buf, ",", &save); ok && tok != NULL; tok = strtok_r(NULL, ",", &save)) {
-    ok = take(arg, tok);
-    items++;
+  for (char *item = buf; ok;) {
+    char *comma = strchr(item, ',');
+    if (comma != NULL) {
+      *comma = '\0';
+    }
+    ok = item[0] != '\0' && take(arg, item);
+    if (comma == NULL) {
+      break;
+    }
+    item = comma + 1;
   }
   free(buf);
-  return ok && items > 0;
+  return ok;
 }
 
 struct port_list {
@@ -323,6 +328,19 @@ static void free_cidrs(struct iptables_cidrs *cidrs) {
     free(cidrs->items[i]);
   }
   cidrs->count = 0;
+}
+
+bool iptables_port_list_valid(const char *list) {
+  uint16_t ports[IPTABLES_MAX_PORTS];
+  size_t count = 0;
+  return parse_port_list(ports, &count, list);
+}
+
+bool iptables_cidr_list_valid(const char *list) {
+  struct iptables_cidrs cidrs = {0};
+  bool ok = parse_cidr_list(&cidrs, list);
+  free_cidrs(&cidrs);
+  return ok;
 }
 
 /* Runs a fixed command (no shell input comes from the user) and returns its stdout. */

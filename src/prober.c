@@ -214,6 +214,22 @@ static bool flush_out(struct prober *p) {
   return true;
 }
 
+/* Reads what the peer sent into |buf|: a positive count, or 0 once the run waits for the
+ * socket or has finished (the peer closed before |answer|). */
+static ssize_t read_some(struct prober *p, void *buf, size_t cap, const char *answer) {
+  int next;
+  ssize_t n = transport_read(&p->xprt, buf, cap, &next);
+  if (n > 0) {
+    return n;
+  }
+  if (n == IO_WANT_READ || n == IO_WANT_WRITE) {
+    want(p, io_wait_for(n));
+  } else {
+    finish(p, false, "%s:%u closed the connection before %s", p->host, p->port, answer);
+  }
+  return 0;
+}
+
 /* ---- HTTP ---- */
 
 static bool has_header(const struct app_probe *probe, const char *name) {
@@ -408,23 +424,16 @@ static void http_read(struct prober *p) {
              RESPONSE_HEAD_MAX);
       return;
     }
-    int next;
-    ssize_t n = transport_read(&p->xprt, p->in + p->in_len, room, &next);
-    if (n > 0) {
-      size_t from = p->in_len >= 3 ? p->in_len - 3 : 0;
-      p->in_len += (size_t)n;
-      if (memmem(p->in + from, p->in_len - from, "\r\n\r\n", 4) != NULL) {
-        http_response(p);
-        return;
-      }
-      continue;
-    }
-    if (n == IO_WANT_READ || n == IO_WANT_WRITE) {
-      want(p, io_wait_for(n));
+    ssize_t n = read_some(p, p->in + p->in_len, room, "a response");
+    if (n <= 0) {
       return;
     }
-    finish(p, false, "%s:%u closed the connection before a response", p->host, p->port);
-    return;
+    size_t from = p->in_len >= 3 ? p->in_len - 3 : 0;
+    p->in_len += (size_t)n;
+    if (memmem(p->in + from, p->in_len - from, "\r\n\r\n", 4) != NULL) {
+      http_response(p);
+      return;
+    }
   }
 }
 
@@ -647,22 +656,15 @@ static void grpc_exchange(struct prober *p) {
       return;
     }
     uint8_t buf[READ_CHUNK];
-    int next;
-    n = transport_read(&p->xprt, buf, sizeof(buf), &next);
-    if (n > 0) {
-      ssize_t used = nghttp2_session_mem_recv(p->h2, buf, (size_t)n);
-      if (used < 0) {
-        finish(p, false, "HTTP/2 from %s:%u: %s", p->host, p->port, nghttp2_strerror((int)used));
-        return;
-      }
-      continue;
-    }
-    if (n == IO_WANT_READ || n == IO_WANT_WRITE) {
-      want(p, io_wait_for(n));
+    n = read_some(p, buf, sizeof(buf), "a gRPC answer");
+    if (n <= 0) {
       return;
     }
-    finish(p, false, "%s:%u closed the connection before a gRPC answer", p->host, p->port);
-    return;
+    ssize_t used = nghttp2_session_mem_recv(p->h2, buf, (size_t)n);
+    if (used < 0) {
+      finish(p, false, "HTTP/2 from %s:%u: %s", p->host, p->port, nghttp2_strerror((int)used));
+      return;
+    }
   }
 }
 

@@ -44,6 +44,12 @@ struct iptables_opts {
  * "/prefix" in range, as the CIDR options take it. */
 bool iptables_cidr_valid(const char *cidr);
 
+/* iptables_port_list_valid and iptables_cidr_list_valid tell whether |list| is what the
+ * port and CIDR list options take: comma-separated, no empty item, no more than
+ * IPTABLES_MAX_PORTS or IPTABLES_MAX_CIDRS items. */
+bool iptables_port_list_valid(const char *list);
+bool iptables_cidr_list_valid(const char *list);
+
 /* iptables_default_opts fills |opts| with the defaults above. */
 void iptables_default_opts(struct iptables_opts *opts);
 

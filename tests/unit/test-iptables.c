@@ -175,6 +175,27 @@ TEST(clean_removes_exactly_ours) {
   free(r);
 }
 
+/* The injector validates annotations with these, so a list it admits is one the init
+ * container takes. */
+TEST(lists_refuse_empty_items_and_overflow) {
+  CHECK(iptables_port_list_valid("22,9100"));
+  CHECK(!iptables_port_list_valid(""));
+  CHECK(!iptables_port_list_valid("80,"));
+  CHECK(!iptables_port_list_valid("80,,81"));
+  CHECK(!iptables_port_list_valid(",80"));
+  CHECK(!iptables_port_list_valid("0"));
+  CHECK(!iptables_port_list_valid("65536"));
+  char many[8 * (IPTABLES_MAX_PORTS + 1)] = "";
+  for (int i = 0; i <= IPTABLES_MAX_PORTS; i++) {
+    snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s%d", i > 0 ? "," : "", i + 1);
+  }
+  CHECK(!iptables_port_list_valid(many));
+  CHECK(iptables_cidr_list_valid("10.0.0.0/8,fd00::/8,192.0.2.1"));
+  CHECK(!iptables_cidr_list_valid("10.0.0.0/8,"));
+  CHECK(!iptables_cidr_list_valid("10.0.0.0/33"));
+}
+
 TEST_MAIN(TEST_ENTRY(default_rules), TEST_ENTRY(the_uid_return_comes_before_the_redirect),
           TEST_ENTRY(health_port_and_include_cidrs), TEST_ENTRY(options_and_exclusions),
-          TEST_ENTRY(applying_twice_adds_no_second_jump), TEST_ENTRY(clean_removes_exactly_ours))
+          TEST_ENTRY(applying_twice_adds_no_second_jump), TEST_ENTRY(clean_removes_exactly_ours),
+          TEST_ENTRY(lists_refuse_empty_items_and_overflow))
