@@ -432,6 +432,34 @@ def two_sidecars(workdir, pki, backend_port, out_extra=None, in_extra=None, limi
     return outbound, inbound, out_port
 
 
+def sh(*args, check=True, timeout=60, **kw):
+    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout,
+                          **kw)
+
+
+def make_pod_pair(ns, veth, addrs):
+    """Makes the network namespaces in NS (pod -> name), each with loopback up, joined by
+    the veth pair in VETH (pod -> device); ADDRS gives each pod's "address/prefix" list.
+    IPv6 addresses skip duplicate address detection, which would hold them back."""
+    for pod in ns:
+        sh("ip", "netns", "add", ns[pod])
+        sh("ip", "-n", ns[pod], "link", "set", "lo", "up")
+    a, b = veth
+    sh("ip", "link", "add", veth[a], "type", "veth", "peer", "name", veth[b])
+    for pod in ns:
+        sh("ip", "link", "set", veth[pod], "netns", ns[pod])
+        for addr in addrs[pod]:
+            sh("ip", "-n", ns[pod], "addr", "add", addr, "dev", veth[pod],
+               *(["nodad"] if ":" in addr else []))
+        sh("ip", "-n", ns[pod], "link", "set", veth[pod], "up")
+
+
+def delete_netns(names):
+    """Deletes the network namespaces NAMES, those that exist; their veth ends go too."""
+    for name in names:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
 class TempDir:
     """A temporary directory as a context manager that survives a failing test's
     inspection when MTLSD_KEEP_TMP is set."""

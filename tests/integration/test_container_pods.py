@@ -17,7 +17,7 @@ import sys
 import time
 import unittest
 
-from harness import Pki, TempDir, spiffe, wait_until
+from harness import Pki, TempDir, delete_netns, make_pod_pair, sh, spiffe, wait_until
 from image import RUN_LIMITS, TAG, ensure_image, podman
 
 PROXY_GID = 1337
@@ -63,10 +63,6 @@ for line in sys.stdin:
     sys.stdout.write(got.decode()); sys.stdout.flush()
 """
 
-
-def sh(*args, check=True, timeout=60, **kw):
-    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout,
-                          **kw)
 
 
 def kubelet_volume(path, files):
@@ -130,14 +126,7 @@ class ContainerPodsTest(unittest.TestCase):
 
     @classmethod
     def make_pods(cls):
-        for pod in "ab":
-            sh("ip", "netns", "add", cls.ns[pod])
-            sh("ip", "-n", cls.ns[pod], "link", "set", "lo", "up")
-        sh("ip", "link", "add", cls.veth["a"], "type", "veth", "peer", "name", cls.veth["b"])
-        for pod in "ab":
-            sh("ip", "link", "set", cls.veth[pod], "netns", cls.ns[pod])
-            sh("ip", "-n", cls.ns[pod], "addr", "add", f"{cls.ip[pod]}/24", "dev", cls.veth[pod])
-            sh("ip", "-n", cls.ns[pod], "link", "set", cls.veth[pod], "up")
+        make_pod_pair(cls.ns, cls.veth, {pod: [f"{cls.ip[pod]}/24"] for pod in "ab"})
 
     @classmethod
     def netns(cls, pod, *args):
@@ -201,8 +190,7 @@ class ContainerPodsTest(unittest.TestCase):
         for p in getattr(cls, "procs", []):
             p.kill()
             p.wait(timeout=10)
-        for ns in getattr(cls, "ns", {}).values():
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        delete_netns(getattr(cls, "ns", {}).values())
         if hasattr(cls, "_tmp"):
             cls._tmp.__exit__(None, None, None)
         if errors:

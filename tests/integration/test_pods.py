@@ -6,7 +6,6 @@ Addresses are from the documentation ranges (198.51.100.0/24, 2001:db8::/32), in
 namespaces this test creates and removes. Needs root, iproute2, iptables and tcpdump
 (tests/run.sh installs them)."""
 
-import json
 import os
 import shutil
 import signal
@@ -15,7 +14,8 @@ import sys
 import time
 import unittest
 
-from harness import MTLSD, Mtlsd, Pki, TempDir, spiffe, wait_until
+from harness import MTLSD, Mtlsd, Pki, TempDir, delete_netns, make_pod_pair, sh, spiffe, \
+    wait_until
 
 PROXY_UID = 1337
 A4, B4 = "198.51.100.1", "198.51.100.2"
@@ -86,10 +86,6 @@ except (OSError, ssl.SSLError) as e:
 """
 
 
-def sh(*args, check=True, timeout=30, **kw):
-    return subprocess.run(args, check=check, capture_output=True, text=True, timeout=timeout,
-                          **kw)
-
 
 class TwoPodsTest(unittest.TestCase):
     @classmethod
@@ -117,16 +113,8 @@ class TwoPodsTest(unittest.TestCase):
 
     @classmethod
     def make_pods(cls):
-        for pod in "ab":
-            sh("ip", "netns", "add", cls.ns[pod])
-            sh("ip", "-n", cls.ns[pod], "link", "set", "lo", "up")
-        sh("ip", "link", "add", cls.veth["a"], "type", "veth", "peer", "name", cls.veth["b"])
-        for pod, v4, v6 in (("a", A4, A6), ("b", B4, B6)):
-            sh("ip", "link", "set", cls.veth[pod], "netns", cls.ns[pod])
-            sh("ip", "-n", cls.ns[pod], "addr", "add", f"{v4}/24", "dev", cls.veth[pod])
-            sh("ip", "-n", cls.ns[pod], "addr", "add", f"{v6}/64", "dev", cls.veth[pod],
-               "nodad")
-            sh("ip", "-n", cls.ns[pod], "link", "set", cls.veth[pod], "up")
+        make_pod_pair(cls.ns, cls.veth,
+                      {"a": [f"{A4}/24", f"{A6}/64"], "b": [f"{B4}/24", f"{B6}/64"]})
 
     @classmethod
     def netns(cls, pod, *args):
@@ -208,8 +196,7 @@ class TwoPodsTest(unittest.TestCase):
         if app is not None:
             app.kill()
             app.wait(timeout=10)
-        for ns in getattr(cls, "ns", {}).values():
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+        delete_netns(getattr(cls, "ns", {}).values())
         if hasattr(cls, "_tmp"):
             cls._tmp.__exit__(None, None, None)
         if errors:

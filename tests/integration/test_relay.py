@@ -79,7 +79,10 @@ def recv_exactly(sock, n):
     return data
 
 
-class RelayTest(unittest.TestCase):
+class SidecarCase(unittest.TestCase):
+    """A fresh PKI in a temporary directory; the mtlsd processes in self.procs must exit
+    0 and the backends in self.backends are closed."""
+
     def setUp(self):
         self._tmp = TempDir()
         self.tmp = self._tmp.__enter__()
@@ -94,6 +97,9 @@ class RelayTest(unittest.TestCase):
             code = p.stop()
             self.assertEqual(code, 0, f"{p.name} exit code\n{p.stderr()[-3000:]}")
         self._tmp.__exit__(None, None, None)
+
+
+class RelayTest(SidecarCase):
 
     def round_trip(self, sock, payload):
         """Sends PAYLOAD through the pair and expects the echo back."""
@@ -580,35 +586,19 @@ class RelayTest(unittest.TestCase):
         self.assertNotIn("TOPSECRET", open(log.name).read())
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 def greeter_handler(backend, conn):
     """A server-first protocol (SMTP, MySQL, ...): it greets, then echoes."""
     conn.sendall(b"220 hello\r\n")
     echo_handler(backend, conn)
 
 
-class PermissiveTest(unittest.TestCase):
+class PermissiveTest(SidecarCase):
     """SPEC section 3, listeners[].permissive: the first byte decides; strict never waits."""
 
     def setUp(self):
-        self._tmp = TempDir()
-        self.tmp = self._tmp.__enter__()
-        self.pki = Pki(self.tmp)
+        super().setUp()
         self.server_dir = self.pki.issue("server", spiffe("server"))
         self.client_dir = self.pki.issue("client", spiffe("client"))
-        self.procs = []
-        self.backends = []
-
-    def tearDown(self):
-        for b in self.backends:
-            b.close()
-        for p in self.procs:
-            code = p.stop()
-            self.assertEqual(code, 0, f"{p.name} exit code\n{p.stderr()[-3000:]}")
-        self._tmp.__exit__(None, None, None)
 
     def inbound(self, backend, permissive=True, detect_timeout="300ms"):
         self.backends.append(backend)
@@ -725,3 +715,7 @@ class PermissiveTest(unittest.TestCase):
         self.assertIsNone(self.plaintext_count(m))
         metrics = http_get(m.admin_url("/metrics"))[2].decode()
         self.assertNotIn('mtlsd_plaintext_connections_total{listener="in"}', metrics)
+
+
+if __name__ == "__main__":
+    unittest.main()
