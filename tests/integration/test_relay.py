@@ -13,7 +13,8 @@ import time
 import unittest
 
 from harness import (Backend, Mtlsd, Pki, TempDir, client_context, echo_handler, free_port,
-                     http_get, recv_all, run, sha256_handler, spiffe, two_sidecars, wait_until)
+                     http_get, listening_ports, recv_all, run, sha256_handler, spiffe,
+                     two_sidecars, wait_until)
 
 
 class SelectorEchoBackend:
@@ -324,6 +325,8 @@ class RelayTest(SidecarCase):
             self.round_trip(s, b"a")
             out.send_signal(signal.SIGTERM)
             wait_until(lambda: "draining" in out.stderr(), what="drain to start")
+            # The drain is logged as it starts; the workers close their listeners just after.
+            wait_until(lambda: port not in listening_ports(), what="the listeners to close")
             with self.assertRaises(OSError):
                 socket.create_connection(("127.0.0.1", port), timeout=2).close()
             s.sendall(b"b")
