@@ -18,7 +18,7 @@ LAYERS = [
     ("base", "io exit list textbuf timefmt file log netaddr json_syntax config identity "
              "http_parser iptables inject inject_cli yaml bufpool access_log proxy_header"),
     ("tls", "tls"),
-    ("runtime", "stats runtime transport"),
+    ("runtime", "stats runtime transport certload acceptor"),
     ("connection", "relay dial conn http_server prober"),
     ("services", "worker certwatch app_health admin"),
     ("server", "server"),

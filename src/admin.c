@@ -21,6 +21,7 @@
  * to drain a client's bytes after the last answer. */
 static const struct http_server_limits kAdminLimits = {
     .max_connections = 64,
+    .max_body = HTTP_MAX_BODY,
     .timeout_ms = 10000,
     .linger_ms = 2000,
 };
@@ -30,6 +31,7 @@ static const struct http_server_limits kAdminLimits = {
  * arrive quickly (a deferred probe answer waits as long as its probe). */
 static const struct http_server_limits kHealthLimits = {
     .max_connections = 128,
+    .max_body = HTTP_MAX_BODY,
     .timeout_ms = 4000,
     .linger_ms = 1000,
 };

@@ -90,6 +90,9 @@ static void stat_file(struct file_sig *out, const char *dir, const char *name) {
   char path[PATH_MAX];
   struct stat st;
   memset(out, 0, sizeof(*out));
+  if (name == NULL) {
+    return; /* A serving certificate has no trust bundle to watch. */
+  }
   if (!file_path_join(path, sizeof(path), dir, name)) {
     out->err = ENAMETOOLONG;
     return;

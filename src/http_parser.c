@@ -130,9 +130,10 @@ bool http_query_param(struct http_span *out, const char *buf, struct http_span q
   return false;
 }
 
-void http_parser_init(struct http_parser *p) {
+void http_parser_init(struct http_parser *p, uint64_t max_body) {
   memset(p, 0, sizeof(*p));
   p->state = S_START;
+  p->max_body = max_body < HTTP_BODY_LIMIT_MAX ? max_body : HTTP_BODY_LIMIT_MAX;
 }
 
 static enum http_parse_result fail(struct http_parser *p, int status, const char *reason) {
@@ -142,8 +143,8 @@ static enum http_parse_result fail(struct http_parser *p, int status, const char
   return HTTP_PARSE_ERROR;
 }
 
-/* Parses a Content-Length value: one or more digits. A value beyond HTTP_MAX_BODY is
- * kept as HTTP_MAX_BODY + 1, which is enough to refuse it and cannot overflow. */
+/* Parses a Content-Length value: one or more digits. A value beyond HTTP_BODY_LIMIT_MAX
+ * is kept as HTTP_BODY_LIMIT_MAX + 1, which is enough to refuse it and cannot overflow. */
 static bool parse_content_length(uint64_t *out, const char *s, size_t len) {
   if (len == 0) {
     return false;
@@ -154,8 +155,8 @@ static bool parse_content_length(uint64_t *out, const char *s, size_t len) {
       return false;
     }
     v = v * 10 + (uint64_t)(s[i] - '0');
-    if (v > HTTP_MAX_BODY) {
-      v = HTTP_MAX_BODY + 1;
+    if (v > HTTP_BODY_LIMIT_MAX) {
+      v = HTTP_BODY_LIMIT_MAX + 1;
     }
   }
   *out = v;
@@ -319,7 +320,7 @@ static enum http_parse_result end_head(struct http_parser *p) {
   if (p->bad_expect) {
     return fail(p, 417, "only Expect: 100-continue is supported");
   }
-  if (r->content_length > HTTP_MAX_BODY) {
+  if (r->content_length > p->max_body) {
     return fail(p, 413, "request body too large");
   }
   r->head_len = p->pos;

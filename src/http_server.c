@@ -3,32 +3,43 @@
  * Every process in the pod can reach the ports it serves, so it defends itself before it
  * serves: at most limits.max_connections connections (more are answered 503 and
  * closed), request heads parsed by the strict http_parser (16 KiB at most), bodies of
- * at most 64 KiB that are read and thrown away (no route takes one), limits.timeout_ms
- * for each request to arrive and be answered, and no more than WRITE_HIGH bytes of
+ * at most limits.max_body bytes (collected as they arrive, so memory follows what a
+ * client really sends, not what it announces), limits.timeout_ms for the TLS handshake
+ * and each request to arrive and be answered, and no more than WRITE_HIGH bytes of
  * responses queued for a client that pipelines requests but does not read the answers.
  * A bad request gets its 4xx and the connection is closed; the server goes on.
  *
- * Connections are kept alive and pipelined requests are answered in order: every route
- * answers at once, on this thread, so responses are queued in request order. After a
- * final response the connection is shut down for writing and the client's remaining
- * bytes are read and dropped for a moment ("lingering close"), so that the kernel does
- * not reset the connection and destroy the response before the client has read it.
+ * The socket is non-blocking and watched with uv_poll, and every byte goes through a
+ * struct transport, plain or TLS, so HTTPS is the same server: only the handshake at
+ * the start differs. Connections are kept alive and pipelined requests are answered in
+ * order. After a final response the connection is shut down for writing (close_notify
+ * and FIN) and the client's remaining bytes are read and dropped for a moment
+ * ("lingering close"), so that the kernel does not reset the connection and destroy the
+ * response before the client has read it.
  *
- * Each connection embeds its TCP handle and its timer and is freed when both close
- * callbacks have run; struct http_server itself is freed once its listener and every
- * connection are closed. */
+ * Each connection owns its socket, its poll and timer handles, its TLS connection and
+ * its buffers, and is freed when both close callbacks have run; struct http_server
+ * itself is freed once its listener and every connection are closed. */
 #include "mtlsd/http_server.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <uv.h>
 
+#include "mtlsd/acceptor.h"
 #include "mtlsd/log.h"
+#include "mtlsd/textbuf.h"
+#include "mtlsd/tls.h"
+#include "mtlsd/transport.h"
 
 /* The buffer holds one request head (HTTP_MAX_HEAD) and some of what follows it. */
 #define BUF_SIZE (HTTP_MAX_HEAD + 4096)
@@ -36,11 +47,14 @@
  * start again below WRITE_LOW. */
 #define WRITE_HIGH ((size_t)1024 * 1024)
 #define WRITE_LOW ((size_t)256 * 1024)
+/* Reads per wake-up while lingering: a client that floods a closing connection must not
+ * hold the loop; the linger timer ends it. */
+enum { LINGER_READS = 16 };
 
 struct http_server {
   uv_loop_t *loop;
   struct http_server_config cfg;
-  uv_tcp_t listener;
+  struct acceptor acceptor;
   struct http_exchange *conns; /* Open connections, not yet closing. */
   size_t conn_count;
   size_t open_handles; /* The listener and every connection whose close has not ended. */
@@ -49,28 +63,37 @@ struct http_server {
 
 /* One client connection and its current request. */
 struct http_exchange {
-  uv_tcp_t tcp;
+  int fd;
+  uv_poll_t poll;
   uv_timer_t timer;
-  uv_shutdown_t shutdown;
+  int events; /* What |poll| waits for now (enum io_wait bits). */
   struct http_server *server;
   struct http_exchange *prev, *next;
   char peer[NETADDR_STR_MAX];
 
-  struct http_parser parser;
-  bool head_done;     /* |parser| has the current request's head. */
-  uint64_t body_left; /* Body bytes of the current request not received yet. */
-  bool sent_continue; /* "100 Continue" went out for the current request. */
+  struct transport xprt;
+  struct tls_conn *tls; /* HTTPS only; NULL on plain HTTP. */
+  bool handshaking;     /* The TLS handshake has not completed. */
+  int read_wait;        /* The readiness the last read waits for; 0: read again. */
+  int write_wait;       /* The readiness the last write, flush or shutdown waits for. */
 
-  size_t write_queued;    /* Bytes of responses not yet written. */
+  struct http_parser parser;
+  bool head_done;      /* |parser| has the current request's head. */
+  uint64_t body_left;  /* Body bytes of the current request not received yet. */
+  struct textbuf body; /* The current request's body, as it arrives. */
+  bool sent_continue;  /* "100 Continue" went out for the current request. */
+
+  struct textbuf out; /* Responses; bytes before |out_off| are written. */
+  size_t out_off;
   int pending_closes;     /* Handles whose close callback has not run yet. */
   bool closing;           /* uv_close was called. */
   bool close_after_write; /* The last queued response is final. */
   bool lingering;         /* Shut down for writing; dropping the client's bytes. */
+  bool shutdown_pending;  /* The shutdown waits for the socket. */
   bool paused;            /* Requests wait until the queued responses drain. */
   bool eof;               /* The client will send nothing more. */
-  bool reading;
-  bool head_only; /* The current request is a HEAD: answers carry no body. */
-  bool deferred;  /* The route answers later (http_defer); nothing more is read until then. */
+  bool head_only;         /* The current request is a HEAD: answers carry no body. */
+  bool deferred; /* The route answers later (http_defer); nothing more is read until then. */
   void (*abort)(void *arg); /* Tells the deferring route that |x| is gone. */
   void *abort_arg;
   bool in_route; /* A route is running: an answer now is not a late one. */
@@ -79,18 +102,11 @@ struct http_exchange {
   char buf[BUF_SIZE];
 };
 
-/* One response being written; freed in its write callback. */
-struct pending_write {
-  uv_write_t req;
-  struct http_exchange *conn;
-  size_t len;
-  char data[];
-};
-
 static void conn_close(struct http_exchange *c);
 static void conn_process(struct http_exchange *c);
-static void conn_settle(struct http_exchange *c);
+static void conn_pump(struct http_exchange *c);
 static void on_timer(uv_timer_t *timer);
+static void on_poll(uv_poll_t *handle, int status, int events);
 
 static void server_release(struct http_server *server) {
   if (--server->open_handles == 0 && server->closing) {
@@ -100,42 +116,16 @@ static void server_release(struct http_server *server) {
 
 /* ---- Responses ---- */
 
-static void on_write(uv_write_t *req, int status) {
-  struct pending_write *w = req->data;
-  struct http_exchange *c = w->conn;
-  c->write_queued -= w->len;
-  free(w);
-  if (c->closing) {
-    return;
-  }
-  if (status < 0) {
-    LOG_DEBUGF(c->server->cfg.name, "%s: write failed: %s", c->peer, uv_strerror(status));
-    conn_close(c);
-    return;
-  }
-  conn_settle(c);
+static size_t queued(const struct http_exchange *c) {
+  return c->out.len - c->out_off;
 }
 
-/* Queues |len| bytes of |data| (copied) for the client. */
+/* Queues |len| bytes of |data| (copied) for the client; conn_pump writes them. */
 static void conn_write(struct http_exchange *c, const char *data, size_t len) {
-  struct pending_write *w = malloc(sizeof(*w) + len);
-  if (w == NULL) {
+  textbuf_append(&c->out, data, len);
+  if (c->out.failed) {
     conn_close(c);
-    return;
   }
-  memcpy(w->data, data, len);
-  w->conn = c;
-  w->len = len;
-  w->req.data = w;
-  uv_buf_t buf = uv_buf_init(w->data, (unsigned)len);
-  int r = uv_write(&w->req, (uv_stream_t *)&c->tcp, &buf, 1, on_write);
-  if (r != 0) {
-    /* The callback never runs for a write that failed to start. */
-    free(w);
-    conn_close(c);
-    return;
-  }
-  c->write_queued += len;
 }
 
 /* Writes the response |r| to the current request; |head_only| leaves the body out (for
@@ -200,7 +190,7 @@ void http_respond(struct http_exchange *x, const struct http_response *r) {
   if (!x->closing && !x->in_route) {
     finish_request(x);
     conn_process(x);
-    conn_settle(x);
+    conn_pump(x);
   }
 }
 
@@ -273,6 +263,11 @@ const char *http_exchange_buf(const struct http_exchange *x) {
   return x->buf;
 }
 
+const char *http_exchange_body(const struct http_exchange *x, size_t *len) {
+  *len = x->body.len;
+  return x->body.data != NULL ? x->body.data : "";
+}
+
 /* Answers the request whose head is at the start of c->buf. */
 static void dispatch(struct http_exchange *c) {
   const struct http_request *req = &c->parser.req;
@@ -315,6 +310,10 @@ static void on_conn_closed(uv_handle_t *handle) {
     return;
   }
   struct http_server *server = c->server;
+  tls_conn_free(c->tls);
+  close(c->fd);
+  free(c->out.data);
+  free(c->body.data);
   free(c);
   server_release(server);
 }
@@ -336,9 +335,12 @@ static void conn_close(struct http_exchange *c) {
   }
   server->conn_count--;
   c->pending_closes = 2;
-  /* Pending writes and the shutdown are cancelled; their callbacks run before these. */
-  uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+  uv_close((uv_handle_t *)&c->poll, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
+}
+
+static void restart_timer(struct http_exchange *c, uint64_t ms) {
+  uv_timer_start(&c->timer, on_timer, ms, 0);
 }
 
 static void on_timer(uv_timer_t *timer) {
@@ -348,8 +350,8 @@ static void on_timer(uv_timer_t *timer) {
     http_respond_text(c, 503, "no answer in time");
     return;
   }
-  if (c->lingering || c->close_after_write || c->write_queued > 0) {
-    /* The client stopped reading, or lingering is over. */
+  if (c->handshaking || c->lingering || c->close_after_write || queued(c) > 0) {
+    /* No handshake in time, the client stopped reading, or lingering is over. */
     conn_close(c);
     return;
   }
@@ -358,77 +360,152 @@ static void on_timer(uv_timer_t *timer) {
                (unsigned long long)c->server->cfg.limits.timeout_ms);
     respond_error(c, 408, "request not received in time");
     /* Bounds the wait for a client that does not read the 408 either. */
-    uv_timer_start(&c->timer, on_timer, c->server->cfg.limits.linger_ms, 0);
-    conn_settle(c);
+    restart_timer(c, c->server->cfg.limits.linger_ms);
+    conn_pump(c);
     return;
   }
   conn_close(c);
 }
 
-static void restart_timer(struct http_exchange *c, uint64_t ms) {
-  uv_timer_start(&c->timer, on_timer, ms, 0);
+static bool want_reading(const struct http_exchange *c) {
+  return !c->closing && !c->eof && !c->handshaking &&
+         (c->lingering || (!c->paused && !c->close_after_write && !c->deferred));
 }
 
-static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
-  (void)suggested;
-  struct http_exchange *c = handle->data;
-  /* conn_process keeps at most one partial head (HTTP_MAX_HEAD) here, so there is room. */
-  *buf = uv_buf_init(c->buf + c->len, (unsigned)(sizeof(c->buf) - c->len));
-}
-
-static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
-  (void)buf;
-  struct http_exchange *c = stream->data;
-  if (nread == 0 || c->closing) {
-    return;
-  }
-  if (nread < 0) {
-    if (nread != UV_EOF) {
-      LOG_DEBUGF(c->server->cfg.name, "%s: read failed: %s", c->peer, uv_strerror((int)nread));
-      conn_close(c);
-      return;
-    }
-    c->eof = true;
-    if (c->lingering) {
-      conn_close(c);
-      return;
-    }
-    conn_settle(c);
-    return;
-  }
-  if (c->lingering || c->close_after_write) {
-    /* Dropped: nothing after a final response is a request. */
-    return;
-  }
-  if (c->len == 0 && !c->head_done) {
-    /* The first byte of a request starts its deadline. */
-    restart_timer(c, c->server->cfg.limits.timeout_ms);
-  }
-  c->len += (size_t)nread;
-  conn_process(c);
-  conn_settle(c);
-}
-
-static void update_reading(struct http_exchange *c) {
-  bool want = !c->closing && !c->eof &&
-              (c->lingering || (!c->paused && !c->close_after_write && !c->deferred));
-  if (want == c->reading) {
-    return;
-  }
-  if (want) {
-    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0) {
-      conn_close(c);
-      return;
-    }
+/* Watches the socket for what the connection waits for now. */
+static void update_events(struct http_exchange *c) {
+  int events = 0;
+  if (c->handshaking) {
+    events = c->read_wait;
   } else {
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (want_reading(c)) {
+      events |= c->read_wait != 0 ? c->read_wait : IO_WAIT_READ;
+    }
+    if (queued(c) > 0 || c->shutdown_pending) {
+      events |= c->write_wait != 0 ? c->write_wait : IO_WAIT_WRITE;
+    }
   }
-  c->reading = want;
+  if (events == c->events) {
+    return;
+  }
+  c->events = events;
+  if (events == 0) {
+    uv_poll_stop(&c->poll);
+  } else if (uv_poll_start(&c->poll, events, on_poll) != 0) {
+    conn_close(c);
+  }
 }
 
-static void on_shutdown(uv_shutdown_t *req, int status) {
-  struct http_exchange *c = req->data;
-  if (status < 0 && !c->closing) {
+/* Advances the TLS handshake; returns whether it has completed. */
+static bool handshake(struct http_exchange *c) {
+  int r = tls_conn_handshake(c->tls);
+  if (r == IO_OK) {
+    c->handshaking = false;
+    c->read_wait = 0;
+    transport_init_tls(&c->xprt, c->fd, c->tls);
+    return true;
+  }
+  if (r == IO_WANT_READ || r == IO_WANT_WRITE) {
+    c->read_wait = io_wait_for(r);
+    return false;
+  }
+  const char *detail = NULL;
+  tls_conn_failure(c->tls, &detail);
+  LOG_DEBUGF(c->server->cfg.name, "%s: TLS handshake failed: %s", c->peer,
+             detail != NULL ? detail : "?");
+  conn_close(c);
+  return false;
+}
+
+/* Reads what the client sent and answers every request that is complete. */
+static void read_in(struct http_exchange *c) {
+  for (int reads = 0; want_reading(c); reads++) {
+    char drop[4096];
+    bool dropping = c->lingering;
+    if (dropping && reads >= LINGER_READS) {
+      return;
+    }
+    char *into = dropping ? drop : c->buf + c->len;
+    /* conn_process keeps at most one partial head (HTTP_MAX_HEAD) here, so there is room. */
+    size_t room = dropping ? sizeof(drop) : sizeof(c->buf) - c->len;
+    int next = IO_OK;
+    ssize_t n = transport_read(&c->xprt, into, room, &next);
+    if (n == IO_WANT_READ || n == IO_WANT_WRITE) {
+      c->read_wait = io_wait_for(n);
+      return;
+    }
+    if (n == IO_EOF) {
+      c->eof = true;
+      if (c->lingering) {
+        conn_close(c);
+      }
+      return;
+    }
+    if (n < 0) {
+      LOG_DEBUGF(c->server->cfg.name, "%s: read failed", c->peer);
+      conn_close(c);
+      return;
+    }
+    c->read_wait = next == IO_WANT_READ || next == IO_WANT_WRITE ? io_wait_for(next) : 0;
+    if (!dropping) {
+      if (c->len == 0 && !c->head_done) {
+        /* The first byte of a request starts its deadline. */
+        restart_timer(c, c->server->cfg.limits.timeout_ms);
+      }
+      c->len += (size_t)n;
+      conn_process(c);
+    }
+    if (next == IO_EOF) {
+      c->eof = true;
+    }
+    if (next == IO_ERROR) {
+      conn_close(c);
+      return;
+    }
+    if (c->read_wait != 0) {
+      return;
+    }
+  }
+}
+
+/* Hands the queued responses to the transport. */
+static void flush_out(struct http_exchange *c) {
+  while (queued(c) > 0) {
+    ssize_t n = transport_write(&c->xprt, c->out.data + c->out_off, queued(c));
+    if (n == IO_WANT_READ || n == IO_WANT_WRITE) {
+      c->write_wait = io_wait_for(n);
+      return;
+    }
+    if (n < 0) {
+      LOG_DEBUGF(c->server->cfg.name, "%s: write failed", c->peer);
+      conn_close(c);
+      return;
+    }
+    c->out_off += (size_t)n;
+  }
+  int r = transport_flush(&c->xprt);
+  if (r == IO_WANT_READ || r == IO_WANT_WRITE) {
+    c->write_wait = io_wait_for(r);
+    return;
+  }
+  if (r != IO_OK) {
+    conn_close(c);
+    return;
+  }
+  c->write_wait = 0;
+  /* An idle connection holds no output buffer. */
+  free(c->out.data);
+  c->out = (struct textbuf){0};
+  c->out_off = 0;
+}
+
+/* Ends the stream in our direction (close_notify, then FIN), once it can. */
+static void shut_down(struct http_exchange *c) {
+  int r = transport_shutdown(&c->xprt);
+  c->shutdown_pending = r == IO_WANT_READ || r == IO_WANT_WRITE;
+  if (c->shutdown_pending) {
+    c->write_wait = io_wait_for(r);
+  } else if (r != IO_OK) {
     conn_close(c);
   }
 }
@@ -442,38 +519,65 @@ static void start_linger(struct http_exchange *c) {
     conn_close(c);
     return;
   }
-  c->shutdown.data = c;
-  if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+  restart_timer(c, c->server->cfg.limits.linger_ms);
+  shut_down(c);
+}
+
+/* Moves the connection as far as it can go now: handshake, reads and the requests they
+ * complete, writes, and the close after a final response; then waits for the socket. */
+static void conn_pump(struct http_exchange *c) {
+  if (c->closing) {
+    return;
+  }
+  if (c->handshaking && !handshake(c)) {
+    if (!c->closing) {
+      update_events(c);
+    }
+    return;
+  }
+  /* A pipelining client whose answers drained may have more complete requests waiting;
+   * a few rounds, then the socket's readiness brings the connection back. */
+  for (int round = 0; round < 4 && !c->closing; round++) {
+    if (c->paused && queued(c) < WRITE_LOW) {
+      c->paused = false;
+      conn_process(c);
+    }
+    if (!c->closing) {
+      read_in(c);
+    }
+    if (!c->closing && queued(c) > 0) {
+      flush_out(c);
+    }
+    if (c->closing || !c->paused || queued(c) >= WRITE_LOW) {
+      break;
+    }
+  }
+  if (c->closing) {
+    return;
+  }
+  if (c->shutdown_pending) {
+    shut_down(c);
+  } else if (queued(c) == 0 && !c->lingering) {
+    if (c->close_after_write) {
+      start_linger(c);
+    } else if (c->eof) {
+      conn_close(c);
+    }
+  }
+  if (!c->closing) {
+    update_events(c);
+  }
+}
+
+static void on_poll(uv_poll_t *handle, int status, int events) {
+  (void)events;
+  struct http_exchange *c = handle->data;
+  if (status < 0) {
+    LOG_DEBUGF(c->server->cfg.name, "%s: socket error: %s", c->peer, uv_strerror(status));
     conn_close(c);
     return;
   }
-  restart_timer(c, c->server->cfg.limits.linger_ms);
-  update_reading(c);
-}
-
-/* Decides what the connection does next once a read or a write has completed. */
-static void conn_settle(struct http_exchange *c) {
-  if (c->closing || c->lingering) {
-    return;
-  }
-  if (c->paused && c->write_queued < WRITE_LOW) {
-    c->paused = false;
-    conn_process(c);
-    if (c->closing) {
-      return;
-    }
-  }
-  if (c->write_queued == 0) {
-    if (c->close_after_write) {
-      start_linger(c);
-      return;
-    }
-    if (c->eof) {
-      conn_close(c);
-      return;
-    }
-  }
-  update_reading(c);
+  conn_pump(c);
 }
 
 /* Drops |n| bytes at offset |off| of the buffer. */
@@ -486,7 +590,7 @@ static void buf_drop(struct http_exchange *c, size_t off, size_t n) {
  * connection is to close, or too much output is queued. */
 static void conn_process(struct http_exchange *c) {
   while (!c->closing && !c->close_after_write && !c->deferred) {
-    if (c->write_queued >= WRITE_HIGH) {
+    if (queued(c) >= WRITE_HIGH) {
       c->paused = true;
       return;
     }
@@ -512,6 +616,12 @@ static void conn_process(struct http_exchange *c) {
     const struct http_request *req = &c->parser.req;
     size_t body_here = c->len - req->head_len;
     size_t take = body_here < c->body_left ? body_here : (size_t)c->body_left;
+    textbuf_append(&c->body, c->buf + req->head_len, take);
+    if (c->body.failed) {
+      respond_error(c, 503, "out of memory for the request body");
+      c->len = 0;
+      return;
+    }
     buf_drop(c, req->head_len, take);
     c->body_left -= take;
     if (c->body_left > 0) {
@@ -532,65 +642,72 @@ static void conn_process(struct http_exchange *c) {
   }
 }
 
-/* Drops the answered request's head; the next request, or the wait for it, gets a fresh
- * deadline. */
+/* Drops the answered request's head and body; the next request, or the wait for it, gets
+ * a fresh deadline. */
 static void finish_request(struct http_exchange *c) {
   buf_drop(c, 0, c->parser.req.head_len);
+  free(c->body.data);
+  c->body = (struct textbuf){0};
   c->head_done = false;
-  http_parser_init(&c->parser);
+  http_parser_init(&c->parser, c->server->cfg.limits.max_body);
   restart_timer(c, c->server->cfg.limits.timeout_ms);
 }
 
-static void on_refused_closed(uv_handle_t *handle) {
-  free(handle);
-}
-
-/* Over the connection limit: accept, answer 503 if the socket takes it at once, close. */
-static void refuse_connection(struct http_server *server) {
-  uv_tcp_t *tcp = malloc(sizeof(*tcp));
-  if (tcp == NULL || uv_tcp_init(server->loop, tcp) != 0) {
-    free(tcp);
-    return;
-  }
-  if (uv_accept((uv_stream_t *)&server->listener, (uv_stream_t *)tcp) == 0) {
+/* Over the connection limit: answer 503 if the socket takes it at once, and close. On
+ * HTTPS the client sees the connection close instead: no handshake is spent on it. */
+static void refuse_connection(struct http_server *server, int fd) {
+  if (server->cfg.tls == NULL) {
     char body[64], msg[256];
     int body_len = snprintf(body, sizeof(body), "too many %s connections\n", server->cfg.name);
     int n = snprintf(msg, sizeof(msg),
                      "HTTP/1.1 503 Service Unavailable\r\nContent-Type: " HTTP_CT_TEXT
                      "\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
                      body_len, body);
-    uv_buf_t buf = uv_buf_init(msg, (unsigned)n);
-    (void)uv_try_write((uv_stream_t *)tcp, &buf, 1);
+    (void)!send(fd, msg, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
   }
-  uv_close((uv_handle_t *)tcp, on_refused_closed);
+  close(fd);
 }
 
-static void on_connection(uv_stream_t *listener, int status) {
-  struct http_server *server = listener->data;
-  if (status < 0) {
-    /* Out of descriptors, most likely: libuv has already dropped the connection. */
-    LOG_DEBUGF(server->cfg.name, "accept failed: %s", uv_strerror(status));
-    return;
-  }
+static void on_accept(struct acceptor *a, int fd) {
+  struct http_server *server = a->data;
   if (server->closing) {
+    close(fd);
     return;
   }
   if (server->conn_count >= server->cfg.limits.max_connections) {
     LOG_DEBUGF(server->cfg.name, "refusing a connection: %zu open", server->conn_count);
-    refuse_connection(server);
+    refuse_connection(server, fd);
     return;
+  }
+  struct tls_contexts *ctxs = NULL;
+  if (server->cfg.tls != NULL) {
+    ctxs = server->cfg.tls(server->cfg.arg);
+    if (ctxs == NULL) {
+      LOG_DEBUGF(server->cfg.name, "refusing a connection: no certificate loaded");
+      close(fd);
+      return;
+    }
   }
   struct http_exchange *c = calloc(1, sizeof(*c));
-  if (c == NULL) {
-    refuse_connection(server);
+  /* Sessions resume only on this server: a ticket from the mesh must not resume here. */
+  static const struct tls_peer_policy kPolicy = {.session_context = "http_server"};
+  struct tls_conn *tls = ctxs != NULL && c != NULL ? tls_conn_new_server(ctxs, fd, &kPolicy) : NULL;
+  tls_contexts_free(ctxs);
+  if (c == NULL || (ctxs != NULL && tls == NULL) || uv_poll_init(server->loop, &c->poll, fd) != 0) {
+    tls_conn_free(tls);
+    free(c);
+    refuse_connection(server, fd);
     return;
   }
+  c->fd = fd;
   c->server = server;
-  uv_tcp_init(server->loop, &c->tcp);
+  c->tls = tls;
+  c->handshaking = tls != NULL;
+  transport_init_plain(&c->xprt, fd);
   uv_timer_init(server->loop, &c->timer);
-  c->tcp.data = c;
+  c->poll.data = c;
   c->timer.data = c;
-  http_parser_init(&c->parser);
+  http_parser_init(&c->parser, server->cfg.limits.max_body);
   server->open_handles++;
   server->conn_count++;
   c->next = server->conns;
@@ -598,38 +715,27 @@ static void on_connection(uv_stream_t *listener, int status) {
     server->conns->prev = c;
   }
   server->conns = c;
-  if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
-    conn_close(c);
-    return;
-  }
   struct sockaddr_storage peer;
-  int peer_len = sizeof(peer);
+  socklen_t peer_len = sizeof(peer);
   snprintf(c->peer, sizeof(c->peer), "?");
-  if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &peer_len) == 0) {
+  if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) {
     netaddr_format(c->peer, (struct sockaddr *)&peer);
   }
-  uv_tcp_nodelay(&c->tcp, 1);
+  int one = 1;
+  (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
   restart_timer(c, server->cfg.limits.timeout_ms);
-  update_reading(c);
+  conn_pump(c);
 }
 
 /* ---- Start and stop ---- */
 
-static void on_listener_closed(uv_handle_t *handle) {
-  server_release(handle->data);
+static void on_listener_closed(struct acceptor *a) {
+  server_release(a->data);
 }
 
 struct http_server *http_server_start(uv_loop_t *loop, const struct hostport *listen,
                                       const struct http_server_config *cfg, char *err,
                                       size_t err_len) {
-  char where[NETADDR_HOSTPORT_MAX];
-  netaddr_format_hostport(where, sizeof(where), listen);
-  struct sockaddr_storage addr;
-  socklen_t addr_len;
-  if (!netaddr_to_sockaddr(&addr, &addr_len, listen)) {
-    snprintf(err, err_len, "%s: not an IP address", where);
-    return NULL;
-  }
   struct http_server *server = calloc(1, sizeof(*server));
   if (server == NULL) {
     snprintf(err, err_len, "out of memory");
@@ -637,23 +743,19 @@ struct http_server *http_server_start(uv_loop_t *loop, const struct hostport *li
   }
   server->loop = loop;
   server->cfg = *cfg;
-  int r = uv_tcp_init(loop, &server->listener);
-  if (r != 0) {
+  if (acceptor_open(&server->acceptor, listen, false, HTTP_SERVER_BACKLOG, err, err_len) != 0) {
     free(server);
-    snprintf(err, err_len, "%s: %s", where, uv_strerror(r));
     return NULL;
   }
-  server->listener.data = server;
+  server->acceptor.data = server;
   server->open_handles = 1;
-  r = uv_tcp_bind(&server->listener, (const struct sockaddr *)&addr, 0);
-  if (r == 0) {
-    r = uv_listen((uv_stream_t *)&server->listener, HTTP_SERVER_BACKLOG, on_connection);
-  }
+  int r = acceptor_start(&server->acceptor, loop, on_accept);
   if (r != 0) {
-    snprintf(err, err_len, "%s: %s", where, uv_strerror(r));
-    /* The handle is initialised: it is freed through its close callback. */
+    char where[NETADDR_HOSTPORT_MAX];
+    snprintf(err, err_len, "%s: %s", netaddr_format_hostport(where, sizeof(where), listen),
+             uv_strerror(r));
     server->closing = true;
-    uv_close((uv_handle_t *)&server->listener, on_listener_closed);
+    acceptor_close(&server->acceptor, on_listener_closed);
     return NULL;
   }
   return server;
@@ -664,7 +766,7 @@ void http_server_close(struct http_server *server) {
     return;
   }
   server->closing = true;
-  uv_close((uv_handle_t *)&server->listener, on_listener_closed);
+  acceptor_close(&server->acceptor, on_listener_closed);
   while (server->conns != NULL) {
     conn_close(server->conns);
   }

@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "mtlsd/admin.h"
+#include "mtlsd/certload.h"
 #include "mtlsd/certwatch.h"
 #include "mtlsd/exit.h"
 #include "mtlsd/file.h"
@@ -45,60 +46,14 @@ static void wake_workers(struct server *srv) {
   }
 }
 
-static void refuse_set(struct server *srv, const char *err) {
-  log_write(LOG_WARN, "certs", "refused the certificate set in %s: %s", srv->cfg->certs.dir, err);
-  runtime_record_reload(srv->rt, false, err, true);
-}
-
 /* Reloads the certificate directory now; with |dry_run| it only validates. Writes the
  * result into |msg|; returns whether the set is valid. */
 static bool reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg_len) {
-  struct runtime *rt = srv->rt;
-  char err[512];
-  struct tls_certset *set = tls_certset_load(srv->cfg, err, sizeof(err));
-  if (set == NULL) {
-    snprintf(msg, msg_len, "%s", err);
-    if (!dry_run) {
-      refuse_set(srv, err);
-    }
-    return false;
+  enum certload_result r = certload_reload(srv->rt, dry_run, msg, msg_len);
+  if (r == CERTLOAD_LOADED) {
+    wake_workers(srv);
   }
-  if (dry_run) {
-    snprintf(msg, msg_len, "valid: %s, expires in %lld s", tls_certset_primary_identity(set),
-             (long long)(tls_certset_not_after(set) - time(NULL)));
-    tls_certset_free(set);
-    return true;
-  }
-  struct tls_contexts *current = runtime_tls_acquire(rt);
-  bool unchanged = current != NULL && tls_certset_same(tls_contexts_certset(current), set);
-  tls_contexts_free(current);
-  if (unchanged) {
-    /* The files are good again (a refused set may have been put back): say so. */
-    runtime_record_reload(rt, true, "", false);
-    tls_certset_free(set);
-    snprintf(msg, msg_len, "unchanged");
-    return true;
-  }
-  uint64_t generation = runtime_tls_generation(rt) + 1;
-  int64_t not_after = tls_certset_not_after(set);
-  char identity[256];
-  snprintf(identity, sizeof(identity), "%.200s", tls_certset_primary_identity(set));
-  struct tls_contexts *ctxs = tls_contexts_new(srv->cfg, set, generation, err, sizeof(err));
-  if (ctxs == NULL) {
-    tls_certset_free(set);
-    snprintf(msg, msg_len, "%s", err);
-    refuse_set(srv, err);
-    return false;
-  }
-  runtime_tls_publish(rt, ctxs);
-  wake_workers(srv);
-  runtime_record_reload(rt, true, "", true);
-  atomic_store(&rt->stats->global.cert_generation, generation);
-  atomic_store(&rt->stats->global.cert_expiry, not_after);
-  log_write(LOG_INFO, "certs", "loaded generation %llu: %s, expires in %lld s",
-            (unsigned long long)generation, identity, (long long)(not_after - time(NULL)));
-  snprintf(msg, msg_len, "loaded generation %llu", (unsigned long long)generation);
-  return true;
+  return r != CERTLOAD_REFUSED;
 }
 
 static bool reload_op(void *arg, bool dry_run, char *msg, size_t msg_len) {

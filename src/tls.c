@@ -449,9 +449,11 @@ static SSL_CTX *new_ctx(const struct config *cfg, const struct tls_certset *set,
     snprintf(err, err_len, "tls: the certificate and key were refused");
     goto err;
   }
-  SSL_CTX_set_custom_verify(
-      ctx, server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER,
-      verify_peer);
+  if (set->store != NULL) {
+    SSL_CTX_set_custom_verify(
+        ctx, server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER,
+        verify_peer);
+  }
   /* Partial writes let the relay account for every record it hands to the kernel. */
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 
@@ -491,9 +493,11 @@ struct tls_contexts *tls_contexts_new(const struct config *cfg, struct tls_certs
     snprintf(err, err_len, "out of memory");
     return NULL;
   }
+  bool serving_only = set->store == NULL;
   ctxs->server = new_ctx(cfg, set, true, err, err_len);
-  ctxs->client = ctxs->server != NULL ? new_ctx(cfg, set, false, err, err_len) : NULL;
-  if (ctxs->client == NULL) {
+  ctxs->client =
+      ctxs->server != NULL && !serving_only ? new_ctx(cfg, set, false, err, err_len) : NULL;
+  if (ctxs->server == NULL || (ctxs->client == NULL && !serving_only)) {
     SSL_CTX_free(ctxs->server);
     free(ctxs);
     return NULL;

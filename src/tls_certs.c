@@ -291,6 +291,22 @@ done:
   return ok;
 }
 
+/* Builds the trust store of the bundle and checks the leaf's chain against it. */
+static bool load_store(struct tls_certset *set, STACK_OF(X509) * certs, const char *cert_name,
+                       const char *ca_name, char *err, size_t err_len) {
+  set->store = X509_STORE_new();
+  if (set->store == NULL) {
+    snprintf(err, err_len, "out of memory");
+    return false;
+  }
+  for (size_t i = 0; i < sk_X509_num(set->bundle); i++) {
+    if (!X509_STORE_add_cert(set->store, sk_X509_value(set->bundle, i))) {
+      ERR_clear_error();
+    }
+  }
+  return verify_own_chain(set, certs, cert_name, ca_name, err, err_len);
+}
+
 struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t err_len) {
   const char *dir = cfg->certs.dir;
   const char *cert_name = cfg->certs.cert_file;
@@ -307,7 +323,7 @@ struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t
   }
   if (!read_file(&cert_pem, &cert_len, dir, cert_name, err, err_len) ||
       !read_file(&key_pem, &key_len, dir, key_name, err, err_len) ||
-      !read_file(&ca_pem, &ca_len, dir, ca_name, err, err_len)) {
+      (ca_name != NULL && !read_file(&ca_pem, &ca_len, dir, ca_name, err, err_len))) {
     goto err;
   }
 
@@ -317,10 +333,12 @@ struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t
     goto err;
   }
   set->leaf = X509_dup(sk_X509_value(certs, 0));
-  set->bundle = tls_pem_parse_certs(ca_pem, ca_len);
-  if (set->bundle == NULL || sk_X509_num(set->bundle) == 0) {
-    snprintf(err, err_len, "%s: no PEM certificate found", ca_name);
-    goto err;
+  if (ca_name != NULL) {
+    set->bundle = tls_pem_parse_certs(ca_pem, ca_len);
+    if (set->bundle == NULL || sk_X509_num(set->bundle) == 0) {
+      snprintf(err, err_len, "%s: no PEM certificate found", ca_name);
+      goto err;
+    }
   }
 
   BIO *key_bio = BIO_new_mem_buf(key_pem, (int)key_len);
@@ -337,22 +355,19 @@ struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t
     goto err;
   }
 
-  set->store = X509_STORE_new();
-  if (set->store == NULL) {
-    snprintf(err, err_len, "out of memory");
-    goto err;
-  }
-  for (size_t i = 0; i < sk_X509_num(set->bundle); i++) {
-    if (!X509_STORE_add_cert(set->store, sk_X509_value(set->bundle, i))) {
-      ERR_clear_error();
-    }
-  }
-  if (!verify_own_chain(set, certs, cert_name, ca_name, err, err_len)) {
+  if (ca_name != NULL && !load_store(set, certs, cert_name, ca_name, err, err_len)) {
     goto err;
   }
   if (!tls_asn1_time_to_unix(&set->not_before, X509_get0_notBefore(set->leaf)) ||
       !tls_asn1_time_to_unix(&set->not_after, X509_get0_notAfter(set->leaf))) {
     snprintf(err, err_len, "%s: unreadable validity dates", cert_name);
+    goto err;
+  }
+  /* With a bundle, the chain's verification has checked the dates already. */
+  int64_t now = time(NULL);
+  if (now > set->not_after || now < set->not_before) {
+    snprintf(err, err_len, "%s %s", cert_name,
+             now > set->not_after ? "has expired" : "is not valid yet");
     goto err;
   }
 

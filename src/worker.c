@@ -3,62 +3,16 @@
 #include "mtlsd/worker.h"
 
 #include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "mtlsd/log.h"
-#include "mtlsd/netaddr.h"
 
-/* How many accepts one readiness event may take before other work gets a turn. */
-enum { ACCEPT_BATCH = 64 };
-/* How long accepting pauses after the process ran out of file descriptors. */
-enum { ACCEPT_RETRY_MS = 250 };
 enum { LISTEN_BACKLOG = 4096 };
 /* Client sessions kept per worker, one per listener and upstream: far more upstreams
  * than a sidecar talks to. */
 enum { SESSION_CACHE_ENTRIES = 256 };
-
-static int open_listener(struct worker_listener *l, char *err, size_t err_len) {
-  struct sockaddr_storage addr;
-  socklen_t len;
-  char where[NETADDR_STR_MAX];
-  netaddr_to_sockaddr(&addr, &len, &l->conn.cfg->listen);
-  netaddr_format(where, (struct sockaddr *)&addr);
-  int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    int e = errno;
-    snprintf(err, err_len, "listener %s: socket: %s", l->conn.cfg->name, strerror(e));
-    return -e;
-  }
-  /* Every worker binds its own socket to the same address; the kernel spreads new
-   * connections across them, so no accept lock or thundering herd. libuv has no flag
-   * for SO_REUSEPORT, hence the raw socket. */
-  int one = 1;
-  /* "[::]:15006" means IPv6 only, so that "0.0.0.0:15006" can be a listener of its own,
-   * and each family reads its original destination the way it must. */
-  if (addr.ss_family == AF_INET6 &&
-      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
-    int e = errno;
-    snprintf(err, err_len, "listener %s: IPV6_V6ONLY: %s", l->conn.cfg->name, strerror(e));
-    close(fd);
-    return -e;
-  }
-  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-      setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-      bind(fd, (struct sockaddr *)&addr, len) != 0 || listen(fd, LISTEN_BACKLOG) != 0) {
-    int e = errno;
-    snprintf(err, err_len, "listener %s: cannot listen on %s: %s", l->conn.cfg->name, where,
-             strerror(e));
-    close(fd);
-    return -e;
-  }
-  l->fd = fd;
-  return 0;
-}
 
 static void worker_conn_add(void *arg, struct conn *c) {
   struct worker *w = arg;
@@ -101,7 +55,7 @@ int worker_bind(struct worker *w, struct runtime *rt, unsigned id, const struct 
     struct worker_listener *l = &w->listeners[i];
     const struct listener_config *lc = &cfg->listeners[i];
     l->worker = w;
-    l->fd = -1;
+    l->acceptor.fd = -1;
     l->conn = (struct conn_listener){
         .cfg = lc,
         .load = &rt->listener_load[i],
@@ -116,8 +70,13 @@ int worker_bind(struct worker *w, struct runtime *rt, unsigned id, const struct 
             },
     };
     w->listener_count = i + 1;
-    int r = open_listener(l, err, err_len);
+    /* Every worker binds its own socket to the same address; the kernel spreads new
+     * connections across them, so no accept lock or thundering herd. */
+    char why[300];
+    int r = acceptor_open(&l->acceptor, &lc->listen, true, LISTEN_BACKLOG, why, sizeof(why));
+    l->acceptor.data = l;
     if (r != 0) {
+      snprintf(err, err_len, "listener %s: %s", lc->name, why);
       return r;
     }
   }
@@ -126,82 +85,21 @@ int worker_bind(struct worker *w, struct runtime *rt, unsigned id, const struct 
 
 void worker_close_fds(struct worker *w) {
   for (size_t i = 0; i < w->listener_count; i++) {
-    if (w->listeners[i].fd >= 0) {
-      close(w->listeners[i].fd);
-      w->listeners[i].fd = -1;
-    }
+    acceptor_close(&w->listeners[i].acceptor, NULL);
   }
   free(w->listeners);
   w->listeners = NULL;
   w->listener_count = 0;
 }
 
-static void pause_accepting(struct worker *w) {
-  w->accepting = false;
-  for (size_t i = 0; i < w->listener_count; i++) {
-    if (w->listeners[i].poll_open) {
-      uv_poll_stop(&w->listeners[i].poll);
-    }
-  }
-}
-
-static void on_accept(uv_poll_t *handle, int status, int events);
-
-static void on_accept_retry(uv_timer_t *timer) {
-  struct worker *w = timer->data;
-  if (!w->draining) {
-    for (size_t i = 0; i < w->listener_count; i++) {
-      if (w->listeners[i].poll_open) {
-        uv_poll_start(&w->listeners[i].poll, UV_READABLE, on_accept);
-      }
-    }
-    w->accepting = true;
-  }
-}
-
-static void on_accept(uv_poll_t *handle, int status, int events) {
-  struct worker_listener *l = handle->data;
-  struct worker *w = l->worker;
-  (void)status;
-  (void)events;
-  for (int i = 0; i < ACCEPT_BATCH && w->accepting; i++) {
-    int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd >= 0) {
-      conn_accept(&w->host, &l->conn, fd);
-      continue;
-    }
-    if (errno == EINTR || errno == ECONNABORTED) {
-      continue;
-    }
-    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-      /* Level-triggered polling would spin on the pending connection; pause instead, and
-       * let the kernel's backlog hold (or refuse) new callers meanwhile. */
-      log_write(LOG_WARN, "worker", "worker %u: accept: %s; pausing accepts for %d ms", w->id,
-                strerror(errno), ACCEPT_RETRY_MS);
-      pause_accepting(w);
-      uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY_MS, 0);
-    }
-    return;
-  }
-}
-
-static void on_listener_closed(uv_handle_t *handle) {
-  struct worker_listener *l = handle->data;
-  close(l->fd);
-  l->fd = -1;
+static void on_accept(struct acceptor *a, int fd) {
+  struct worker_listener *l = a->data;
+  conn_accept(&l->worker->host, &l->conn, fd);
 }
 
 static void close_listeners(struct worker *w) {
-  w->accepting = false;
   for (size_t i = 0; i < w->listener_count; i++) {
-    struct worker_listener *l = &w->listeners[i];
-    if (l->poll_open) {
-      l->poll_open = false;
-      uv_close((uv_handle_t *)&l->poll, on_listener_closed);
-    } else if (l->fd >= 0) {
-      close(l->fd);
-      l->fd = -1;
-    }
+    acceptor_close(&w->listeners[i].acceptor, NULL);
   }
 }
 
@@ -235,7 +133,6 @@ static void stop(struct worker *w) {
   close_listeners(w);
   close_all(w, "stopped");
   uv_close((uv_handle_t *)&w->wakeup, NULL);
-  uv_close((uv_handle_t *)&w->accept_retry, NULL);
   uv_close((uv_handle_t *)&w->drain_timer, NULL);
 }
 
@@ -259,7 +156,6 @@ static void on_wakeup(uv_async_t *async) {
   if (state == RUNTIME_DRAINING && !w->draining) {
     w->draining = true;
     close_listeners(w);
-    uv_timer_stop(&w->accept_retry);
     if (w->conn_count == 0) {
       report_drained(w);
     } else {
@@ -273,12 +169,7 @@ static void on_wakeup(uv_async_t *async) {
 static bool watch_listeners(struct worker *w) {
   for (size_t i = 0; i < w->listener_count; i++) {
     struct worker_listener *l = &w->listeners[i];
-    int r = uv_poll_init(&w->loop, &l->poll, l->fd);
-    if (r == 0) {
-      l->poll.data = l;
-      l->poll_open = true;
-      r = uv_poll_start(&l->poll, UV_READABLE, on_accept);
-    }
+    int r = acceptor_start(&l->acceptor, &w->loop, on_accept);
     if (r != 0) {
       log_write(LOG_ERROR, "worker", "worker %u: cannot watch listener %s: %s", w->id,
                 l->conn.cfg->name, uv_strerror(r));
@@ -291,7 +182,6 @@ static bool watch_listeners(struct worker *w) {
 static void worker_main(void *arg) {
   struct worker *w = arg;
   w->host.tls = runtime_tls_acquire(w->rt);
-  w->accepting = true;
   if (!watch_listeners(w)) {
     /* Its sockets close, so the kernel sends their connections to the other workers;
      * /ready says why the process is not fully serving. */
@@ -330,14 +220,11 @@ int worker_start(struct worker *w) {
     goto err_sessions;
   }
   w->wakeup.data = w;
-  uv_timer_init(&w->loop, &w->accept_retry);
-  w->accept_retry.data = w;
   uv_timer_init(&w->loop, &w->drain_timer);
   w->drain_timer.data = w;
   r = uv_thread_create(&w->thread, worker_main, w);
   if (r != 0) {
     uv_close((uv_handle_t *)&w->wakeup, NULL);
-    uv_close((uv_handle_t *)&w->accept_retry, NULL);
     uv_close((uv_handle_t *)&w->drain_timer, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     goto err_sessions;

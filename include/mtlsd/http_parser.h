@@ -23,8 +23,8 @@
  *     supported: chunked gets 411 (send a Content-Length instead), any other coding 501.
  *   - The head (request line and headers) is at most HTTP_MAX_HEAD bytes (431, or 414
  *     while still in the request line), at most HTTP_MAX_HEADERS fields (431), and the
- *     body at most HTTP_MAX_BODY bytes (413). Only the head is parsed; the body is the
- *     caller's, |content_length| bytes right after |head_len|. */
+ *     body at most the caller's limit, HTTP_MAX_BODY unless it needs more (413). Only the head is
+ * parsed; the body is the caller's, |content_length| bytes right after |head_len|. */
 #ifndef MTLSD_HTTP_PARSER_H
 #define MTLSD_HTTP_PARSER_H
 
@@ -34,6 +34,8 @@
 
 #define HTTP_MAX_HEAD 16384
 #define HTTP_MAX_BODY 65536
+/* The largest body limit a caller may set (the webhook's AdmissionReview is 10 MiB). */
+#define HTTP_BODY_LIMIT_MAX ((uint64_t)64 << 20)
 #define HTTP_MAX_HEADERS 100
 
 /* A piece of the caller's buffer: |len| bytes at offset |off|. */
@@ -85,11 +87,13 @@ struct http_parser {
   bool conn_close;
   bool conn_keep_alive;
   bool bad_expect;
+  uint64_t max_body;
 };
 
-/* http_parser_init readies |p| for a new request. The parser allocates nothing, so there
- * is nothing to free; the caller owns |p| and the buffer it parses. */
-void http_parser_init(struct http_parser *p);
+/* http_parser_init readies |p| for a new request whose body may have at most |max_body|
+ * bytes (at most HTTP_BODY_LIMIT_MAX). The parser allocates nothing, so there is nothing
+ * to free; the caller owns |p| and the buffer it parses. */
+void http_parser_init(struct http_parser *p, uint64_t max_body);
 
 /* http_parser_execute parses the request whose first byte is |buf[0]|. |len| is the
  * number of bytes received so far; on each call |buf| must start with the same bytes as

@@ -29,6 +29,7 @@
 
 struct http_server;
 struct http_exchange;
+struct tls_contexts;
 
 /* A GET route also answers HEAD (without the body); any other method gets 405. */
 enum http_route_method { HTTP_ROUTE_GET, HTTP_ROUTE_POST };
@@ -43,6 +44,7 @@ struct http_route {
 
 struct http_server_limits {
   size_t max_connections; /* More are answered 503 and closed. */
+  uint64_t max_body;      /* Larger request bodies get 413 (at most HTTP_BODY_LIMIT_MAX). */
   uint64_t timeout_ms;    /* For a request to arrive and its answer to be written. */
   uint64_t linger_ms;     /* How long a client's bytes are drained after the last answer. */
 };
@@ -52,6 +54,10 @@ struct http_server_config {
   const struct http_route *routes;
   size_t route_count;
   struct http_server_limits limits;
+  /* HTTPS: returns a new reference to the contexts to serve with, or NULL while there is
+   * no certificate (the client is turned away: never plain HTTP instead). NULL: plain
+   * HTTP. */
+  struct tls_contexts *(*tls)(void *arg);
   void *arg;
 };
 
@@ -104,5 +110,9 @@ char *http_json_text(cJSON *json);
 const char *http_exchange_peer(const struct http_exchange *x);
 const struct http_request *http_exchange_request(const struct http_exchange *x);
 const char *http_exchange_buf(const struct http_exchange *x);
+
+/* http_exchange_body returns the current request's body (|*len| bytes, not terminated;
+ * "" when it has none), valid while the route runs. */
+const char *http_exchange_body(const struct http_exchange *x, size_t *len);
 
 #endif

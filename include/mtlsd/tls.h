@@ -50,7 +50,9 @@ struct tls_certset;
 
 /* tls_certset_load reads the files named by |cfg->certs| and validates them: PEM parses,
  * the key matches the leaf, the leaf chains to the bundle, now is inside the leaf's
- * validity window, and the leaf has a valid SPIFFE ID or DNS SANs. On success it returns
+ * validity window, and the leaf has a valid SPIFFE ID or DNS SANs. Without
+ * |cfg->certs.ca_file| the set is a serving certificate only (the webhook's): no bundle,
+ * the chain is the server's to present and nobody's to verify. On success it returns
  * a set the caller frees with tls_certset_free. On failure it returns NULL and writes a
  * one-line reason into |err| (e.g. "tls.key does not match tls.crt"). */
 struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t err_len);
@@ -79,9 +81,11 @@ bool tls_certset_add_info(struct cJSON *root, const struct tls_certset *set);
 struct tls_contexts;
 
 /* tls_contexts_new builds the server and client contexts for |set| and the TLS settings
- * of |cfg| (versions, AEAD suites, groups, resumption). It takes ownership of |set| on
- * success (and only then). |generation| numbers successful loads, starting at 1. Returns
- * NULL and writes a reason into |err| on failure. The result starts with one reference. */
+ * of |cfg| (versions, AEAD suites, groups, resumption); for a serving certificate (no
+ * |cfg->certs.ca_file|) only a server context that asks clients for no certificate. It takes
+ * ownership of |set| on success (and only then). |generation| numbers successful loads, starting
+ * at 1. Returns NULL and writes a reason into |err| on failure. The result starts with one
+ * reference. */
 struct tls_contexts *tls_contexts_new(const struct config *cfg, struct tls_certset *set,
                                       uint64_t generation, char *err, size_t err_len);
 

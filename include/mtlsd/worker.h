@@ -15,6 +15,7 @@
 
 #include <uv.h>
 
+#include "mtlsd/acceptor.h"
 #include "mtlsd/bufpool.h"
 #include "mtlsd/conn.h"
 #include "mtlsd/list.h"
@@ -25,9 +26,7 @@ struct worker;
 struct worker_listener {
   struct conn_listener conn; /* What its connections see. */
   struct worker *worker;
-  int fd;
-  uv_poll_t poll;
-  bool poll_open;
+  struct acceptor acceptor;
 };
 
 struct worker_ops {
@@ -44,7 +43,6 @@ struct worker {
   uv_loop_t loop;
   uv_thread_t thread;
   uv_async_t wakeup;
-  uv_timer_t accept_retry; /* Re-arms accepting after the process ran out of fds. */
   uv_timer_t drain_timer;
   struct worker_listener *listeners;
   size_t listener_count;
@@ -52,7 +50,6 @@ struct worker {
   struct bufpool pool;
   struct list_node conns; /* Live connections (worker_conn_add / worker_conn_remove). */
   size_t conn_count;
-  bool accepting;
   bool draining;
   bool drain_reported; /* |ops->drained| was called: once only. */
   bool stopping;

@@ -84,7 +84,7 @@ static void check_request(const struct http_request *r, const char *buf) {
  * any pointer kept into an old buffer shows up under ASan. */
 static enum http_parse_result parse_in_reads(struct http_parser *p, const uint8_t *in, size_t len,
                                              size_t chunk) {
-  http_parser_init(p);
+  http_parser_init(p, HTTP_MAX_BODY);
   enum http_parse_result res = HTTP_PARSE_INCOMPLETE;
   size_t have = 0;
   while (res == HTTP_PARSE_INCOMPLETE && have < len) {
@@ -118,7 +118,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   size_t off = 0;
   for (int n = 0; n < MAX_REQUESTS && off < len; n++) {
     struct http_parser whole;
-    http_parser_init(&whole);
+    http_parser_init(&whole, HTTP_MAX_BODY);
     enum http_parse_result res = http_parser_execute(&whole, buf + off, len - off);
     struct http_parser reads;
     enum http_parse_result res2 = parse_in_reads(&reads, stream + off, len - off, chunk);

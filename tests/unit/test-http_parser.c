@@ -9,14 +9,14 @@
 
 /* Parses |len| bytes of |in| in one call. */
 static enum http_parse_result parse_all(struct http_parser *p, const char *in, size_t len) {
-  http_parser_init(p);
+  http_parser_init(p, HTTP_MAX_BODY);
   return http_parser_execute(p, in, len);
 }
 
 /* Parses |in| growing one byte per call, from a fresh copy each time so that a parser
  * that keeps a pointer into an old buffer is caught by ASan. */
 static enum http_parse_result parse_bytewise(struct http_parser *p, const char *in, size_t len) {
-  http_parser_init(p);
+  http_parser_init(p, HTTP_MAX_BODY);
   enum http_parse_result res = HTTP_PARSE_INCOMPLETE;
   for (size_t n = 1; n <= len && res == HTTP_PARSE_INCOMPLETE; n++) {
     char *copy = malloc(n);
@@ -227,7 +227,7 @@ TEST(bad_requests) {
 TEST(errors_are_found_early) {
   static const char in[] = "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01";
   struct http_parser p;
-  http_parser_init(&p);
+  http_parser_init(&p, HTTP_MAX_BODY);
   CHECK_INTEQ(http_parser_execute(&p, in, 5), HTTP_PARSE_INCOMPLETE);
   CHECK_INTEQ(http_parser_execute(&p, in, sizeof(in) - 1), HTTP_PARSE_ERROR);
   CHECK_INTEQ(p.error_status, 400);
@@ -302,7 +302,7 @@ TEST(split_at_every_byte) {
     size_t got = 0;
     while (off < total) {
       struct http_parser p;
-      http_parser_init(&p);
+      http_parser_init(&p, HTTP_MAX_BODY);
       size_t avail = split > off ? split - off : 0;
       enum http_parse_result res = http_parser_execute(&p, in + off, avail);
       if (res == HTTP_PARSE_INCOMPLETE) {
