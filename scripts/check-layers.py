@@ -16,12 +16,12 @@ import sys
 
 LAYERS = [
     ("base", "io exit list textbuf timefmt file log netaddr json_syntax config identity "
-             "http_parser iptables inject inject_cli yaml bufpool access_log proxy_header"),
+             "http_parser iptables inject injector admission inject_cli yaml bufpool access_log proxy_header"),
     ("tls", "tls"),
     ("runtime", "stats runtime transport certload acceptor"),
     ("connection", "relay dial conn http_server prober"),
     ("services", "worker certwatch app_health admin"),
-    ("server", "server"),
+    ("server", "server webhook"),
     ("main", "main"),
 ]
 ALIASES = {"certgen": "tls", "tls_certs": "tls", "tls_certgen": "tls", "config_render": "config"}

@@ -45,19 +45,31 @@ struct admin {
   struct app_health *app_health;
 };
 
-static void handle_healthz(struct http_exchange *x, void *arg) {
-  (void)arg;
+void admin_answer_alive(struct http_exchange *x) {
   http_respond_text(x, 200, "ok\n");
 }
 
-static void handle_ready(struct http_exchange *x, void *arg) {
-  struct admin *admin = arg;
+void admin_answer_ready(struct http_exchange *x, struct runtime *rt) {
   char reason[600];
-  if (runtime_ready(admin->rt, reason, sizeof(reason))) {
+  if (runtime_ready(rt, reason, sizeof(reason))) {
     http_respond_text(x, 200, "ready\n");
     return;
   }
   http_respond_text(x, 503, reason);
+}
+
+void admin_answer_metrics(struct http_exchange *x, struct runtime *rt) {
+  http_respond_owned(x, HTTP_CT_PROMETHEUS, stats_render_prometheus(rt->stats));
+}
+
+static void handle_healthz(struct http_exchange *x, void *arg) {
+  (void)arg;
+  admin_answer_alive(x);
+}
+
+static void handle_ready(struct http_exchange *x, void *arg) {
+  struct admin *admin = arg;
+  admin_answer_ready(x, admin->rt);
 }
 
 static void handle_stats(struct http_exchange *x, void *arg) {
@@ -67,7 +79,7 @@ static void handle_stats(struct http_exchange *x, void *arg) {
 
 static void handle_prometheus(struct http_exchange *x, void *arg) {
   struct admin *admin = arg;
-  http_respond_owned(x, HTTP_CT_PROMETHEUS, stats_render_prometheus(admin->rt->stats));
+  admin_answer_metrics(x, admin->rt);
 }
 
 static void handle_config(struct http_exchange *x, void *arg) {

@@ -1569,6 +1569,7 @@ static const char *const kInjectorKeys[] = {"image",
                                             "exclude_outbound_ports",
                                             "exclude_outbound_cidrs",
                                             "include_outbound_cidrs",
+                                            "exclude_api_server",
                                             NULL};
 static const char *const kResourceKeys[] = {"requests", "limits", NULL};
 static const char *const kQuantityKeys[] = {"cpu", "memory", NULL};
@@ -1689,6 +1690,11 @@ static bool parse_injector(struct parser *p, const cJSON *root, struct injector_
     return false;
   }
   f->native_sidecar = has_key(root, "native_sidecar") ? native : -1;
+  bool api_server = true;
+  if (!get_bool(p, root, "exclude_api_server", &api_server)) {
+    return false;
+  }
+  f->exclude_api_server = api_server;
   if (f->trust_domain != NULL && !identity_trust_domain_valid(f->trust_domain)) {
     path_push_key(p, "trust_domain");
     return fail_value(p, f->trust_domain, "invalid trust domain");
@@ -1866,6 +1872,25 @@ err:
   config_free(cfg);
   cJSON_Delete(root);
   return NULL;
+}
+
+struct config *config_serving(const char *certs_dir, char *err, size_t err_len) {
+  struct parser p = {.file = certs_dir, .err = err, .err_len = err_len};
+  struct config *cfg = config_calloc(1, sizeof(*cfg));
+  if (cfg == NULL) {
+    fail_oom(&p);
+    return NULL;
+  }
+  if (!replace_string(&p, &cfg->path, certs_dir) || !set_defaults(&p, cfg) ||
+      !replace_string(&p, &cfg->certs.dir, certs_dir)) {
+    config_free(cfg);
+    return NULL;
+  }
+  free(cfg->certs.ca_file);
+  cfg->certs.ca_file = NULL;
+  cfg->workers = 1;
+  cfg->webhook = true;
+  return cfg;
 }
 
 struct config *config_load(const char *path, char *err, size_t err_len) {

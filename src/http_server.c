@@ -74,6 +74,7 @@ struct http_exchange {
   struct transport xprt;
   struct tls_conn *tls; /* HTTPS only; NULL on plain HTTP. */
   bool handshaking;     /* The TLS handshake has not completed. */
+  bool hello_seen;      /* The client's first byte has been looked at. */
   int read_wait;        /* The readiness the last read waits for; 0: read again. */
   int write_wait;       /* The readiness the last write, flush or shutdown waits for. */
 
@@ -396,8 +397,35 @@ static void update_events(struct http_exchange *c) {
   }
 }
 
+/* Whether the client's first byte starts an HTTP method rather than a TLS record (0x16):
+ * someone's curl without https://, who is better served by a plain answer saying so
+ * than by a TLS alert it cannot read. IO_WANT_READ while nothing has arrived. */
+static int speaks_plain_http(struct http_exchange *c) {
+  unsigned char first;
+  ssize_t n = recv(c->fd, &first, 1, MSG_PEEK);
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+    return IO_WANT_READ;
+  }
+  return n == 1 && first >= 'A' && first <= 'Z';
+}
+
 /* Advances the TLS handshake; returns whether it has completed. */
 static bool handshake(struct http_exchange *c) {
+  if (!c->hello_seen) {
+    int plain = speaks_plain_http(c);
+    if (plain == IO_WANT_READ) {
+      c->read_wait = IO_WAIT_READ;
+      return false;
+    }
+    c->hello_seen = true;
+    if (plain == 1) {
+      LOG_DEBUGF(c->server->cfg.name, "%s: plain HTTP on the HTTPS port", c->peer);
+      c->handshaking = false;
+      c->read_wait = 0;
+      respond_error(c, 400, "this port speaks HTTPS: use https://");
+      return true;
+    }
+  }
   int r = tls_conn_handshake(c->tls);
   if (r == IO_OK) {
     c->handshaking = false;

@@ -348,6 +348,7 @@ static bool check_annotations(struct mutation *m) {
 static bool should_skip(struct mutation *m, const char *ns) {
   static const char *const kSystem[] = {"kube-system", "kube-public", "kube-node-lease", NULL};
   if (annotation(m, ANNOTATION_PREFIX "status") != NULL) {
+    m->out->already_injected = true;
     return !settle(m, INJECT_SKIPPED, "already injected (it has %sstatus)", ANNOTATION_PREFIX);
   }
   if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m->spec, "hostNetwork"))) {

@@ -8,10 +8,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "mtlsd/config.h"
 #include "mtlsd/exit.h"
 #include "mtlsd/file.h"
 #include "mtlsd/inject.h"
+#include "mtlsd/injector.h"
 #include "mtlsd/textbuf.h"
 #include "mtlsd/yaml.h"
 
@@ -112,38 +112,7 @@ static bool process_document(const struct inject_config *cfg, cJSON *docs, int i
   return ok;
 }
 
-/* Takes the injector configuration's settings over the defaults in |cfg| (which then
- * borrows |f|'s strings). */
-static void apply_file(struct inject_config *cfg, const struct injector_file *f) {
-  struct {
-    const char **slot;
-    const char *value;
-  } settings[] = {
-      {&cfg->image, f->image},
-      {&cfg->pull_policy, f->pull_policy},
-      {&cfg->trust_domain, f->trust_domain},
-      {&cfg->own_namespace, f->namespace},
-      {&cfg->cpu_request, f->cpu_request},
-      {&cfg->memory_request, f->memory_request},
-      {&cfg->cpu_limit, f->cpu_limit},
-      {&cfg->memory_limit, f->memory_limit},
-      {&cfg->csi_driver, f->csi_driver},
-      {&cfg->exclude_inbound_ports, f->exclude_inbound_ports},
-      {&cfg->exclude_outbound_ports, f->exclude_outbound_ports},
-      {&cfg->exclude_outbound_cidrs, f->exclude_outbound_cidrs},
-      {&cfg->include_outbound_cidrs, f->include_outbound_cidrs},
-  };
-  for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
-    if (settings[i].value != NULL) {
-      *settings[i].slot = settings[i].value;
-    }
-  }
-  if (f->native_sidecar >= 0) {
-    cfg->native_sidecar = f->native_sidecar == 1;
-  }
-}
-
-static int inject_files(const char *file, const char *format, const struct injector_file *settings);
+static int inject_files(const char *file, const char *format, const struct inject_config *cfg);
 
 int inject_main(int argc, char **argv) {
   const char *file = NULL;
@@ -170,23 +139,19 @@ int inject_main(int argc, char **argv) {
       return MTLSD_EXIT_USAGE;
     }
   }
-  struct injector_file *settings = NULL;
-  if (config_path != NULL) {
-    char why[1024];
-    settings = config_load_injector(config_path, why, sizeof(why));
-    if (settings == NULL) {
-      fprintf(stderr, "%s\n", why);
-      return MTLSD_EXIT_USAGE;
-    }
+  struct injector inj;
+  char why[1024];
+  if (!injector_load(&inj, config_path, why, sizeof(why))) {
+    fprintf(stderr, "%s\n", why);
+    return MTLSD_EXIT_USAGE;
   }
-  int code = inject_files(file, format, settings);
-  config_free_injector(settings);
+  int code = inject_files(file, format, &inj.cfg);
+  injector_free(&inj);
   return code;
 }
 
 /* Reads, injects and writes; see inject_main. */
-static int inject_files(const char *file, const char *format,
-                        const struct injector_file *settings) {
+static int inject_files(const char *file, const char *format, const struct inject_config *cfg) {
   const char *source = file != NULL && strcmp(file, "-") != 0 ? file : "stdin";
   size_t len = 0;
   char *text = NULL;
@@ -234,14 +199,9 @@ static int inject_files(const char *file, const char *format,
       return MTLSD_EXIT_USAGE;
     }
   }
-  struct inject_config cfg;
-  inject_config_default(&cfg);
-  if (settings != NULL) {
-    apply_file(&cfg, settings);
-  }
   bool ok = true;
   for (int i = 0; i < cJSON_GetArraySize(docs); i++) {
-    ok = process_document(&cfg, docs, i) && ok;
+    ok = process_document(cfg, docs, i) && ok;
   }
   bool as_json = format != NULL ? strcmp(format, "json") == 0 : json;
   for (int i = 0; i < cJSON_GetArraySize(docs); i++) {

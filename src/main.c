@@ -24,6 +24,7 @@
 #include "mtlsd/netaddr.h"
 #include "mtlsd/server.h"
 #include "mtlsd/tls.h"
+#include "mtlsd/webhook.h"
 
 static const char usage_text[] =
     "usage: mtlsd [run] [--config FILE] [--log-level debug|info|warn|error] [--log-format "
@@ -33,6 +34,7 @@ static const char usage_text[] =
     "       mtlsd cert issue --ca DIR --out DIR (--spiffe-id URI | --dns NAME)... [--days N]\n"
     "       mtlsd iptables [--print | --apply | --clean] [options]\n"
     "       mtlsd inject [-f FILE] [--config FILE] [-o json|yaml]\n"
+    "       mtlsd webhook --listen ADDR --certs DIR [--config FILE]\n"
     "       mtlsd wait-ready [--admin ADDR] [--timeout DURATION]\n"
     "       mtlsd version\n"
     "\n"
@@ -42,6 +44,8 @@ static const char usage_text[] =
     "  cert     make a development CA and certificates (see mtlsd cert --help)\n"
     "  iptables print or apply the pod's interception rules (see mtlsd iptables --help)\n"
     "  inject   add the sidecar to the pods of Kubernetes manifests (see mtlsd inject --help)\n"
+    "  webhook  serve the admission webhook that injects pods as they are created (HTTPS on\n"
+    "           ADDR, tls.crt and tls.key from DIR; --config is the injector configuration)\n"
     "  wait-ready  wait until the sidecar's /ready says 200 (a postStart hook that holds\n"
     "           the application's containers until the proxy serves)\n"
     "  version  print the versions of mtlsd and its libraries\n"
@@ -56,6 +60,8 @@ static int usage(FILE *out, int code) {
 
 struct common_opts {
   const char *config;
+  const char *listen; /* webhook only */
+  const char *certs;  /* webhook only */
   enum log_level level;
   enum log_format format;
 };
@@ -66,10 +72,14 @@ static int parse_common(struct common_opts *opts, int argc, char **argv, const c
       {"config", required_argument, NULL, 'c'},
       {"log-level", required_argument, NULL, 'l'},
       {"log-format", required_argument, NULL, 'f'},
+      {"listen", required_argument, NULL, 'L'},
+      {"certs", required_argument, NULL, 'C'},
       {"help", no_argument, NULL, 'h'},
       {NULL, 0, NULL, 0},
   };
   opts->config = NULL;
+  opts->listen = NULL;
+  opts->certs = NULL;
   opts->level = LOG_INFO;
   opts->format = LOG_FORMAT_TEXT;
   optind = 1;
@@ -95,6 +105,15 @@ static int parse_common(struct common_opts *opts, int argc, char **argv, const c
           fprintf(stderr, "mtlsd %s: --log-format: \"%s\" is not json or text\n", cmd, optarg);
           return MTLSD_EXIT_USAGE;
         }
+        break;
+      case 'L':
+      case 'C':
+        if (strcmp(cmd, "webhook") != 0) {
+          fprintf(stderr, "mtlsd %s: --%s is an option of mtlsd webhook\n", cmd,
+                  c == 'L' ? "listen" : "certs");
+          return usage(stderr, MTLSD_EXIT_USAGE);
+        }
+        *(c == 'L' ? &opts->listen : &opts->certs) = optarg;
         break;
       case 'h':
         return usage(stdout, MTLSD_EXIT_OK);
@@ -336,6 +355,25 @@ static int cmd_version(int argc, char **argv) {
   return MTLSD_EXIT_OK;
 }
 
+static int cmd_webhook(int argc, char **argv) {
+  struct common_opts opts;
+  int code = parse_common(&opts, argc, argv, "webhook");
+  if (code >= 0) {
+    return code;
+  }
+  if (opts.listen == NULL || opts.certs == NULL) {
+    fprintf(stderr, "mtlsd webhook: --listen ADDR and --certs DIR are required\n");
+    return usage(stderr, MTLSD_EXIT_USAGE);
+  }
+  struct webhook_options wo = {.certs_dir = opts.certs, .config = opts.config};
+  const char *why = NULL;
+  if (!netaddr_parse_hostport(&wo.listen, &why, opts.listen)) {
+    fprintf(stderr, "mtlsd webhook: --listen: \"%s\": %s\n", opts.listen, why);
+    return MTLSD_EXIT_USAGE;
+  }
+  return webhook_run(&wo);
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     /* "mtlsd" alone is "mtlsd run" when the environment holds the configuration. */
@@ -356,6 +394,9 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "inject") == 0) {
     return inject_main(argc - 1, argv + 1);
+  }
+  if (strcmp(cmd, "webhook") == 0) {
+    return cmd_webhook(argc - 1, argv + 1);
   }
   if (strcmp(cmd, "wait-ready") == 0) {
     return cmd_wait_ready(argc - 1, argv + 1);

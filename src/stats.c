@@ -26,11 +26,16 @@ static const char *const refusal_names[REFUSED_COUNT] = {
 };
 
 /* Bucket upper bounds in seconds, per histogram kind. */
-static const double stats_bucket_bounds[HIST_COUNT][STATS_BUCKETS] = {
+static const double stats_bucket_bounds[HIST_KINDS][STATS_BUCKETS] = {
     [HIST_HANDSHAKE] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                         10},
     [HIST_CONNECTION] = {0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200},
+    /* The API server gives up after the webhook's timeoutSeconds (5 by default). */
+    [HIST_WEBHOOK_REQUEST] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                              0.25, 0.5, 1, 5},
 };
+
+static const char *const injection_names[INJECTION_COUNT] = {"injected", "skipped", "failed"};
 
 const char *upstream_failure_name(enum upstream_failure failure) {
   return failure < UPSTREAM_FAIL_COUNT ? upstream_failure_names[failure] : "unreachable";
@@ -79,8 +84,7 @@ void stats_free(struct stats *stats) {
   free(stats);
 }
 
-void stats_observe(struct listener_stats *s, enum histogram_kind kind, double seconds) {
-  struct histogram *h = &s->hist[kind];
+static void histogram_observe(struct histogram *h, enum histogram_kind kind, double seconds) {
   size_t i = 0;
   while (i < STATS_BUCKETS && seconds > stats_bucket_bounds[kind][i]) {
     i++;
@@ -88,6 +92,15 @@ void stats_observe(struct listener_stats *s, enum histogram_kind kind, double se
   stats_add_u64(&h->buckets[i], 1);
   stats_add_u64(&h->count, 1);
   stats_add_u64(&h->sum_us, seconds > 0 ? (uint64_t)(seconds * 1e6) : 0);
+}
+
+void stats_observe(struct listener_stats *s, enum histogram_kind kind, double seconds) {
+  histogram_observe(&s->hist[kind], kind, seconds);
+}
+
+void stats_count_review(struct stats *stats, enum injection_result result, double seconds) {
+  stats_add_u64(&stats->global.injections[result], 1);
+  histogram_observe(&stats->global.webhook_requests, HIST_WEBHOOK_REQUEST, seconds);
 }
 
 void stats_count_root(struct listener_stats *s, const char *root) {
@@ -126,6 +139,9 @@ enum scalar {
   SC_CERT_EXPIRY,
   SC_CERT_GENERATION,
   SC_DRAINING,
+  SC_INJECTED,
+  SC_SKIPPED,
+  SC_FAILED,
   SC_CPU_SECONDS,
   SC_OPEN_FDS,
   SC_MAX_FDS,
@@ -149,25 +165,27 @@ struct root_snapshot {
 
 struct listener_snapshot {
   uint64_t counters[LC_COUNT];
-  uint64_t buckets[HIST_COUNT][STATS_BUCKETS + 1]; /* Cumulative. */
-  uint64_t sum_us[HIST_COUNT];
+  uint64_t buckets[HIST_KINDS][STATS_BUCKETS + 1]; /* Cumulative. */
+  uint64_t sum_us[HIST_KINDS];
   struct root_snapshot *roots;
   size_t root_count;
 };
 
 struct snapshot {
   size_t listeners;
-  struct listener_snapshot *l; /* [listeners + 1]: the last one is the total. */
+  struct listener_snapshot *l;      /* [listeners + 1]: the last one is the total. */
+  struct listener_snapshot process; /* The process-wide histograms. */
   struct scalar_value scalars[SC_COUNT];
 };
 
 /* Where a metric's values come from. */
 enum metric_source {
-  SRC_COUNTER,   /* Listener counters first .. first + value_count - 1. */
-  SRC_HISTOGRAM, /* Listener histogram |first|. */
-  SRC_ROOTS,     /* The listener's peer roots, one series per root seen. */
-  SRC_SCALAR,    /* Scalars first .. first + value_count - 1. */
-  SRC_APP_PROBES /* Per application probe (container, kind) and result. */
+  SRC_COUNTER,          /* Listener counters first .. first + value_count - 1. */
+  SRC_HISTOGRAM,        /* Listener histogram |first|. */
+  SRC_ROOTS,            /* The listener's peer roots, one series per root seen. */
+  SRC_SCALAR,           /* Scalars first .. first + value_count - 1. */
+  SRC_APP_PROBES,       /* Per application probe (container, kind) and result. */
+  SRC_PROCESS_HISTOGRAM /* Process-wide histogram |first|. */
 };
 
 struct metric_def {
@@ -180,6 +198,7 @@ struct metric_def {
   const char *label; /* The label beside "listener" (or alone for scalars); NULL if none. */
   const char *(*label_value)(size_t i);
   bool permissive_only; /* Only permissive listeners have its series (SPEC section 5). */
+  bool webhook_only;    /* Only the webhook has it; the webhook has no per-listener ones. */
 };
 
 static const char *result_label(size_t i) {
@@ -202,75 +221,87 @@ static const char *refusal_label(size_t i) {
   return refusal_name((enum refusal)i);
 }
 
+static const char *injection_label(size_t i) {
+  return injection_names[i];
+}
+
 /* The label tables above rely on these pairs being adjacent, "ok" or "downstream" first. */
 _Static_assert(LC_HANDSHAKES_FAILED == LC_HANDSHAKES_OK + 1, "handshake results are adjacent");
 _Static_assert(LC_BYTES_RECEIVED_UPSTREAM == LC_BYTES_RECEIVED_DOWNSTREAM + 1,
                "received sides are adjacent");
 _Static_assert(LC_BYTES_SENT_UPSTREAM == LC_BYTES_SENT_DOWNSTREAM + 1, "sent sides are adjacent");
 _Static_assert(SC_RELOADS_FAILED == SC_RELOADS_OK + 1, "reload results are adjacent");
+_Static_assert(SC_FAILED - SC_INJECTED == INJECTION_FAILED - INJECTION_INJECTED &&
+                   SC_SKIPPED - SC_INJECTED == INJECTION_SKIPPED - INJECTION_INJECTED,
+               "injection results are in the order of their labels");
 
 static const struct metric_def kMetrics[] = {
     {"mtlsd_connections_total", "counter",
      "Connections accepted by the listener, including those refused at once.", SRC_COUNTER,
-     LC_CONNECTIONS_TOTAL, 1, NULL, NULL, false},
+     LC_CONNECTIONS_TOTAL, 1, NULL, NULL, false, false},
     {"mtlsd_connections_active", "gauge", "Connections open now.", SRC_COUNTER,
-     LC_CONNECTIONS_ACTIVE, 1, NULL, NULL, false},
+     LC_CONNECTIONS_ACTIVE, 1, NULL, NULL, false, false},
     {"mtlsd_connections_refused_total", "counter",
      "Connections closed before any handshake, by reason.", SRC_COUNTER, LC_REFUSED_FIRST,
-     REFUSED_COUNT, "reason", refusal_label, false},
+     REFUSED_COUNT, "reason", refusal_label, false, false},
     {"mtlsd_handshakes_total", "counter", "TLS handshakes completed, by result.", SRC_COUNTER,
-     LC_HANDSHAKES_OK, 2, "result", result_label, false},
+     LC_HANDSHAKES_OK, 2, "result", result_label, false, false},
     {"mtlsd_handshake_failures_total", "counter", "Failed TLS handshakes, by reason.", SRC_COUNTER,
-     LC_HANDSHAKE_FAILURE_FIRST, TLS_FAIL_COUNT, "reason", tls_failure_label, false},
+     LC_HANDSHAKE_FAILURE_FIRST, TLS_FAIL_COUNT, "reason", tls_failure_label, false, false},
     {"mtlsd_handshake_duration_seconds", "histogram",
      "Time from the start of a TLS handshake to its successful end.", SRC_HISTOGRAM, HIST_HANDSHAKE,
-     0, NULL, NULL, false},
+     0, NULL, NULL, false, false},
     {"mtlsd_tls_resumptions_total", "counter", "TLS handshakes that resumed a session.",
-     SRC_COUNTER, LC_RESUMPTIONS, 1, NULL, NULL, false},
+     SRC_COUNTER, LC_RESUMPTIONS, 1, NULL, NULL, false, false},
     {"mtlsd_upstream_connect_failures_total", "counter",
      "Failed connections to the upstream, by reason.", SRC_COUNTER, LC_UPSTREAM_FAILURE_FIRST,
-     UPSTREAM_FAIL_COUNT, "reason", upstream_failure_label, false},
+     UPSTREAM_FAIL_COUNT, "reason", upstream_failure_label, false, false},
     {"mtlsd_bytes_received_total", "counter",
      "Bytes read from the downstream (client) or the upstream (server) side.", SRC_COUNTER,
-     LC_BYTES_RECEIVED_DOWNSTREAM, 2, "side", side_label, false},
+     LC_BYTES_RECEIVED_DOWNSTREAM, 2, "side", side_label, false, false},
     {"mtlsd_bytes_sent_total", "counter",
      "Bytes written to the downstream (client) or the upstream (server) side.", SRC_COUNTER,
-     LC_BYTES_SENT_DOWNSTREAM, 2, "side", side_label, false},
+     LC_BYTES_SENT_DOWNSTREAM, 2, "side", side_label, false, false},
     {"mtlsd_connection_duration_seconds", "histogram",
      "Lifetime of closed connections, from accept to close.", SRC_HISTOGRAM, HIST_CONNECTION, 0,
-     NULL, NULL, false},
+     NULL, NULL, false, false},
     {"mtlsd_plaintext_connections_total", "counter",
      "Connections a permissive listener relayed as plaintext, without TLS.", SRC_COUNTER,
-     LC_PLAINTEXT, 1, NULL, NULL, true},
+     LC_PLAINTEXT, 1, NULL, NULL, true, false},
     {"mtlsd_peer_roots_total", "counter",
      "Verified peers by the SHA-256 prefix of the root CA that verified them.", SRC_ROOTS, 0, 0,
-     "root", NULL, false},
+     "root", NULL, false, false},
     {"mtlsd_cert_reloads_total", "counter", "Certificate set loads, by result.", SRC_SCALAR,
-     SC_RELOADS_OK, 2, "result", result_label, false},
+     SC_RELOADS_OK, 2, "result", result_label, false, false},
     {"mtlsd_cert_expiry_timestamp_seconds", "gauge",
      "Expiry of the loaded leaf certificate in Unix seconds; 0 before any valid set.", SRC_SCALAR,
-     SC_CERT_EXPIRY, 1, NULL, NULL, false},
+     SC_CERT_EXPIRY, 1, NULL, NULL, false, false},
     {"mtlsd_cert_generation", "gauge",
      "Successful certificate loads so far; the first valid set is generation 1.", SRC_SCALAR,
-     SC_CERT_GENERATION, 1, NULL, NULL, false},
+     SC_CERT_GENERATION, 1, NULL, NULL, false, false},
     {"mtlsd_draining", "gauge", "1 while a graceful drain is under way, else 0.", SRC_SCALAR,
-     SC_DRAINING, 1, NULL, NULL, false},
+     SC_DRAINING, 1, NULL, NULL, false, false},
     {"mtlsd_app_probes_total", "counter",
      "Runs of the application containers' own probes from the health port, by result.",
-     SRC_APP_PROBES, 0, 2, "result", result_label, false},
+     SRC_APP_PROBES, 0, 2, "result", result_label, false, false},
+    {"mtlsd_injections_total", "counter", "AdmissionReviews the webhook answered, by result.",
+     SRC_SCALAR, SC_INJECTED, INJECTION_COUNT, "result", injection_label, false, true},
+    {"mtlsd_webhook_request_duration_seconds", "histogram",
+     "Time from a complete AdmissionReview request to its answer.", SRC_PROCESS_HISTOGRAM,
+     HIST_WEBHOOK_REQUEST, 0, NULL, NULL, false, true},
     {"process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
-     SRC_SCALAR, SC_CPU_SECONDS, 1, NULL, NULL, false},
+     SRC_SCALAR, SC_CPU_SECONDS, 1, NULL, NULL, false, false},
     {"process_open_fds", "gauge", "Number of open file descriptors.", SRC_SCALAR, SC_OPEN_FDS, 1,
-     NULL, NULL, false},
+     NULL, NULL, false, false},
     {"process_max_fds", "gauge", "Maximum number of open file descriptors.", SRC_SCALAR, SC_MAX_FDS,
-     1, NULL, NULL, false},
+     1, NULL, NULL, false, false},
     {"process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", SRC_SCALAR,
-     SC_VIRTUAL_MEMORY, 1, NULL, NULL, false},
+     SC_VIRTUAL_MEMORY, 1, NULL, NULL, false, false},
     {"process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", SRC_SCALAR,
-     SC_RESIDENT_MEMORY, 1, NULL, NULL, false},
+     SC_RESIDENT_MEMORY, 1, NULL, NULL, false, false},
     {"process_start_time_seconds", "gauge",
      "Start time of the process since the Unix epoch in seconds.", SRC_SCALAR, SC_START_TIME, 1,
-     NULL, NULL, false},
+     NULL, NULL, false, false},
 };
 
 #define METRIC_COUNT (sizeof(kMetrics) / sizeof(kMetrics[0]))
@@ -468,6 +499,15 @@ static bool snapshot_take(struct snapshot *snap, const struct stats *stats) {
   set_int(&snap->scalars[SC_CERT_EXPIRY], atomic_load(&g->cert_expiry));
   set_int(&snap->scalars[SC_CERT_GENERATION], (int64_t)atomic_load(&g->cert_generation));
   set_int(&snap->scalars[SC_DRAINING], atomic_load(&g->draining) != 0);
+  for (size_t r = 0; r < INJECTION_COUNT; r++) {
+    set_int(&snap->scalars[SC_INJECTED + r], (int64_t)atomic_load(&g->injections[r]));
+  }
+  const struct histogram *h = &g->webhook_requests;
+  uint64_t *buckets = snap->process.buckets[HIST_WEBHOOK_REQUEST];
+  for (size_t b = 0; b <= STATS_BUCKETS; b++) {
+    buckets[b] = atomic_load(&h->buckets[b]) + (b > 0 ? buckets[b - 1] : 0);
+  }
+  snap->process.sum_us[HIST_WEBHOOK_REQUEST] = atomic_load(&h->sum_us);
   read_process(snap);
   if (!snap->scalars[SC_START_TIME].present && g->start_time > 0) {
     set_int(&snap->scalars[SC_START_TIME], g->start_time);
@@ -532,7 +572,17 @@ static void json_histogram(struct textbuf *b, const struct listener_snapshot *l,
 }
 
 static bool per_listener(const struct metric_def *m) {
-  return m->source != SRC_SCALAR && m->source != SRC_APP_PROBES;
+  return m->source != SRC_SCALAR && m->source != SRC_APP_PROBES &&
+         m->source != SRC_PROCESS_HISTOGRAM;
+}
+
+/* Whether |stats|'s process has metric |m|: a webhook has no listeners or application
+ * probes, a sidecar no webhook. */
+static bool has_metric(const struct stats *stats, const struct metric_def *m) {
+  if (stats->cfg->webhook) {
+    return m->webhook_only || (!per_listener(m) && m->source != SRC_APP_PROBES);
+  }
+  return !m->webhook_only;
 }
 
 static uint64_t app_probe_count(const struct stats *stats, size_t probe, size_t result) {
@@ -601,10 +651,14 @@ char *stats_render_json(const struct stats *stats) {
   first = true;
   for (size_t i = 0; i < METRIC_COUNT; i++) {
     const struct metric_def *m = &kMetrics[i];
-    if (per_listener(m)) {
+    if (per_listener(m) || !has_metric(stats, m)) {
       continue;
     }
     json_key(&b, &first, m->name);
+    if (m->source == SRC_PROCESS_HISTOGRAM) {
+      json_histogram(&b, &snap.process, (size_t)m->first);
+      continue;
+    }
     if (m->source == SRC_APP_PROBES) {
       /* {"<container>/<kind>": {"ok": N, "failed": N}, ...} */
       bool first_probe = true;
@@ -743,11 +797,18 @@ char *stats_render_prometheus(const struct stats *stats) {
   struct textbuf b = {0};
   for (size_t i = 0; i < METRIC_COUNT; i++) {
     const struct metric_def *m = &kMetrics[i];
+    if (!has_metric(stats, m)) {
+      continue;
+    }
     textbuf_printf(&b, "# HELP %s ", m->name);
     prom_escaped(&b, m->help, false);
     textbuf_printf(&b, "\n# TYPE %s %s\n", m->name, m->type);
     if (m->source == SRC_APP_PROBES) {
       prom_app_probes(&b, m, stats);
+      continue;
+    }
+    if (m->source == SRC_PROCESS_HISTOGRAM) {
+      prom_histogram(&b, m, NULL, &snap.process);
       continue;
     }
     if (m->source != SRC_SCALAR) {

@@ -144,6 +144,9 @@ struct config {
   struct app_probe *app_probes;
   size_t app_probe_count;
 
+  /* The webhook's configuration (config_serving): no listeners, the webhook's metrics. */
+  bool webhook;
+
   enum log_access_target access_log;
   char *access_log_path; /* For ACCESS_LOG_TARGET_FILE, as written (relative to the working
                           * directory when not absolute); NULL otherwise. */
@@ -159,6 +162,12 @@ struct config *config_load(const char *path, char *err, size_t err_len);
  * messages. */
 struct config *config_parse(const char *path, const char *json, size_t json_len, char *err,
                             size_t err_len);
+
+/* config_serving returns the configuration of a process that only serves HTTPS with the
+ * certificate in |certs_dir| (`mtlsd webhook`): the defaults (TLS settings, certificate
+ * file names, polling), no trust bundle (certs.ca_file NULL), no listeners, and |webhook|
+ * set. NULL with the reason in |err| when out of memory. Free with config_free. */
+struct config *config_serving(const char *certs_dir, char *err, size_t err_len);
 
 /* config_free releases |cfg| and everything it owns; NULL is a no-op. */
 void config_free(struct config *cfg);
@@ -194,6 +203,7 @@ struct injector_file {
   char *csi_driver;
   char *exclude_inbound_ports, *exclude_outbound_ports;
   char *exclude_outbound_cidrs, *include_outbound_cidrs;
+  bool exclude_api_server; /* Default true: KUBERNETES_SERVICE_HOST joins the exclusions. */
 };
 
 /* config_load_injector reads and validates the injector configuration at |path| (strict

@@ -49,8 +49,9 @@ enum inject_outcome {
 
 struct inject_result {
   enum inject_outcome outcome;
-  char reason[512]; /* Why it was skipped or refused; what was added when injected. */
-  cJSON *patch;     /* INJECT_INJECTED: the array of "add" operations; else NULL. */
+  char reason[512];      /* Why it was skipped or refused; what was added when injected. */
+  cJSON *patch;          /* INJECT_INJECTED: the array of "add" operations; else NULL. */
+  bool already_injected; /* INJECT_SKIPPED because an injector has been here before. */
 };
 
 /* inject_object computes the mutation of |object|, a Pod or a workload with a pod template

@@ -56,7 +56,16 @@ enum listener_counter {
   LC_COUNT
 };
 
-enum histogram_kind { HIST_HANDSHAKE, HIST_CONNECTION, HIST_COUNT };
+enum histogram_kind {
+  HIST_HANDSHAKE,
+  HIST_CONNECTION,
+  HIST_COUNT, /* The kinds above are per listener; those below, process-wide. */
+  HIST_WEBHOOK_REQUEST = HIST_COUNT,
+  HIST_KINDS
+};
+
+/* The results of mtlsd_injections_total (the webhook's). */
+enum injection_result { INJECTION_INJECTED, INJECTION_SKIPPED, INJECTION_FAILED, INJECTION_COUNT };
 
 /* Upper bounds in seconds; the last bucket is +Inf. */
 #define STATS_BUCKETS 14
@@ -93,6 +102,9 @@ struct stats_global {
   int64_t start_time; /* Unix seconds. */
   /* mtlsd_app_probes_total: [probe * 2 + (ok ? 0 : 1)], probes as in cfg->app_probes. */
   _Atomic uint64_t *app_probe_results;
+  /* The webhook's: mtlsd_injections_total and the time to answer each review. */
+  _Atomic uint64_t injections[INJECTION_COUNT];
+  struct histogram webhook_requests;
 };
 
 struct stats {
@@ -129,6 +141,9 @@ void stats_count_app_probe(struct stats *stats, size_t probe, bool ok);
 
 /* stats_observe records |seconds| in histogram |kind| of |s|. */
 void stats_observe(struct listener_stats *s, enum histogram_kind kind, double seconds);
+
+/* stats_count_review counts one AdmissionReview the webhook answered in |seconds|. */
+void stats_count_review(struct stats *stats, enum injection_result result, double seconds);
 
 /* stats_count_root counts one peer verified by the root whose SHA-256 prefix is |root|. */
 void stats_count_root(struct listener_stats *s, const char *root);

@@ -163,7 +163,9 @@ class Mtlsd:
     files, and a sanitizer report in either fails stop()."""
 
     def __init__(self, workdir, config, name="mtlsd", log_format="json", extra_args=(),
-                 nofile=None, prefix=(), env=None):
+                 nofile=None, prefix=(), env=None, command=("run",)):
+        """COMMAND is the mtlsd command that CONFIG (written to a file) is the --config
+        of: `run` by default, or e.g. ("webhook", "--listen", ADDR, "--certs", DIR)."""
         self.workdir = workdir
         self.name = name
         self.config = config
@@ -176,7 +178,7 @@ class Mtlsd:
         self._err = open(self.stderr_path, "wb")
         # PREFIX (e.g. ip netns exec NS setpriv ...) must exec, so that the PID is mtlsd's.
         self.proc = subprocess.Popen(
-            [*prefix, MTLSD, "run", "--config", self.config_path, "--log-format", log_format,
+            [*prefix, MTLSD, *command, "--config", self.config_path, "--log-format", log_format,
              "--log-level", "debug", *extra_args],
             stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
             env={**os.environ, **env} if env else None,

@@ -1,0 +1,86 @@
+/* injector: the settings of `mtlsd inject` and `mtlsd webhook` (see mtlsd/injector.h). */
+#include "mtlsd/injector.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mtlsd/iptables.h"
+
+/* Takes the file's settings over the defaults in |cfg| (which then borrows |f|'s
+ * strings). */
+static void apply_file(struct inject_config *cfg, const struct injector_file *f) {
+  struct {
+    const char **slot;
+    const char *value;
+  } settings[] = {
+      {&cfg->image, f->image},
+      {&cfg->pull_policy, f->pull_policy},
+      {&cfg->trust_domain, f->trust_domain},
+      {&cfg->own_namespace, f->namespace},
+      {&cfg->cpu_request, f->cpu_request},
+      {&cfg->memory_request, f->memory_request},
+      {&cfg->cpu_limit, f->cpu_limit},
+      {&cfg->memory_limit, f->memory_limit},
+      {&cfg->csi_driver, f->csi_driver},
+      {&cfg->exclude_inbound_ports, f->exclude_inbound_ports},
+      {&cfg->exclude_outbound_ports, f->exclude_outbound_ports},
+      {&cfg->exclude_outbound_cidrs, f->exclude_outbound_cidrs},
+      {&cfg->include_outbound_cidrs, f->include_outbound_cidrs},
+  };
+  for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++) {
+    if (settings[i].value != NULL) {
+      *settings[i].slot = settings[i].value;
+    }
+  }
+  if (f->native_sidecar >= 0) {
+    cfg->native_sidecar = f->native_sidecar == 1;
+  }
+}
+
+/* The API server's Service address as a one-address CIDR, or "" when the environment has
+ * none (outside a cluster) or it is not an IP address. */
+static void api_server_cidr(char *out, size_t len) {
+  const char *host = getenv("KUBERNETES_SERVICE_HOST");
+  out[0] = '\0';
+  if (host != NULL && host[0] != '\0') {
+    snprintf(out, len, "%s/%s", host, strchr(host, ':') != NULL ? "128" : "32");
+    if (!iptables_cidr_valid(out)) {
+      out[0] = '\0';
+    }
+  }
+}
+
+bool injector_load(struct injector *inj, const char *path, char *err, size_t err_len) {
+  memset(inj, 0, sizeof(*inj));
+  inject_config_default(&inj->cfg);
+  if (path != NULL) {
+    inj->file = config_load_injector(path, err, err_len);
+    if (inj->file == NULL) {
+      return false;
+    }
+    apply_file(&inj->cfg, inj->file);
+  }
+  char api[80];
+  api_server_cidr(api, sizeof(api));
+  if (api[0] != '\0' && (inj->file == NULL || inj->file->exclude_api_server)) {
+    const char *listed = inj->cfg.exclude_outbound_cidrs;
+    size_t n = (listed != NULL ? strlen(listed) + 1 : 0) + strlen(api) + 1;
+    inj->exclude_outbound_cidrs = malloc(n);
+    if (inj->exclude_outbound_cidrs == NULL) {
+      snprintf(err, err_len, "out of memory");
+      injector_free(inj);
+      return false;
+    }
+    snprintf(inj->exclude_outbound_cidrs, n, "%s%s%s", listed != NULL ? listed : "",
+             listed != NULL ? "," : "", api);
+    inj->cfg.exclude_outbound_cidrs = inj->exclude_outbound_cidrs;
+  }
+  return true;
+}
+
+void injector_free(struct injector *inj) {
+  config_free_injector(inj->file);
+  free(inj->exclude_outbound_cidrs);
+  memset(inj, 0, sizeof(*inj));
+}
