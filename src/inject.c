@@ -604,9 +604,19 @@ static cJSON *init_container(const struct mutation *m) {
     snprintf(key, sizeof(key), ANNOTATION_PREFIX "%s", kFlags[i][0]);
     const char *v = annotation(m, key);
     v = v != NULL ? v : config_default(m->cfg, i);
-    if (v != NULL) {
+    const char *always = i == 3 ? m->cfg->api_server_cidr : NULL;
+    if (v != NULL || always != NULL) {
+      size_t n = (v != NULL ? strlen(v) + 1 : 0) + (always != NULL ? strlen(always) : 0) + 1;
+      char *joined = malloc(n);
+      if (joined == NULL) {
+        cJSON_Delete(c); /* The caller's add then fails: "out of memory". */
+        return NULL;
+      }
+      snprintf(joined, n, "%s%s%s", v != NULL ? v : "", v != NULL && always != NULL ? "," : "",
+               always != NULL ? always : "");
       cJSON_AddItemToArray(args, cJSON_CreateString(kFlags[i][1]));
-      cJSON_AddItemToArray(args, cJSON_CreateString(v));
+      cJSON_AddItemToArray(args, cJSON_CreateString(joined));
+      free(joined);
     }
   }
   cJSON_AddItemToObject(c, "securityContext", security_context(true));
@@ -745,7 +755,7 @@ static bool add_to_array(struct mutation *m, const cJSON *parent, const char *pa
                          const char *key, long index, cJSON *value) {
   char ptr[POINTER_MAX];
   ptr_join(ptr, parent_ptr, key);
-  if (!cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(parent, key))) {
+  if (value != NULL && !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(parent, key))) {
     cJSON *array = cJSON_CreateArray();
     cJSON_AddItemToArray(array, value);
     return add_op(m, ptr, array);

@@ -61,26 +61,14 @@ bool injector_load(struct injector *inj, const char *path, char *err, size_t err
     }
     apply_file(&inj->cfg, inj->file);
   }
-  char api[80];
-  api_server_cidr(api, sizeof(api));
-  if (api[0] != '\0' && (inj->file == NULL || inj->file->exclude_api_server)) {
-    const char *listed = inj->cfg.exclude_outbound_cidrs;
-    size_t n = (listed != NULL ? strlen(listed) + 1 : 0) + strlen(api) + 1;
-    inj->exclude_outbound_cidrs = malloc(n);
-    if (inj->exclude_outbound_cidrs == NULL) {
-      snprintf(err, err_len, "out of memory");
-      injector_free(inj);
-      return false;
-    }
-    snprintf(inj->exclude_outbound_cidrs, n, "%s%s%s", listed != NULL ? listed : "",
-             listed != NULL ? "," : "", api);
-    inj->cfg.exclude_outbound_cidrs = inj->exclude_outbound_cidrs;
+  api_server_cidr(inj->api_server_cidr, sizeof(inj->api_server_cidr));
+  if (inj->api_server_cidr[0] != '\0' && (inj->file == NULL || inj->file->exclude_api_server)) {
+    inj->cfg.api_server_cidr = inj->api_server_cidr;
   }
   return true;
 }
 
 void injector_free(struct injector *inj) {
   config_free_injector(inj->file);
-  free(inj->exclude_outbound_cidrs);
   memset(inj, 0, sizeof(*inj));
 }

@@ -32,6 +32,8 @@ struct inject_config {
   /* Defaults of the exclusion annotations (comma-separated; NULL: none). */
   const char *exclude_inbound_ports, *exclude_outbound_ports;
   const char *exclude_outbound_cidrs, *include_outbound_cidrs;
+  /* Excluded whatever the pod says: the cluster's API server, no mesh peer (NULL: none). */
+  const char *api_server_cidr;
 };
 
 /* inject_config_default fills |cfg| with the built-in defaults. */

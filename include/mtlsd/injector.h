@@ -1,8 +1,8 @@
 /* injector: the settings that `mtlsd inject` and `mtlsd webhook` inject with, made the
  * same way for both: the built-in defaults, the injector configuration file over them
  * (docs/injection.md), and the cluster's API server (KUBERNETES_SERVICE_HOST, which the
- * kubelet gives every container) added to the outbound exclusions, as it is no mesh peer
- * and the pods must keep reaching it directly.
+ * kubelet gives every container) excluded from the outbound interception of every pod,
+ * as it is no mesh peer and the pods must keep reaching it directly.
  *
  * Owns struct injector: the file's strings, which its inject_config borrows. */
 #ifndef MTLSD_INJECTOR_H
@@ -16,8 +16,8 @@
 
 struct injector {
   struct inject_config cfg;
-  struct injector_file *file;   /* NULL without --config. */
-  char *exclude_outbound_cidrs; /* The file's (or none) and the API server's, joined. */
+  struct injector_file *file; /* NULL without --config. */
+  char api_server_cidr[80];   /* "10.96.0.1/32" from KUBERNETES_SERVICE_HOST, or "". */
 };
 
 /* injector_load fills |inj| from the file at |path| (NULL: none) and the environment.

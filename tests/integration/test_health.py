@@ -16,7 +16,7 @@ import threading
 import time
 import unittest
 
-from harness import Mtlsd, Pki, TempDir, free_port, http_get, run, wait_until
+from harness import Mtlsd, Pki, TempDir, free_port, http_get, wait_until
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))

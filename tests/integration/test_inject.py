@@ -190,6 +190,38 @@ class InjectTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 2)
                 self.assertTrue(r.stderr.startswith(f"{path}: {message}"), r.stderr)
 
+    def test_the_api_server_is_always_excluded(self):
+        def init_args(env, *args, pod=DEPLOYMENT):
+            r = subprocess.run([MTLSD, "inject", "-o", "json", *args], input=pod,
+                               capture_output=True, text=True, timeout=30,
+                               env={**os.environ, **env})
+            self.assertEqual(r.returncode, 0, r.stderr)
+            first, _ = json.JSONDecoder().raw_decode(r.stdout)  # the Deployment
+            spec = first["spec"]["template"]["spec"]
+            init = next(c for c in spec["initContainers"] if c["name"] == "mtlsd-init")
+            return " ".join(init["args"])
+
+        self.assertNotIn("--exclude-outbound-cidrs", init_args({}))
+        self.assertIn("--exclude-outbound-cidrs 10.96.0.1/32",
+                      init_args({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}))
+        self.assertIn("--exclude-outbound-cidrs fd00:10:96::1/128",
+                      init_args({"KUBERNETES_SERVICE_HOST": "fd00:10:96::1"}))
+        # Whatever else the pod excludes, the API server stays excluded.
+        pod = yaml_docs(DEPLOYMENT)[0]
+        pod["spec"]["template"]["metadata"]["annotations"][
+            "mtlsd.io/exclude-outbound-cidrs"] = "192.0.2.0/24"
+        self.assertIn("--exclude-outbound-cidrs 192.0.2.0/24,10.96.0.1/32",
+                      init_args({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, pod=json.dumps(pod)))
+        # Not an address: nothing to exclude. Turned off in the configuration: not excluded.
+        self.assertNotIn("--exclude-outbound-cidrs",
+                         init_args({"KUBERNETES_SERVICE_HOST": "kubernetes.default"}))
+        with TempDir() as tmp:
+            path = os.path.join(tmp, "injector.json")
+            with open(path, "w") as f:
+                json.dump({"exclude_api_server": False}, f)
+            self.assertNotIn("--exclude-outbound-cidrs",
+                             init_args({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "--config", path))
+
     def test_bad_input_is_2_with_the_place(self):
         r = inject("kind: Pod\nmetadata: {name: [x\n")
         self.assertEqual(r.returncode, 2)
