@@ -80,6 +80,28 @@ def inject_cli(obj, config_path=None):
     return json.loads(r.stdout)
 
 
+def start_webhook(tmp, certs, config=None):
+    """A webhook serving 127.0.0.1:PORT with the certificates in CERTS, once it listens:
+    (the process, PORT)."""
+    port = free_port()
+    wh = Mtlsd(tmp, config or {}, name="webhook", log_format="text",
+               command=("webhook", "--listen", f"127.0.0.1:{port}", "--certs", certs))
+    wait_until(lambda: port in listening_ports(wh.pid), timeout=15, what="the webhook listening")
+    return wh, port
+
+
+def https(port, path, method="GET", body=None):
+    """(status, body) of one request on a connection of its own, not verifying."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
+                                       context=ssl._create_unverified_context())
+    try:
+        conn.request(method, path, body=body)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
 class WebhookBase(unittest.TestCase):
     """One webhook with a certificate from a development CA, serving 127.0.0.1."""
 
@@ -91,12 +113,7 @@ class WebhookBase(unittest.TestCase):
         cls.tmp = cls._tmp.__enter__()
         cls.pki = Pki(cls.tmp)
         cls.certs = cls.pki.issue("webhook", dns=[SERVICE_DNS])
-        cls.port = free_port()
-        cls.addr = f"127.0.0.1:{cls.port}"
-        cls.wh = Mtlsd(cls.tmp, cls.injector_config, name="webhook", log_format="text",
-                       command=("webhook", "--listen", cls.addr, "--certs", cls.certs))
-        wait_until(lambda: cls.port in listening_ports(cls.wh.pid), timeout=15,
-                   what="the webhook listening")
+        cls.wh, cls.port = start_webhook(cls.tmp, cls.certs, cls.injector_config)
 
     @classmethod
     def tearDownClass(cls):
@@ -448,12 +465,8 @@ class WebhookLifecycleTest(unittest.TestCase):
         with TempDir() as tmp:
             pki = Pki(tmp)
             certs = os.path.join(tmp, "certs")
-            port = free_port()
-            wh = Mtlsd(tmp, {}, name="webhook", log_format="text",
-                       command=("webhook", "--listen", f"127.0.0.1:{port}", "--certs", certs))
+            wh, port = start_webhook(tmp, certs)
             try:
-                wait_until(lambda: port in listening_ports(wh.pid), timeout=15,
-                           what="the webhook listening")
                 ctx = ssl.create_default_context(cafile=pki.ca_crt)
                 with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
                     with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
@@ -462,15 +475,11 @@ class WebhookLifecycleTest(unittest.TestCase):
                             if not s.recv(100):
                                 raise ConnectionError("closed")
                 self.assertIn("not ready", wh.stderr())
-                issued = pki.issue("issued", dns=[SERVICE_DNS])
-                shutil.copytree(issued, certs)
+                shutil.copytree(pki.issue("issued", dns=[SERVICE_DNS]), certs)
 
                 def ready():
                     try:
-                        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5,
-                                                           context=ssl._create_unverified_context())
-                        conn.request("GET", "/ready")
-                        return conn.getresponse().status == 200
+                        return https(port, "/ready")[0] == 200
                     except OSError:
                         return False
 
@@ -480,30 +489,13 @@ class WebhookLifecycleTest(unittest.TestCase):
 
     def test_sigterm_keeps_answering_then_exits(self):
         with TempDir() as tmp:
-            pki = Pki(tmp)
-            certs = pki.issue("webhook", dns=[SERVICE_DNS])
-            port = free_port()
-            wh = Mtlsd(tmp, {}, name="webhook", log_format="text",
-                       command=("webhook", "--listen", f"127.0.0.1:{port}", "--certs", certs))
+            wh, port = start_webhook(tmp, Pki(tmp).issue("webhook", dns=[SERVICE_DNS]))
             try:
-                wait_until(lambda: port in listening_ports(wh.pid), timeout=15,
-                           what="the webhook listening")
-                ctx = ssl._create_unverified_context()
-
-                def get(path, method="GET", body=None):
-                    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
-                    try:
-                        conn.request(method, path, body=body)
-                        r = conn.getresponse()
-                        return r.status, r.read()
-                    finally:
-                        conn.close()
-
-                self.assertEqual(get("/ready")[0], 200)
+                self.assertEqual(https(port, "/ready")[0], 200)
                 t0 = time.monotonic()
                 wh.send_signal(signal.SIGTERM)
-                wait_until(lambda: get("/ready")[0] == 503, timeout=5, what="/ready 503")
-                status, body = get("/inject", "POST", json.dumps(review(POD)))
+                wait_until(lambda: https(port, "/ready")[0] == 503, timeout=5, what="/ready 503")
+                status, body = https(port, "/inject", "POST", json.dumps(review(POD)))
                 self.assertEqual(status, 200)
                 self.assertIn("patch", json.loads(body)["response"])
                 wh.proc.wait(timeout=20)
