@@ -63,30 +63,30 @@ struct http_server {
 
 /* One client connection and its current request. */
 struct http_exchange {
-  int fd;
   uv_poll_t poll;
   uv_timer_t timer;
-  int events; /* What |poll| waits for now (enum io_wait bits). */
   struct http_server *server;
   struct http_exchange *prev, *next;
-  char peer[NETADDR_STR_MAX];
-
   struct transport xprt;
   struct tls_conn *tls; /* HTTPS only; NULL on plain HTTP. */
-  bool handshaking;     /* The TLS handshake has not completed. */
-  bool hello_seen;      /* The client's first byte has been looked at. */
-  int read_wait;        /* The readiness the last read waits for; 0: read again. */
-  int write_wait;       /* The readiness the last write, flush or shutdown waits for. */
-
   struct http_parser parser;
-  bool head_done;      /* |parser| has the current request's head. */
   uint64_t body_left;  /* Body bytes of the current request not received yet. */
   struct textbuf body; /* The current request's body, as it arrives. */
-  bool sent_continue;  /* "100 Continue" went out for the current request. */
-
-  struct textbuf out; /* Responses; bytes before |out_off| are written. */
+  struct textbuf out;  /* Responses; bytes before |out_off| are written. */
   size_t out_off;
-  int pending_closes;     /* Handles whose close callback has not run yet. */
+  void (*abort)(void *arg); /* Tells the deferring route that |x| is gone. */
+  void *abort_arg;
+  int fd;
+  int events;         /* What |poll| waits for now (enum io_wait bits). */
+  int read_wait;      /* The readiness the last read waits for; 0: read again. */
+  int write_wait;     /* The readiness the last write, flush or shutdown waits for. */
+  int pending_closes; /* Handles whose close callback has not run yet. */
+  char peer[NETADDR_STR_MAX];
+
+  bool handshaking;       /* The TLS handshake has not completed. */
+  bool hello_seen;        /* The client's first byte has been looked at. */
+  bool head_done;         /* |parser| has the current request's head. */
+  bool sent_continue;     /* "100 Continue" went out for the current request. */
   bool closing;           /* uv_close was called. */
   bool close_after_write; /* The last queued response is final. */
   bool lingering;         /* Shut down for writing; dropping the client's bytes. */
@@ -95,8 +95,6 @@ struct http_exchange {
   bool eof;               /* The client will send nothing more. */
   bool head_only;         /* The current request is a HEAD: answers carry no body. */
   bool deferred; /* The route answers later (http_defer); nothing more is read until then. */
-  void (*abort)(void *arg); /* Tells the deferring route that |x| is gone. */
-  void *abort_arg;
   bool in_route; /* A route is running: an answer now is not a late one. */
 
   size_t len; /* Bytes in |buf|: the current request's head, then what followed. */
