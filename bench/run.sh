@@ -15,6 +15,7 @@
 #   BASE_PORT=21000     first of the loopback ports used (default: a free block from 21000)
 #   CPU_LOAD, CPU_BACKEND, CPU_CLIENT, CPU_SERVER   override the taskset pinning
 #   AGG=median|best     how the repetitions are combined in the report
+#   WEBHOOK=1           also measure the admission webhook (bench/webhook.py); 0: skip
 #   BUILD_DIR=build/release, BENCH_OUT=bench/out
 #
 # Output: the markdown report on stdout and in bench/out/report.md; raw figures in
@@ -108,6 +109,10 @@ wait "$bench_pid" || rc=$?
 bench_pid=
 if [[ -f $out/results.json ]]; then
   python3 bench/report.py "$out/results.json" >"$out/report.md"
+  if [[ ${WEBHOOK:-1} == 1 ]]; then
+    say "the admission webhook: latency per review and memory"
+    python3 bench/webhook.py >>"$out/report.md" || say "bench/webhook.py failed"
+  fi
   cat "$out/report.md"
   say "report: ${out#"$top"/}/report.md; raw figures: ${out#"$top"/}/results.json"
 fi
