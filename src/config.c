@@ -1570,7 +1570,16 @@ static const char *const kInjectorKeys[] = {"image",
                                             "exclude_outbound_cidrs",
                                             "include_outbound_cidrs",
                                             "exclude_api_server",
+                                            "ipv6",
+                                            "sidecar",
                                             NULL};
+/* What an operator may set in every injected sidecar's configuration: all but what the
+ * injection decides itself (addresses, listeners, the certificate directory), which the
+ * interception rules and the probe rewrite depend on. */
+static const char *const kSidecarKeys[] = {"tls",   "limits", "workers", "access_log",
+                                           "admin", "certs",  NULL};
+static const char *const kSidecarAdminKeys[] = {"lifecycle", NULL};
+static const char *const kSidecarCertsKeys[] = {"poll_interval", "expiry_warning", NULL};
 static const char *const kResourceKeys[] = {"requests", "limits", NULL};
 static const char *const kQuantityKeys[] = {"cpu", "memory", NULL};
 static const char *const kInjectorCertKeys[] = {"csi_driver", NULL};
@@ -1591,7 +1600,8 @@ void config_free_injector(struct injector_file *f) {
                      f->exclude_inbound_ports,
                      f->exclude_outbound_ports,
                      f->exclude_outbound_cidrs,
-                     f->include_outbound_cidrs};
+                     f->include_outbound_cidrs,
+                     f->sidecar};
   for (size_t i = 0; i < sizeof(strings) / sizeof(strings[0]); i++) {
     free(strings[i]);
   }
@@ -1673,6 +1683,61 @@ static bool get_quantities(struct parser *p, const cJSON *obj, const char *key, 
   return true;
 }
 
+/* Checks that |obj|'s member |key|, when present, is an object of |known| keys only. */
+static bool check_section(struct parser *p, const cJSON *obj, const char *key,
+                          const char *const *known) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, key);
+  if (!expect_object(p, v) || !check_keys(p, v, known)) {
+    return false;
+  }
+  path_pop(p, saved);
+  return true;
+}
+
+/* Reads "sidecar", the base of every injected sidecar's configuration, and validates it
+ * the way the sidecar will read it (with a listener, as a whole document must have). */
+static bool parse_sidecar_base(struct parser *p, const cJSON *root, struct injector_file *f) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "sidecar");
+  if (v == NULL) {
+    return true;
+  }
+  size_t saved = path_push_key(p, "sidecar");
+  if (!expect_object(p, v) || !check_keys(p, v, kSidecarKeys) ||
+      !check_section(p, v, "admin", kSidecarAdminKeys) ||
+      !check_section(p, v, "certs", kSidecarCertsKeys)) {
+    return false;
+  }
+  cJSON *doc = cJSON_Duplicate(v, true);
+  cJSON *listener = cJSON_Parse(
+      "[{\"name\":\"outbound\",\"mode\":\"outbound\","
+      "\"listen\":\"127.0.0.1:15001\",\"transparent\":true}]");
+  bool built = doc != NULL && listener != NULL && cJSON_AddItemToObject(doc, "listeners", listener);
+  if (!built) {
+    cJSON_Delete(listener);
+  }
+  char *text = built ? cJSON_PrintUnformatted(doc) : NULL;
+  cJSON_Delete(doc);
+  f->sidecar = cJSON_PrintUnformatted(v);
+  if (text == NULL || f->sidecar == NULL) {
+    free(text);
+    return fail_oom(p);
+  }
+  char where[1024];
+  snprintf(where, sizeof(where), "%s: sidecar", p->file);
+  struct config *cfg = config_parse(where, text, strlen(text), p->err, p->err_len);
+  free(text);
+  config_free(cfg);
+  if (cfg == NULL) {
+    return false;
+  }
+  path_pop(p, saved);
+  return true;
+}
+
 static bool parse_injector(struct parser *p, const cJSON *root, struct injector_file *f) {
   static const char *const kPolicies[] = {"IfNotPresent", "Always", "Never", NULL};
   int policy = -1;
@@ -1695,6 +1760,11 @@ static bool parse_injector(struct parser *p, const cJSON *root, struct injector_
     return false;
   }
   f->exclude_api_server = api_server;
+  bool ipv6 = true;
+  if (!get_bool(p, root, "ipv6", &ipv6) || !parse_sidecar_base(p, root, f)) {
+    return false;
+  }
+  f->ipv6 = ipv6;
   if (f->trust_domain != NULL && !identity_trust_domain_valid(f->trust_domain)) {
     path_push_key(p, "trust_domain");
     return fail_value(p, f->trust_domain, "invalid trust domain");

@@ -31,6 +31,7 @@ void inject_config_default(struct inject_config *cfg) {
       .trust_domain = "cluster.local",
       .own_namespace = "mtlsd-system",
       .native_sidecar = true,
+      .ipv6 = true,
       .cpu_request = "50m",
       .memory_request = "32Mi",
       .memory_limit = "256Mi",
@@ -507,14 +508,35 @@ static cJSON *string_array(const char *const *items, size_t count) {
 
 /* The sidecar's configuration (MTLSD_CONFIG): the image's built-in one, with the pod's
  * allow list and inbound mode, and the IPv6 outbound listener the --ipv6 rules need. */
+/* Sets |obj|'s member |key| to |value|, replacing one that is there. */
+static void set_member(cJSON *obj, const char *key, cJSON *value) {
+  if (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL) {
+    cJSON_ReplaceItemInObjectCaseSensitive(obj, key, value);
+  } else {
+    cJSON_AddItemToObject(obj, key, value);
+  }
+}
+
+/* |obj|'s object member |key|, added when missing. */
+static cJSON *object_member(cJSON *obj, const char *key) {
+  cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  return cJSON_IsObject(v) ? v : cJSON_AddObjectToObject(obj, key);
+}
+
 static char *sidecar_config(const struct mutation *m) {
   const char *allow = annotation(m, ANNOTATION_PREFIX "allow");
   const char *mode = annotation(m, ANNOTATION_PREFIX "inbound-mode");
-  cJSON *cfg = cJSON_CreateObject();
-  cJSON_AddStringToObject(cfg, "trust_domain", m->cfg->trust_domain);
-  cJSON_AddStringToObject(cJSON_AddObjectToObject(cfg, "admin"), "listen", "127.0.0.1:15000");
-  cJSON_AddStringToObject(cJSON_AddObjectToObject(cfg, "health"), "listen", "0.0.0.0:15020");
-  cJSON_AddStringToObject(cJSON_AddObjectToObject(cfg, "certs"), "dir", CERTS_PATH);
+  /* The injector's base (validated when its file was read), then what the injection
+   * decides: the ports the interception and the probe rewrite point at. */
+  cJSON *cfg =
+      m->cfg->sidecar_base != NULL ? cJSON_Parse(m->cfg->sidecar_base) : cJSON_CreateObject();
+  if (cfg == NULL) {
+    return NULL;
+  }
+  set_member(cfg, "trust_domain", cJSON_CreateString(m->cfg->trust_domain));
+  set_member(object_member(cfg, "admin"), "listen", cJSON_CreateString("127.0.0.1:15000"));
+  set_member(object_member(cfg, "health"), "listen", cJSON_CreateString("0.0.0.0:15020"));
+  set_member(object_member(cfg, "certs"), "dir", cJSON_CreateString(CERTS_PATH));
   cJSON *listeners = cJSON_AddArrayToObject(cfg, "listeners");
   static const char *const kListeners[][3] = {
       {"outbound", "outbound", "127.0.0.1:15001"},
@@ -523,6 +545,9 @@ static char *sidecar_config(const struct mutation *m) {
       {"inbound6", "inbound", "[::]:15006"},
   };
   for (size_t i = 0; i < 4; i++) {
+    if (!m->cfg->ipv6 && strchr(kListeners[i][2], '[') != NULL) {
+      continue;
+    }
     cJSON *l = cJSON_CreateObject();
     cJSON_AddStringToObject(l, "name", kListeners[i][0]);
     cJSON_AddStringToObject(l, "mode", kListeners[i][1]);
@@ -548,8 +573,12 @@ static char *sidecar_config(const struct mutation *m) {
     }
     cJSON_AddItemToArray(listeners, l);
   }
-  cJSON_AddNumberToObject(cfg, "workers", 2);
-  cJSON_AddStringToObject(cfg, "access_log", "stdout");
+  if (cJSON_GetObjectItemCaseSensitive(cfg, "workers") == NULL) {
+    cJSON_AddNumberToObject(cfg, "workers", 2);
+  }
+  if (cJSON_GetObjectItemCaseSensitive(cfg, "access_log") == NULL) {
+    cJSON_AddStringToObject(cfg, "access_log", "stdout");
+  }
   char *text = cJSON_PrintUnformatted(cfg);
   cJSON_Delete(cfg);
   return text;
@@ -596,7 +625,9 @@ static cJSON *init_container(const struct mutation *m) {
   static const char *const kBase[] = {"iptables",     "--apply", "--health-port", "15020",
                                       "--admin-port", "15000",   "--proxy-uid",   "1337",
                                       "--proxy-gid",  "1337",    "--ipv6"};
-  for (size_t i = 0; i < sizeof(kBase) / sizeof(kBase[0]); i++) {
+  /* "--ipv6" is last: left out where pods have no IPv6. */
+  size_t base_count = sizeof(kBase) / sizeof(kBase[0]) - (m->cfg->ipv6 ? 0 : 1);
+  for (size_t i = 0; i < base_count; i++) {
     cJSON_AddItemToArray(args, cJSON_CreateString(kBase[i]));
   }
   for (size_t i = 0; i < sizeof(kFlags) / sizeof(kFlags[0]); i++) {

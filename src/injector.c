@@ -36,6 +36,8 @@ static void apply_file(struct inject_config *cfg, const struct injector_file *f)
   if (f->native_sidecar >= 0) {
     cfg->native_sidecar = f->native_sidecar == 1;
   }
+  cfg->ipv6 = f->ipv6;
+  cfg->sidecar_base = f->sidecar;
 }
 
 /* The API server's Service address as a one-address CIDR, or "" when the environment has

@@ -204,6 +204,8 @@ struct injector_file {
   char *exclude_inbound_ports, *exclude_outbound_ports;
   char *exclude_outbound_cidrs, *include_outbound_cidrs;
   bool exclude_api_server; /* Default true: KUBERNETES_SERVICE_HOST joins the exclusions. */
+  bool ipv6;               /* Default true: IPv6 is intercepted and listened on too. */
+  char *sidecar; /* JSON text of the sidecars' base configuration, validated; NULL: none. */
 };
 
 /* config_load_injector reads and validates the injector configuration at |path| (strict

@@ -34,6 +34,10 @@ struct inject_config {
   const char *exclude_outbound_cidrs, *include_outbound_cidrs;
   /* Excluded whatever the pod says: the cluster's API server, no mesh peer (NULL: none). */
   const char *api_server_cidr;
+  bool ipv6; /* Intercept IPv6 and listen on it too (off where pods have no IPv6). */
+  /* A JSON object of sidecar settings (tls, limits, ...) that MTLSD_CONFIG starts from;
+   * the injection sets the addresses, listeners and certificates over it. NULL: none. */
+  const char *sidecar_base;
 };
 
 /* inject_config_default fills |cfg| with the built-in defaults. */

@@ -222,6 +222,57 @@ class InjectTest(unittest.TestCase):
             self.assertNotIn("--exclude-outbound-cidrs",
                              init_args({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "--config", path))
 
+    def test_the_sidecar_base_and_ipv6_off(self):
+        def injected(config):
+            with TempDir() as tmp:
+                path = os.path.join(tmp, "injector.json")
+                with open(path, "w") as f:
+                    json.dump(config, f)
+                r = subprocess.run([MTLSD, "inject", "-o", "json", "--config", path],
+                                   input=DEPLOYMENT, capture_output=True, text=True, timeout=30)
+                return r, path
+
+        r, _ = injected({"ipv6": False, "sidecar": {
+            "tls": {"min_version": "1.3"}, "limits": {"max_connections": 2048},
+            "admin": {"lifecycle": False}, "certs": {"poll_interval": "10s"}, "workers": 1}})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        spec = json.JSONDecoder().raw_decode(r.stdout)[0]["spec"]["template"]["spec"]
+        sidecar = next(c for c in spec["initContainers"] if c["name"] == "mtlsd")
+        env = {e["name"]: e.get("value") for e in sidecar["env"]}
+        config = json.loads(env["MTLSD_CONFIG"])
+        self.assertEqual(config["tls"], {"min_version": "1.3"})
+        self.assertEqual(config["limits"], {"max_connections": 2048})
+        self.assertEqual(config["admin"], {"lifecycle": False, "listen": "127.0.0.1:15000"})
+        self.assertEqual(config["certs"], {"poll_interval": "10s",
+                                           "dir": "/var/run/mtlsd/certs"})
+        self.assertEqual(config["workers"], 1)
+        self.assertEqual([l["listen"] for l in config["listeners"]],
+                         ["127.0.0.1:15001", "0.0.0.0:15006"])
+        init = next(c for c in spec["initContainers"] if c["name"] == "mtlsd-init")
+        self.assertNotIn("--ipv6", init["args"])
+        # The sidecar accepts what the injector wrote (2 would be a configuration error;
+        # 1 says that this machine has no certificates in the pod's directory).
+        check = subprocess.run([MTLSD, "check"], env={**os.environ, "MTLSD_CONFIG":
+                                                      env["MTLSD_CONFIG"]},
+                               capture_output=True, text=True, timeout=30)
+        self.assertIn(check.returncode, (0, 1), check.stderr)
+        self.assertNotIn("MTLSD_CONFIG:", check.stderr)
+        # The base is checked as the sidecar will check it; what the injection decides
+        # itself is not the operator's to set.
+        for bad, message in (({"sidecar": {"tls": {"min_version": "1.1"}}},
+                              ': sidecar: tls.min_version: "1.1"'),
+                             ({"sidecar": {"listeners": []}}, "sidecar.listeners: unknown key"),
+                             ({"sidecar": {"admin": {"listen": "0.0.0.0:1"}}},
+                              "sidecar.admin.listen: unknown key"),
+                             ({"sidecar": {"certs": {"dir": "/x"}}},
+                              "sidecar.certs.dir: unknown key"),
+                             ({"ipv6": "no"}, "ipv6: expected a boolean")):
+            with self.subTest(bad=bad):
+                r, path = injected(bad)
+                self.assertEqual(r.returncode, 2)
+                self.assertIn(message, r.stderr)
+                self.assertTrue(r.stderr.startswith(path), r.stderr)
+
     def test_bad_input_is_2_with_the_place(self):
         r = inject("kind: Pod\nmetadata: {name: [x\n")
         self.assertEqual(r.returncode, 2)
