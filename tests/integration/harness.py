@@ -226,6 +226,8 @@ class Mtlsd:
         entries = []
         with open(self.stdout_path, errors="replace") as f:
             for line in f:
+                if not line.endswith("\n"):
+                    break  # mtlsd is writing it: the next read gets it whole
                 line = line.strip()
                 if line.startswith("{"):
                     entries.append(json.loads(line))

@@ -1,14 +1,19 @@
 """The image (SPEC section 9): built offline from deploy/Dockerfile, it runs as 1337 with
-a read-only root and no capabilities, holds iptables for the init container, and serves
-its built-in configuration unless MTLSD_CONFIG replaces it."""
+a read-only root and no capabilities, holds iptables for the init container, serves
+its built-in configuration unless MTLSD_CONFIG replaces it, and runs the admission
+webhook as the Helm chart does."""
 
+import base64
+import http.client
 import json
+import ssl
+import subprocess
 import sys
 import time
 import unittest
 
 from image import BASE, RUN_LIMITS, TAG, ensure_image, image_size_bytes, podman
-from harness import wait_until
+from harness import Pki, TempDir, free_port, wait_until
 
 # How the kubelet would run the sidecar: read-only, nothing to escalate with.
 LOCKED_DOWN = ["--read-only", "--cap-drop=ALL", "--security-opt", "no-new-privileges",
@@ -88,6 +93,56 @@ class ImageTest(unittest.TestCase):
         logs = self.serve(env=[f"MTLSD_CONFIG={json.dumps(cfg)}"])
         self.assertIn("configuration from MTLSD_CONFIG, which replaces --config", logs)
         self.assertIn("serving 1 listeners", logs)
+
+    def test_the_webhook_serves_from_the_image(self):
+        """`mtlsd webhook` as the chart's Deployment runs it: read-only, no capabilities,
+        UID 1337, the serving certificate from a read-only volume. The container shares
+        the host's network only to listen on 127.0.0.1."""
+        with TempDir() as tmp:
+            pki = Pki(tmp)
+            certs = pki.issue("webhook", dns=["mtlsd-webhook.mtlsd-system.svc"])
+            # As a Secret volume with fsGroup would: readable by the container's user.
+            subprocess.run(["chown", "-R", "1337:1337", certs], check=True)
+            port = free_port()
+            name = f"mtlsd-webhook-test-{time.monotonic_ns()}"
+            podman("run", "-d", "--name", name, "--network=host", *LOCKED_DOWN,
+                   "-v", f"{certs}:/certs:ro", TAG, "webhook", "--listen",
+                   f"127.0.0.1:{port}", "--certs", "/certs")
+            try:
+                ctx = ssl.create_default_context(cafile=pki.ca_crt)
+                ctx.check_hostname = False
+
+                def post():
+                    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=ctx)
+                    try:
+                        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                               "spec": {"containers": [{"name": "app", "image": "busybox"}]}}
+                        conn.request("POST", "/inject", body=json.dumps({
+                            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                            "request": {"uid": "u-1", "operation": "CREATE",
+                                        "namespace": "shop", "object": pod}}))
+                        return json.loads(conn.getresponse().read())["response"]
+                    finally:
+                        conn.close()
+
+                def answers():
+                    try:
+                        return post()
+                    except OSError:
+                        return None
+
+                response = wait_until(answers, timeout=30, what="the webhook to answer")
+                self.assertEqual(response["uid"], "u-1")
+                patch = json.loads(base64.b64decode(response["patch"]))
+                self.assertIn("/spec/initContainers", [op["path"] for op in patch])
+                podman("stop", "-t", "15", name)
+                state = podman("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip()
+                self.assertEqual(state, "0", podman("logs", name, check=False).stderr)
+                logs = podman("logs", name).stderr
+                self.assertIn("listening on 127.0.0.1:", logs)
+                self.assertIn("drained; exiting", logs)
+            finally:
+                podman("rm", "-f", name, check=False)
 
 
 if __name__ == "__main__":
