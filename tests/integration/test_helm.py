@@ -20,7 +20,7 @@ import subprocess
 import unittest
 
 from crd_fields import CRD_FIELDS, check_crd
-from harness import Mtlsd, Pki, TempDir, free_port, http_get, listening_ports, wait_until
+from harness import MTLSD, Mtlsd, Pki, TempDir, free_port, http_get, listening_ports, wait_until
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHART = os.path.join(TOP, "helm", "mtlsd")
@@ -31,27 +31,16 @@ CHECKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "k8s_schema.m
 DEBIAN_PYTHON = "/usr/bin/python3"
 NAMESPACE = "mtlsd-system"
 
-# The renderings every test of the chart's objects looks at.
+VALUES = os.path.join(TOP, "tests", "helm")
+
+# The renderings every test of the chart's objects looks at: the defaults and the values
+# files of tests/helm.
 VALUE_SETS = {
     "defaults": [],
-    "one replica": ["--set", "webhook.replicas=1"],
-    "helm certificates": ["--set", "webhook.certs.mode=helm"],
-    "monitoring and the mesh CA": [
-        "--set", "monitoring.serviceMonitor.enabled=true",
-        "--set", "monitoring.podMonitor.enabled=true",
-        "--set", "monitoring.prometheusRule.enabled=true",
-        "--set", "monitoring.dashboard.enabled=true",
-        "--set", "meshCA.create=true"],
-    "custom image and injector": [
-        "--set", "image.repository=registry.example.com/mesh/mtlsd",
-        "--set", "image.tag=0.1.0-rc1", "--set", "image.pullPolicy=Always",
-        "--set", "injector.nativeSidecar=false", "--set", "injector.ipv6=false",
-        "--set-json", 'injector.excludeOutboundCIDRs=["169.254.169.254/32"]',
-        "--set-json", 'injector.includeOutboundCIDRs=["10.0.0.0/8"]',
-        "--set-json", "injector.excludeInboundPorts=[22]",
-        "--set-json", 'injector.sidecar={"tls":{"min_version":"1.3"},"workers":1}',
-        "--set-json", 'imagePullSecrets=[{"name":"registry"}]',
-        "--set-json", 'webhook.tolerations=[{"key":"infra","operator":"Exists"}]'],
+    "one replica": ["-f", os.path.join(VALUES, "one-replica.yaml")],
+    "helm certificates": ["-f", os.path.join(VALUES, "helm-certs.yaml")],
+    "monitoring and the mesh CA": ["-f", os.path.join(VALUES, "monitoring.yaml")],
+    "custom image and injector": ["-f", os.path.join(VALUES, "custom.yaml")],
 }
 
 
@@ -117,6 +106,19 @@ class HelmChartTest(unittest.TestCase):
                         self.assertIsNone(ns, o["kind"])
                     elif o["metadata"]["name"] != "mtlsd-mesh-ca":
                         self.assertEqual(ns, NAMESPACE, f"{o['kind']}/{o['metadata']['name']}")
+
+    def test_every_rendered_injector_configuration_is_accepted(self):
+        pod = json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                          "spec": {"containers": [{"name": "app", "image": "busybox"}]}})
+        for name, objects in self.renderings.items():
+            with self.subTest(values=name), TempDir() as tmp:
+                path = os.path.join(tmp, "injector.json")
+                with open(path, "w") as f:
+                    f.write(one(objects, "ConfigMap", "mtlsd-webhook")["data"]["injector.json"])
+                r = subprocess.run([MTLSD, "inject", "--config", path], input=pod,
+                                   capture_output=True, text=True, timeout=30)
+                self.assertEqual(r.returncode, 0, r.stderr)
+                self.assertIn("pod/p: injected", r.stderr)
 
     def test_the_webhook_configuration_is_exactly_the_spec(self):
         for name in ("defaults", "helm certificates"):
