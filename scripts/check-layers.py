@@ -16,7 +16,7 @@ import sys
 
 LAYERS = [
     ("base", "io exit list textbuf timefmt file log netaddr json_syntax config identity "
-             "http_parser iptables inject injector admission inject_cli yaml bufpool access_log proxy_header"),
+             "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header"),
     ("tls", "tls"),
     ("runtime", "stats runtime transport certload acceptor"),
     ("connection", "relay dial conn http_server prober"),

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 build=(build-essential cmake ninja-build pkg-config xz-utils ca-certificates
-       libuv1-dev libcjson-dev libnghttp2-dev libyaml-dev python3 openssl)
+       libuv1-dev libcjson-dev libnghttp2-dev libyaml-dev libseccomp-dev python3 openssl)
 case "${1:-build}" in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" clang clang-format clang-tidy libclang-rt-14-dev curl iproute2 iptables

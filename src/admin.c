@@ -138,6 +138,14 @@ static void handle_server_info(struct http_exchange *x, void *arg) {
   cJSON_AddStringToObject(root, "start_time", started);
   cJSON_AddNumberToObject(root, "workers", (double)rt->cfg->workers);
   cJSON_AddStringToObject(root, "state", runtime_draining(rt) ? "draining" : "live");
+  cJSON *sandbox = cJSON_AddObjectToObject(root, "sandbox");
+  cJSON_AddBoolToObject(sandbox, "active", rt->sandbox.seccomp);
+  cJSON_AddBoolToObject(sandbox, "no_new_privs", rt->sandbox.no_new_privs);
+  cJSON_AddBoolToObject(sandbox, "seccomp", rt->sandbox.seccomp);
+  cJSON_AddNumberToObject(sandbox, "landlock_abi", rt->sandbox.landlock_abi);
+  if (rt->sandbox.seccomp && rt->sandbox.landlock_abi == 0) {
+    cJSON_AddStringToObject(sandbox, "landlock", rt->sandbox.landlock_detail);
+  }
   http_respond_json(x, 200, root);
 }
 

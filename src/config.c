@@ -69,8 +69,9 @@ static const char *const kGroups[] = {"X25519", "P-256", "P-384"};
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 /* The keys each object may hold, in the order config_to_json writes them. */
-static const char *const kTopKeys[] = {"trust_domain", "admin",  "health",  "certs",      "tls",
-                                       "listeners",    "limits", "workers", "access_log", NULL};
+static const char *const kTopKeys[] = {"trust_domain", "admin",     "health", "certs",
+                                       "tls",          "listeners", "limits", "workers",
+                                       "access_log",   "sandbox",   NULL};
 static const char *const kAdminKeys[] = {"listen", "lifecycle", NULL};
 static const char *const kHealthKeys[] = {"listen", NULL};
 static const char *const kCertsKeys[] = {"dir",           "cert_file",      "key_file", "ca_file",
@@ -1231,6 +1232,7 @@ static bool set_defaults(struct parser *p, struct config *cfg) {
   cfg->limits.drain_timeout = 20 * kMsPerSecond;
   cfg->limits.detect_timeout = kMsPerSecond;
   cfg->access_log = ACCESS_LOG_TARGET_STDOUT;
+  cfg->sandbox = true;
 
   cfg->tls.groups = config_calloc(2, sizeof(char *));
   if (cfg->tls.groups == NULL) {
@@ -1295,7 +1297,7 @@ static bool parse_root(struct parser *p, const cJSON *root, struct config *cfg) 
       !section(p, root, "certs", parse_certs, cfg) || !section(p, root, "tls", parse_tls, cfg) ||
       !section(p, root, "limits", parse_limits, cfg) ||
       !get_uint(p, root, "workers", 0, WORKERS_MAX, &workers) || !parse_access_log(p, root, cfg) ||
-      !parse_listeners(p, root, cfg)) {
+      !get_bool(p, root, "sandbox", &cfg->sandbox) || !parse_listeners(p, root, cfg)) {
     return false;
   }
   cfg->workers_configured = workers;

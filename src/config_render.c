@@ -153,6 +153,7 @@ char *config_to_json(const struct config *cfg) {
   add_duration(limits, "detect_timeout", cfg->limits.detect_timeout, &ok);
 
   add_number(root, "workers", cfg->workers_configured, &ok);
+  add_bool(root, "sandbox", cfg->sandbox, &ok);
   switch (cfg->access_log) {
     case ACCESS_LOG_TARGET_OFF:
       add_string(root, "access_log", "off", &ok);

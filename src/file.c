@@ -25,7 +25,14 @@ int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, s
    * left out otherwise, so that a configuration can still be read from a pipe. */
   int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (regular_only ? O_NONBLOCK : 0));
   if (fd < 0) {
-    return -errno;
+    int e = errno;
+    /* A sandbox that does not let the process open what the name leads to (a device, a
+     * file elsewhere) says only "permission denied"; what it is says more. */
+    struct stat named;
+    if (e == EACCES && regular_only && stat(path, &named) == 0 && !S_ISREG(named.st_mode)) {
+      return S_ISDIR(named.st_mode) ? -EISDIR : -EINVAL;
+    }
+    return -e;
   }
   struct stat st;
   if (fstat(fd, &st) != 0) {

@@ -1,10 +1,14 @@
 /* runtime: the shared state of a running mtlsd (see mtlsd/runtime.h). */
 #include "mtlsd/runtime.h"
 
+#include <stdatomic.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "mtlsd/log.h"
 
 struct runtime *runtime_new(const struct config *cfg) {
   struct runtime *rt = calloc(1, sizeof(*rt));
@@ -73,6 +77,35 @@ void runtime_last_reload(struct runtime *rt, struct runtime_reload *out) {
   pthread_mutex_lock(&rt->tls_lock);
   *out = rt->last_reload;
   pthread_mutex_unlock(&rt->tls_lock);
+}
+
+bool runtime_confine(struct runtime *rt) {
+  const struct config *cfg = rt->cfg;
+  if (!cfg->sandbox) {
+    log_write(LOG_WARN, "sandbox", "off (\"sandbox\": false): the process is not confined");
+    return true;
+  }
+  struct sandbox_paths paths = {
+      .certs_dir = cfg->certs.dir,
+      .access_log = cfg->access_log == ACCESS_LOG_TARGET_FILE ? cfg->access_log_path : NULL,
+  };
+  char err[300];
+  if (!sandbox_enter(&paths, &rt->sandbox, err, sizeof(err))) {
+    log_write(LOG_ERROR, "sandbox",
+              "cannot confine the process: %s (\"sandbox\": false turns "
+              "it off)",
+              err);
+    return false;
+  }
+  atomic_store(&rt->stats->global.sandbox_active, 1);
+  if (rt->sandbox.landlock_abi > 0) {
+    log_write(LOG_INFO, "sandbox", "confined: no_new_privs, seccomp, Landlock ABI %d",
+              rt->sandbox.landlock_abi);
+  } else {
+    log_write(LOG_WARN, "sandbox", "confined: no_new_privs, seccomp; no Landlock: %s",
+              rt->sandbox.landlock_detail);
+  }
+  return true;
 }
 
 bool runtime_ready(struct runtime *rt, char *reason, size_t reason_len) {

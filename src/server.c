@@ -233,6 +233,14 @@ int server_run(const struct config *cfg) {
     }
   }
   srv->certwatch = certwatch_start(&srv->loop, &cfg->certs, &kCertwatchOps, srv);
+  /* Everything is bound and no other thread runs yet: what the workers inherit is the
+   * confined process. */
+  if (!runtime_confine(rt)) {
+    for (unsigned j = 0; j < cfg->workers; j++) {
+      worker_close_fds(&srv->workers[j]);
+    }
+    goto out_handles;
+  }
   for (unsigned i = 0; i < cfg->workers; i++) {
     r = worker_start(&srv->workers[i]);
     if (r != 0) {

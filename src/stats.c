@@ -139,6 +139,7 @@ enum scalar {
   SC_CERT_EXPIRY,
   SC_CERT_GENERATION,
   SC_DRAINING,
+  SC_SANDBOX,
   SC_INJECTED,
   SC_SKIPPED,
   SC_FAILED,
@@ -281,6 +282,9 @@ static const struct metric_def kMetrics[] = {
      SC_CERT_GENERATION, 1, NULL, NULL, false, false},
     {"mtlsd_draining", "gauge", "1 while a graceful drain is under way, else 0.", SRC_SCALAR,
      SC_DRAINING, 1, NULL, NULL, false, false},
+    {"mtlsd_sandbox_active", "gauge",
+     "1 when the process is confined (no_new_privs, seccomp, Landlock where the kernel has it).",
+     SRC_SCALAR, SC_SANDBOX, 1, NULL, NULL, false, false},
     {"mtlsd_app_probes_total", "counter",
      "Runs of the application containers' own probes from the health port, by result.",
      SRC_APP_PROBES, 0, 2, "result", result_label, false, false},
@@ -499,6 +503,7 @@ static bool snapshot_take(struct snapshot *snap, const struct stats *stats) {
   set_int(&snap->scalars[SC_CERT_EXPIRY], atomic_load(&g->cert_expiry));
   set_int(&snap->scalars[SC_CERT_GENERATION], (int64_t)atomic_load(&g->cert_generation));
   set_int(&snap->scalars[SC_DRAINING], atomic_load(&g->draining) != 0);
+  set_int(&snap->scalars[SC_SANDBOX], atomic_load(&g->sandbox_active) != 0);
   for (size_t r = 0; r < INJECTION_COUNT; r++) {
     set_int(&snap->scalars[SC_INJECTED + r], (int64_t)atomic_load(&g->injections[r]));
   }

@@ -187,6 +187,10 @@ static int serve(struct webhook *wh, const struct webhook_options *opts) {
   start_signal(wh, &wh->sig_hup, SIGHUP);
   uv_timer_init(&wh->loop, &wh->drain_timer);
   wh->drain_timer.data = wh;
+  if (!runtime_confine(rt)) {
+    stop(wh);
+    return MTLSD_EXIT_FAILED;
+  }
   atomic_store(&rt->state, RUNTIME_LIVE);
   char where[NETADDR_HOSTPORT_MAX];
   log_write(LOG_INFO, "webhook", "listening on %s (HTTPS), certificates in %s",

@@ -146,6 +146,9 @@ struct config {
 
   /* The webhook's configuration (config_serving): no listeners, the webhook's metrics. */
   bool webhook;
+  /* Confine the process once its sockets are bound (the sandbox module); false only
+   * for debugging (strace, gdb). */
+  bool sandbox;
 
   enum log_access_target access_log;
   char *access_log_path; /* For ACCESS_LOG_TARGET_FILE, as written (relative to the working

@@ -1,8 +1,8 @@
 /* runtime: the state of a running mtlsd that every part reads: the immutable config,
  * the stats, the TLS contexts in use, the process-wide counters and the lifecycle state.
- * A hub without an event loop: it calls no other part of mtlsd and is told everything
- * (the server publishes certificates and moves the state; workers count their
- * connections in it).
+ * A hub without an event loop: it calls nothing above the base layer (it enters the
+ * sandbox when told to) and is told everything (the server publishes certificates and
+ * moves the state; workers count their connections in it).
  *
  * Owns struct runtime, its stats, its listener loads and its reference to the current
  * TLS contexts. Thread-safe where a function says so; the atomics below are read and
@@ -17,6 +17,7 @@
 #include <stdint.h>
 
 #include "mtlsd/config.h"
+#include "mtlsd/sandbox.h"
 #include "mtlsd/stats.h"
 #include "mtlsd/tls.h"
 
@@ -56,6 +57,9 @@ struct runtime {
   struct tls_contexts *tls; /* tls_lock; NULL before a valid set. */
   _Atomic uint64_t tls_generation;
   struct runtime_reload last_reload; /* tls_lock. */
+
+  /* What runtime_confine put in place; written before the state is LIVE. */
+  struct sandbox_status sandbox;
 };
 
 /* runtime_new returns the runtime of |cfg| (which must outlive it) with zeroed stats,
@@ -93,6 +97,12 @@ static inline bool runtime_draining(const struct runtime *rt) {
   int state = atomic_load(&rt->state);
   return state == RUNTIME_DRAINING || state == RUNTIME_STOPPED;
 }
+
+/* runtime_confine enters the sandbox when |rt->cfg| asks for it (call it once, while the
+ * process has one thread), records what was put in place for /server_info and
+ * mtlsd_sandbox_active, and logs it. Returns false, with the reason logged, when the
+ * sandbox was asked for and could not be set up: the process must not serve then. */
+bool runtime_confine(struct runtime *rt);
 
 /* runtime_ready tells whether the process is ready (every listener bound, a valid and
  * unexpired certificate loaded, not draining); when not, |reason| says why. Thread-safe. */

@@ -105,6 +105,7 @@ struct stats_global {
   /* The webhook's: mtlsd_injections_total and the time to answer each review. */
   _Atomic uint64_t injections[INJECTION_COUNT];
   struct histogram webhook_requests;
+  _Atomic int sandbox_active; /* mtlsd_sandbox_active: 1 once the process is confined. */
 };
 
 struct stats {
