@@ -307,24 +307,19 @@ static bool load_store(struct tls_certset *set, STACK_OF(X509) * certs, const ch
   return verify_own_chain(set, certs, cert_name, ca_name, err, err_len);
 }
 
-struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t err_len) {
-  const char *dir = cfg->certs.dir;
-  const char *cert_name = cfg->certs.cert_file;
-  const char *key_name = cfg->certs.key_file;
-  const char *ca_name = cfg->certs.ca_file;
-  uint8_t *cert_pem = NULL, *key_pem = NULL, *ca_pem = NULL;
-  size_t cert_len = 0, key_len = 0, ca_len = 0;
+struct tls_certset *tls_certset_parse(const struct tls_pem_files *files, char *err,
+                                      size_t err_len) {
+  const char *cert_name = files->cert_name;
+  const char *key_name = files->key_name;
+  const char *ca_name = files->ca_name;
+  const uint8_t *cert_pem = files->cert, *key_pem = files->key, *ca_pem = files->ca;
+  size_t cert_len = files->cert_len, key_len = files->key_len, ca_len = files->ca_len;
   STACK_OF(X509) *certs = NULL;
   struct cert_identities ids = {0};
   struct tls_certset *set = calloc(1, sizeof(*set));
   if (set == NULL) {
     snprintf(err, err_len, "out of memory");
     return NULL;
-  }
-  if (!read_file(&cert_pem, &cert_len, dir, cert_name, err, err_len) ||
-      !read_file(&key_pem, &key_len, dir, key_name, err, err_len) ||
-      (ca_name != NULL && !read_file(&ca_pem, &ca_len, dir, ca_name, err, err_len))) {
-    goto err;
   }
 
   certs = tls_pem_parse_certs(cert_pem, cert_len);
@@ -398,23 +393,38 @@ struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t
 
   tls_cert_identities_free(&ids);
   sk_X509_pop_free(certs, X509_free);
-  OPENSSL_cleanse(key_pem, key_len);
-  free(cert_pem);
-  free(key_pem);
-  free(ca_pem);
   return set;
 
 err:
   tls_cert_identities_free(&ids);
   sk_X509_pop_free(certs, X509_free);
+  tls_certset_free(set);
+  return NULL;
+}
+
+struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t err_len) {
+  const char *dir = cfg->certs.dir;
+  struct tls_pem_files files = {.cert_name = cfg->certs.cert_file,
+                                .key_name = cfg->certs.key_file,
+                                .ca_name = cfg->certs.ca_file};
+  uint8_t *cert_pem = NULL, *key_pem = NULL, *ca_pem = NULL;
+  struct tls_certset *set = NULL;
+  if (read_file(&cert_pem, &files.cert_len, dir, files.cert_name, err, err_len) &&
+      read_file(&key_pem, &files.key_len, dir, files.key_name, err, err_len) &&
+      (files.ca_name == NULL ||
+       read_file(&ca_pem, &files.ca_len, dir, files.ca_name, err, err_len))) {
+    files.cert = cert_pem;
+    files.key = key_pem;
+    files.ca = ca_pem;
+    set = tls_certset_parse(&files, err, err_len);
+  }
   if (key_pem != NULL) {
-    OPENSSL_cleanse(key_pem, key_len);
+    OPENSSL_cleanse(key_pem, files.key_len);
   }
   free(cert_pem);
   free(key_pem);
   free(ca_pem);
-  tls_certset_free(set);
-  return NULL;
+  return set;
 }
 
 bool tls_certset_same(const struct tls_certset *a, const struct tls_certset *b) {

@@ -57,6 +57,19 @@ struct tls_certset;
  * one-line reason into |err| (e.g. "tls.key does not match tls.crt"). */
 struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t err_len);
 
+/* The contents of one set's files (borrowed), with the names that messages use; no
+ * |ca| (ca_name NULL) for a serving certificate. */
+struct tls_pem_files {
+  const uint8_t *cert, *key, *ca;
+  size_t cert_len, key_len, ca_len;
+  const char *cert_name, *key_name, *ca_name;
+};
+
+/* tls_certset_parse is tls_certset_load on contents already read: the same checks and
+ * messages. The loader reads the files and calls it; the fuzz target feeds it hostile
+ * bytes directly. */
+struct tls_certset *tls_certset_parse(const struct tls_pem_files *files, char *err, size_t err_len);
+
 /* tls_certset_free releases |set|; NULL is a no-op. */
 void tls_certset_free(struct tls_certset *set);
 
