@@ -15,7 +15,7 @@ import re
 import sys
 
 LAYERS = [
-    ("base", "io exit list textbuf timefmt file log netaddr json_syntax config identity "
+    ("base", "io exit list textbuf timefmt file log netaddr json_syntax json_alloc config identity "
              "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header"),
     ("tls", "tls"),
     ("runtime", "stats runtime transport certload acceptor"),

@@ -6,6 +6,8 @@
  * sidecars, the sidecar at the front of the containers. */
 #include "mtlsd/inject.h"
 
+#include "mtlsd/json_alloc.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -872,6 +874,10 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
   if (should_skip(&m, ns) || !check_annotations(&m) || !check_identities(&m)) {
     return true;
   }
+  /* cJSON's builders drop what they could not allocate without a word: a failure counted
+   * while the patch is built refuses it whole rather than hand out a pod with a piece
+   * missing. */
+  unsigned long failures = json_alloc_failures();
   m.patch = cJSON_CreateArray();
   m.app_probes = cJSON_CreateObject();
   const cJSON *spec = m.spec;
@@ -892,7 +898,7 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
          add_to_array(&m, spec, m.spec_ptr, "containers", 0, sidecar_container(&m));
   }
   cJSON_Delete(m.app_probes);
-  if (!ok) {
+  if (!ok || json_alloc_failures() != failures) {
     cJSON_Delete(m.patch);
     if (out->reason[0] == '\0') {
       settle(&m, INJECT_REFUSED, "out of memory");

@@ -20,6 +20,7 @@
 #include "mtlsd/file.h"
 #include "mtlsd/inject_cli.h"
 #include "mtlsd/iptables.h"
+#include "mtlsd/json_alloc.h"
 #include "mtlsd/log.h"
 #include "mtlsd/netaddr.h"
 #include "mtlsd/server.h"
@@ -375,6 +376,7 @@ static int cmd_webhook(int argc, char **argv) {
 }
 
 int main(int argc, char **argv) {
+  json_alloc_install();
   if (argc < 2) {
     /* "mtlsd" alone is "mtlsd run" when the environment holds the configuration. */
     return getenv(kConfigEnv) != NULL ? cmd_run(argc, argv) : usage(stderr, MTLSD_EXIT_USAGE);

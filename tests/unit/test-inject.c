@@ -3,6 +3,7 @@
  * ports, idempotency, every skip and refusal with its reason, and the JSON Pointer
  * escapes of its paths. */
 #include "mtlsd/inject.h"
+#include "mtlsd/json_alloc.h"
 
 #include "test.h"
 
@@ -345,8 +346,43 @@ TEST(other_kinds_pass_through) {
   cJSON_Delete(in);
 }
 
+/* Allocation failure (curl's "torture" tests): the Nth allocation fails, for every N
+ * until one run needs no failure; each run must end in the whole patch or a refusal that
+ * says "out of memory", never in a patch with a piece missing. */
+TEST(allocation_failures) {
+  json_alloc_install();
+  cJSON *object = parse_sq(kWeb);
+  struct inject_result want;
+  CHECK(inject_object(config(), object, NULL, &want));
+  CHECK_INTEQ(want.outcome, INJECT_INJECTED);
+  bool done = false;
+  for (long budget = 0; !done && budget < 100000; budget++) {
+    unsigned long failures = json_alloc_failures();
+    json_alloc_fail_after(budget);
+    struct inject_result r;
+    bool handled = inject_object(config(), object, NULL, &r);
+    json_alloc_fail_after(-1);
+    done = json_alloc_failures() == failures;
+    CHECK(handled);
+    if (r.outcome == INJECT_INJECTED) {
+      if (!cJSON_Compare(r.patch, want.patch, true)) {
+        fprintf(stderr, "  allocation %ld failed and the patch lost a piece\n", budget);
+        CHECK(false);
+      }
+    } else {
+      CHECK_INTEQ(r.outcome, INJECT_REFUSED);
+      CHECK_STREQ(r.reason, "out of memory");
+    }
+    inject_result_clear(&r);
+  }
+  CHECK(done);
+  inject_result_clear(&want);
+  cJSON_Delete(object);
+}
+
 TEST_MAIN(TEST_ENTRY(deployment_is_injected_and_nothing_is_lost), TEST_ENTRY(operations_only_add),
           TEST_ENTRY(pod_without_annotations_or_init_containers),
           TEST_ENTRY(not_native_puts_the_sidecar_first_with_a_hold),
           TEST_ENTRY(annotations_reach_the_sidecar), TEST_ENTRY(skips_with_their_reasons),
-          TEST_ENTRY(refusals_name_what_is_wrong), TEST_ENTRY(other_kinds_pass_through))
+          TEST_ENTRY(refusals_name_what_is_wrong), TEST_ENTRY(other_kinds_pass_through),
+          TEST_ENTRY(allocation_failures))
