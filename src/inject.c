@@ -46,6 +46,30 @@ void inject_result_clear(struct inject_result *r) {
   r->patch = NULL;
 }
 
+/* ---- Building JSON ----
+ *
+ * cJSON leaves an item it could not attach (its key could not be copied, or the parent
+ * itself failed to be made) to the caller; these free it then, so that an allocation
+ * failure loses nothing but the patch, which json_alloc's count then refuses whole. */
+
+static void json_attach(cJSON *obj, const char *key, cJSON *item) {
+  if (!cJSON_AddItemToObject(obj, key, item)) {
+    cJSON_Delete(item);
+  }
+}
+
+static void json_append(cJSON *array, cJSON *item) {
+  if (!cJSON_AddItemToArray(array, item)) {
+    cJSON_Delete(item);
+  }
+}
+
+static void json_replace(cJSON *obj, const char *key, cJSON *item) {
+  if (!cJSON_ReplaceItemInObjectCaseSensitive(obj, key, item)) {
+    cJSON_Delete(item);
+  }
+}
+
 /* ---- JSON pointers (RFC 6901) ---- */
 
 /* Appends "/token" to |ptr|, escaping "~" and "/"; false when it does not fit. */
@@ -127,8 +151,8 @@ static bool add_op(struct mutation *m, const char *path, cJSON *value) {
     cJSON_Delete(value);
     return settle(m, INJECT_REFUSED, "out of memory");
   }
-  cJSON_AddItemToObject(op, "value", value);
-  cJSON_AddItemToArray(m->patch, op);
+  json_attach(op, "value", value);
+  json_append(m->patch, op);
   return true;
 }
 
@@ -414,8 +438,7 @@ static bool resolve_port(struct mutation *m, const cJSON *container, cJSON *hand
     const char *pname = string_member(p, "name");
     const cJSON *number = cJSON_GetObjectItemCaseSensitive(p, "containerPort");
     if (name != NULL && pname != NULL && strcmp(name, pname) == 0 && cJSON_IsNumber(number)) {
-      cJSON_ReplaceItemInObjectCaseSensitive(handler, "port",
-                                             cJSON_CreateNumber(number->valuedouble));
+      json_replace(handler, "port", cJSON_CreateNumber(number->valuedouble));
       return true;
     }
   }
@@ -459,7 +482,7 @@ static bool rewrite_probe(struct mutation *m, const cJSON *container, size_t ind
   }
   char key[128];
   snprintf(key, sizeof(key), "%s/%s", name, kind);
-  cJSON_AddItemToObject(m->app_probes, key, original);
+  json_attach(m->app_probes, key, original);
 
   cJSON *rewritten = cJSON_CreateObject();
   cJSON *get = cJSON_AddObjectToObject(rewritten, "httpGet");
@@ -471,7 +494,7 @@ static bool rewrite_probe(struct mutation *m, const cJSON *container, size_t ind
   for (size_t i = 0; i < sizeof(kTiming) / sizeof(kTiming[0]); i++) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(probe, kTiming[i]);
     if (t != NULL) {
-      cJSON_AddItemToObject(rewritten, kTiming[i], cJSON_Duplicate(t, true));
+      json_attach(rewritten, kTiming[i], cJSON_Duplicate(t, true));
     }
   }
   char ptr[POINTER_MAX], idx[24];
@@ -503,7 +526,7 @@ static bool rewrite_probes(struct mutation *m) {
 static cJSON *string_array(const char *const *items, size_t count) {
   cJSON *a = cJSON_CreateArray();
   for (size_t i = 0; a != NULL && i < count; i++) {
-    cJSON_AddItemToArray(a, cJSON_CreateString(items[i]));
+    json_append(a, cJSON_CreateString(items[i]));
   }
   return a;
 }
@@ -513,9 +536,9 @@ static cJSON *string_array(const char *const *items, size_t count) {
 /* Sets |obj|'s member |key| to |value|, replacing one that is there. */
 static void set_member(cJSON *obj, const char *key, cJSON *value) {
   if (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL) {
-    cJSON_ReplaceItemInObjectCaseSensitive(obj, key, value);
+    json_replace(obj, key, value);
   } else {
-    cJSON_AddItemToObject(obj, key, value);
+    json_attach(obj, key, value);
   }
 }
 
@@ -562,7 +585,7 @@ static char *sidecar_config(const struct mutation *m) {
         for (const char *p = allow;;) {
           size_t len = strcspn(p, ",");
           snprintf(item, sizeof(item), "%.*s", (int)len, p);
-          cJSON_AddItemToArray(list, cJSON_CreateString(item));
+          json_append(list, cJSON_CreateString(item));
           if (p[len] == '\0') {
             break;
           }
@@ -573,7 +596,7 @@ static char *sidecar_config(const struct mutation *m) {
         cJSON_AddBoolToObject(l, "permissive", true);
       }
     }
-    cJSON_AddItemToArray(listeners, l);
+    json_append(listeners, l);
   }
   if (cJSON_GetObjectItemCaseSensitive(cfg, "workers") == NULL) {
     cJSON_AddNumberToObject(cfg, "workers", 2);
@@ -596,9 +619,9 @@ static cJSON *security_context(bool init) {
   cJSON *caps = cJSON_AddObjectToObject(sc, "capabilities");
   static const char *const kAll[] = {"ALL"};
   static const char *const kNet[] = {"NET_ADMIN", "NET_RAW"};
-  cJSON_AddItemToObject(caps, "drop", string_array(kAll, 1));
+  json_attach(caps, "drop", string_array(kAll, 1));
   if (init) {
-    cJSON_AddItemToObject(caps, "add", string_array(kNet, 2));
+    json_attach(caps, "add", string_array(kNet, 2));
   }
   cJSON_AddStringToObject(cJSON_AddObjectToObject(sc, "seccompProfile"), "type", "RuntimeDefault");
   return sc;
@@ -630,7 +653,7 @@ static cJSON *init_container(const struct mutation *m) {
   /* "--ipv6" is last: left out where pods have no IPv6. */
   size_t base_count = sizeof(kBase) / sizeof(kBase[0]) - (m->cfg->ipv6 ? 0 : 1);
   for (size_t i = 0; i < base_count; i++) {
-    cJSON_AddItemToArray(args, cJSON_CreateString(kBase[i]));
+    json_append(args, cJSON_CreateString(kBase[i]));
   }
   for (size_t i = 0; i < sizeof(kFlags) / sizeof(kFlags[0]); i++) {
     char key[64];
@@ -647,12 +670,12 @@ static cJSON *init_container(const struct mutation *m) {
       }
       snprintf(joined, n, "%s%s%s", v != NULL ? v : "", v != NULL && always != NULL ? "," : "",
                always != NULL ? always : "");
-      cJSON_AddItemToArray(args, cJSON_CreateString(kFlags[i][1]));
-      cJSON_AddItemToArray(args, cJSON_CreateString(joined));
+      json_append(args, cJSON_CreateString(kFlags[i][1]));
+      json_append(args, cJSON_CreateString(joined));
       free(joined);
     }
   }
-  cJSON_AddItemToObject(c, "securityContext", security_context(true));
+  json_attach(c, "securityContext", security_context(true));
   return c;
 }
 
@@ -716,50 +739,50 @@ static cJSON *sidecar_container(struct mutation *m) {
   }
   /* No --config: MTLSD_CONFIG is the configuration. */
   cJSON *args = cJSON_AddArrayToObject(c, "args");
-  cJSON_AddItemToArray(args, cJSON_CreateString("run"));
+  json_append(args, cJSON_CreateString("run"));
   const char *level = annotation(m, ANNOTATION_PREFIX "log-level");
   if (level != NULL) {
-    cJSON_AddItemToArray(args, cJSON_CreateString("--log-level"));
-    cJSON_AddItemToArray(args, cJSON_CreateString(level));
+    json_append(args, cJSON_CreateString("--log-level"));
+    json_append(args, cJSON_CreateString(level));
   }
   cJSON *ports = cJSON_AddArrayToObject(c, "ports");
   cJSON *port = cJSON_CreateObject();
   cJSON_AddStringToObject(port, "name", "mtlsd-health");
   cJSON_AddNumberToObject(port, "containerPort", HEALTH_PORT);
   cJSON_AddStringToObject(port, "protocol", "TCP");
-  cJSON_AddItemToArray(ports, port);
+  json_append(ports, port);
   cJSON *env = cJSON_AddArrayToObject(c, "env");
   char *config = sidecar_config(m);
-  cJSON_AddItemToArray(env, env_value("MTLSD_CONFIG", config != NULL ? config : "{}"));
+  json_append(env, env_value("MTLSD_CONFIG", config != NULL ? config : "{}"));
   free(config);
   if (m->app_probes->child != NULL) {
     char *probes = cJSON_PrintUnformatted(m->app_probes);
-    cJSON_AddItemToArray(env, env_value("MTLSD_APP_PROBES", probes != NULL ? probes : "{}"));
+    json_append(env, env_value("MTLSD_APP_PROBES", probes != NULL ? probes : "{}"));
     free(probes);
   }
-  cJSON_AddItemToArray(env, env_from_field("POD_NAME", "metadata.name"));
-  cJSON_AddItemToArray(env, env_from_field("POD_NAMESPACE", "metadata.namespace"));
-  cJSON_AddItemToArray(env, env_from_field("POD_IP", "status.podIP"));
-  cJSON_AddItemToArray(env, env_from_field("SERVICE_ACCOUNT", "spec.serviceAccountName"));
-  cJSON_AddItemToObject(c, "startupProbe", health_probe("/ready", 1, 120));
-  cJSON_AddItemToObject(c, "readinessProbe", health_probe("/ready", 5, 3));
-  cJSON_AddItemToObject(c, "livenessProbe", health_probe("/healthz", 10, 3));
+  json_append(env, env_from_field("POD_NAME", "metadata.name"));
+  json_append(env, env_from_field("POD_NAMESPACE", "metadata.namespace"));
+  json_append(env, env_from_field("POD_IP", "status.podIP"));
+  json_append(env, env_from_field("SERVICE_ACCOUNT", "spec.serviceAccountName"));
+  json_attach(c, "startupProbe", health_probe("/ready", 1, 120));
+  json_attach(c, "readinessProbe", health_probe("/ready", 5, 3));
+  json_attach(c, "livenessProbe", health_probe("/healthz", 10, 3));
   if (!m->native) {
     /* The application's containers start after this hook returns: it waits for /ready,
      * so that no app connection goes out before the proxy serves. */
     static const char *const kWait[] = {"/usr/local/bin/mtlsd", "wait-ready", "--timeout", "120s"};
     cJSON *exec = cJSON_AddObjectToObject(
         cJSON_AddObjectToObject(cJSON_AddObjectToObject(c, "lifecycle"), "postStart"), "exec");
-    cJSON_AddItemToObject(exec, "command", string_array(kWait, 4));
+    json_attach(exec, "command", string_array(kWait, 4));
   }
-  cJSON_AddItemToObject(c, "resources", resources(m));
-  cJSON_AddItemToObject(c, "securityContext", security_context(false));
+  json_attach(c, "resources", resources(m));
+  json_attach(c, "securityContext", security_context(false));
   cJSON *mounts = cJSON_AddArrayToObject(c, "volumeMounts");
   cJSON *mount = cJSON_CreateObject();
   cJSON_AddStringToObject(mount, "name", CERTS_VOLUME);
   cJSON_AddStringToObject(mount, "mountPath", CERTS_PATH);
   cJSON_AddBoolToObject(mount, "readOnly", true);
-  cJSON_AddItemToArray(mounts, mount);
+  json_append(mounts, mount);
   return c;
 }
 
@@ -790,7 +813,7 @@ static bool add_to_array(struct mutation *m, const cJSON *parent, const char *pa
   ptr_join(ptr, parent_ptr, key);
   if (value != NULL && !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(parent, key))) {
     cJSON *array = cJSON_CreateArray();
-    cJSON_AddItemToArray(array, value);
+    json_append(array, value);
     return add_op(m, ptr, array);
   }
   char idx[24];
@@ -831,10 +854,10 @@ static bool add_annotations(struct mutation *m) {
   static const char *const kInit[] = {INIT_NAME};
   static const char *const kSidecar[] = {SIDECAR_NAME};
   static const char *const kVolumes[] = {CERTS_VOLUME};
-  cJSON_AddItemToObject(status, "initContainers",
-                        string_array(m->native ? kNative : kInit, m->native ? 2 : 1));
-  cJSON_AddItemToObject(status, "containers", string_array(kSidecar, m->native ? 0 : 1));
-  cJSON_AddItemToObject(status, "volumes", string_array(kVolumes, 1));
+  json_attach(status, "initContainers",
+              string_array(m->native ? kNative : kInit, m->native ? 2 : 1));
+  json_attach(status, "containers", string_array(kSidecar, m->native ? 0 : 1));
+  json_attach(status, "volumes", string_array(kVolumes, 1));
   char *text = cJSON_PrintUnformatted(status);
   cJSON_Delete(status);
   ptr_join(ptr, base, ANNOTATION_PREFIX "status");
@@ -939,11 +962,11 @@ static bool next_token(const char **ptr, char *out, size_t cap) {
 static void array_insert(cJSON *array, int index, cJSON *item) {
   cJSON tail = {.type = cJSON_Array};
   while (cJSON_GetArraySize(array) > index) {
-    cJSON_AddItemToArray(&tail, cJSON_DetachItemFromArray(array, index));
+    json_append(&tail, cJSON_DetachItemFromArray(array, index));
   }
-  cJSON_AddItemToArray(array, item);
+  json_append(array, item);
   while (tail.child != NULL) {
-    cJSON_AddItemToArray(array, cJSON_DetachItemFromArray(&tail, 0));
+    json_append(array, cJSON_DetachItemFromArray(&tail, 0));
   }
 }
 
@@ -982,9 +1005,9 @@ static bool apply_add(cJSON *doc, const char *path, const cJSON *value) {
     return false;
   }
   if (cJSON_GetObjectItemCaseSensitive(parent, token) != NULL) {
-    cJSON_ReplaceItemInObjectCaseSensitive(parent, token, copy);
+    json_replace(parent, token, copy);
   } else {
-    cJSON_AddItemToObject(parent, token, copy);
+    json_attach(parent, token, copy);
   }
   return true;
 }
