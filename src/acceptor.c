@@ -60,8 +60,15 @@ static void on_retry(uv_timer_t *timer) {
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
   struct acceptor *a = handle->data;
-  (void)status;
   (void)events;
+  if (status < 0) {
+    /* libuv has stopped the handle on the socket's error: watch it again in a moment. */
+    log_write(LOG_WARN, "accept", "listening socket: %s; retrying in %d ms", uv_strerror(status),
+              ACCEPT_RETRY_MS);
+    a->paused = true;
+    uv_timer_start(&a->retry, on_retry, ACCEPT_RETRY_MS, 0);
+    return;
+  }
   for (int i = 0; i < ACCEPT_BATCH && !a->paused && a->fd >= 0; i++) {
     int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {

@@ -575,8 +575,11 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   struct side *s = handle == &c->down.poll ? &c->down : &c->up;
   if (status < 0) {
     /* An error on the socket (e.g. a reset): let the next read or write report it, as
-     * a failed connect must be classified from SO_ERROR. */
+     * a failed connect must be classified from SO_ERROR. libuv has stopped the handle,
+     * so what the connection waits for next must be asked for again: data that came
+     * before a reset is read first, and the wait after it would otherwise never end. */
     events = s->events;
+    s->events = 0;
   }
   switch (c->state) {
     case CONN_DETECTING:

@@ -780,9 +780,12 @@ static void on_resolved(struct dialer *d, int status) {
 }
 
 static void on_poll(uv_poll_t *handle, int status, int events) {
-  (void)status;
   (void)events;
   struct prober *p = handle->data;
+  if (status < 0) {
+    /* libuv has stopped the handle on the socket's error: the next wait re-arms it. */
+    p->events = 0;
+  }
   switch (p->state) {
     case ST_CONNECTING:
       if (dialer_connect_result(&p->dial, p->fd)) {
