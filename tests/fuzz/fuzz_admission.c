@@ -8,16 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "mtlsd/admission.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond, const char *what, const char *detail) {
-  if (!cond) {
-    fprintf(stderr, "fuzz_admission: invariant broken: %s\n%s\n", what, detail ? detail : "");
-    abort();
-  }
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   struct inject_config cfg;

@@ -12,16 +12,10 @@
 #include <string.h>
 #include <time.h>
 
+#include "fuzz.h"
 #include "mtlsd/tls.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond, const char *what, const char *detail) {
-  if (!cond) {
-    fprintf(stderr, "fuzz_certset: invariant broken: %s\n%s\n", what, detail ? detail : "");
-    abort();
-  }
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const uint8_t *parts[3] = {data, NULL, NULL};

@@ -13,16 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "mtlsd/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond, const char *what, const char *detail) {
-  if (!cond) {
-    fprintf(stderr, "fuzz_config: invariant broken: %s\n%s\n", what, detail ? detail : "");
-    abort();
-  }
-}
 
 static void fuzz_app_probes(const uint8_t *data, size_t size) {
   static const char kBase[] =

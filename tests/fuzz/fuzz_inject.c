@@ -8,17 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "mtlsd/inject.h"
 #include "mtlsd/yaml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond, const char *what, const char *detail) {
-  if (!cond) {
-    fprintf(stderr, "fuzz_inject: invariant broken: %s\n%s\n", what, detail ? detail : "");
-    abort();
-  }
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char err[256];

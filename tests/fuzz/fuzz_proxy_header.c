@@ -11,16 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "mtlsd/proxy_header.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond, const char *what) {
-  if (!cond) {
-    fprintf(stderr, "fuzz_proxy_header: invariant broken: %s\n", what);
-    abort();
-  }
-}
 
 /* The first bytes choose the families and fill the addresses; the rest is the identity. */
 static void take_address(struct sockaddr_storage *ss, uint8_t family, const uint8_t **p,
@@ -46,29 +40,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   take_address(&dst, (data[0] >> 2) & 3, &p, end);
   size_t id_bytes = (size_t)(end - p);
   char *identity = malloc(id_bytes + 1);
-  require(identity != NULL, "out of memory");
+  require(identity != NULL, "out of memory", NULL);
   memcpy(identity, p, id_bytes);
   identity[id_bytes] = '\0';
 
   uint8_t out[PROXY_HEADER_MAX + 64];
   memset(out, 0xAA, sizeof(out));
   size_t len = proxy_header_encode(out, &src, &dst, identity);
-  require(len <= PROXY_HEADER_MAX, "the header is longer than PROXY_HEADER_MAX");
-  require(out[PROXY_HEADER_MAX] == 0xAA, "the encoder wrote past its bound");
+  require(len <= PROXY_HEADER_MAX, "the header is longer than PROXY_HEADER_MAX", NULL);
+  require(out[PROXY_HEADER_MAX] == 0xAA, "the encoder wrote past its bound", NULL);
   static const uint8_t kSignature[12] = {0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D,
                                          0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A};
-  require(memcmp(out, kSignature, 12) == 0 && out[12] == 0x21, "no v2 PROXY signature");
-  require((size_t)(out[14] << 8 | out[15]) == len - 16, "the length is not what follows");
+  require(memcmp(out, kSignature, 12) == 0 && out[12] == 0x21, "no v2 PROXY signature", NULL);
+  require((size_t)(out[14] << 8 | out[15]) == len - 16, "the length is not what follows", NULL);
   size_t addr_len = out[13] == 0x11 ? 12 : out[13] == 0x21 ? 36 : 0;
   int same_inet =
       src.ss_family == dst.ss_family && (src.ss_family == AF_INET || src.ss_family == AF_INET6);
-  require((addr_len != 0) == same_inet, "the family byte disagrees with the addresses");
+  require((addr_len != 0) == same_inet, "the family byte disagrees with the addresses", NULL);
   const uint8_t *tlv = out + 16 + addr_len;
   size_t want = strnlen(identity, IDENTITY_MAX - 1);
-  require(tlv[0] == PROXY_HEADER_TLV_IDENTITY, "no identity TLV");
-  require((size_t)(tlv[1] << 8 | tlv[2]) == want, "the TLV length is not the identity's");
-  require(memcmp(tlv + 3, identity, want) == 0, "the TLV does not hold the identity");
-  require(16 + addr_len + 3 + want == len, "bytes after the TLV");
+  require(tlv[0] == PROXY_HEADER_TLV_IDENTITY, "no identity TLV", NULL);
+  require((size_t)(tlv[1] << 8 | tlv[2]) == want, "the TLV length is not the identity's", NULL);
+  require(memcmp(tlv + 3, identity, want) == 0, "the TLV does not hold the identity", NULL);
+  require(16 + addr_len + 3 + want == len, "bytes after the TLV", NULL);
   free(identity);
   return 0;
 }

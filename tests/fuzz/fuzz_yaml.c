@@ -7,16 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "mtlsd/yaml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void require(int cond, const char *what, const char *detail) {
-  if (!cond) {
-    fprintf(stderr, "fuzz_yaml: invariant broken: %s\n%s\n", what, detail ? detail : "");
-    abort();
-  }
-}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   char err[256] = "";
