@@ -78,7 +78,7 @@ struct http_exchange {
   void *abort_arg;
   int fd;
   int events;         /* What |poll| waits for now (enum io_wait bits). */
-  int read_wait;      /* The readiness the last read waits for; 0: read again. */
+  int read_wait;      /* What the last read (or handshake step) waits for; 0: go on. */
   int write_wait;     /* The readiness the last write, flush or shutdown waits for. */
   int pending_closes; /* Handles whose close callback has not run yet. */
   char peer[NETADDR_STR_MAX];

@@ -627,20 +627,18 @@ static cJSON *security_context(bool init) {
   return sc;
 }
 
-/* The injector's default for exclusion flag |i| of init_container's table. */
-static const char *config_default(const struct inject_config *cfg, size_t i) {
-  const char *defaults[] = {cfg->exclude_inbound_ports, cfg->exclude_outbound_ports, NULL,
-                            cfg->exclude_outbound_cidrs, cfg->include_outbound_cidrs};
-  return defaults[i];
-}
-
 static cJSON *init_container(const struct mutation *m) {
-  static const char *const kFlags[][2] = {
-      {"exclude-inbound-ports", "--exclude-inbound-ports"},
-      {"exclude-outbound-ports", "--exclude-outbound-ports"},
-      {"inbound-ports", "--inbound-ports"},
-      {"exclude-outbound-cidrs", "--exclude-outbound-cidrs"},
-      {"include-outbound-cidrs", "--include-outbound-cidrs"},
+  const struct inject_config *cfg = m->cfg;
+  /* Each mtlsd iptables flag (and mtlsd.io/ annotation of the same name): the injector's
+   * default when the pod says nothing, and what is added whatever the pod says. */
+  const struct {
+    const char *name, *fallback, *always;
+  } flags[] = {
+      {"exclude-inbound-ports", cfg->exclude_inbound_ports, NULL},
+      {"exclude-outbound-ports", cfg->exclude_outbound_ports, NULL},
+      {"inbound-ports", NULL, NULL},
+      {"exclude-outbound-cidrs", cfg->exclude_outbound_cidrs, cfg->api_server_cidr},
+      {"include-outbound-cidrs", cfg->include_outbound_cidrs, NULL},
   };
   cJSON *c = cJSON_CreateObject();
   cJSON_AddStringToObject(c, "name", INIT_NAME);
@@ -655,12 +653,13 @@ static cJSON *init_container(const struct mutation *m) {
   for (size_t i = 0; i < base_count; i++) {
     json_append(args, cJSON_CreateString(kBase[i]));
   }
-  for (size_t i = 0; i < sizeof(kFlags) / sizeof(kFlags[0]); i++) {
-    char key[64];
-    snprintf(key, sizeof(key), ANNOTATION_PREFIX "%s", kFlags[i][0]);
+  for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+    char key[64], flag[64];
+    snprintf(key, sizeof(key), ANNOTATION_PREFIX "%s", flags[i].name);
+    snprintf(flag, sizeof(flag), "--%s", flags[i].name);
     const char *v = annotation(m, key);
-    v = v != NULL ? v : config_default(m->cfg, i);
-    const char *always = i == 3 ? m->cfg->api_server_cidr : NULL;
+    v = v != NULL ? v : flags[i].fallback;
+    const char *always = flags[i].always;
     if (v != NULL || always != NULL) {
       size_t n = (v != NULL ? strlen(v) + 1 : 0) + (always != NULL ? strlen(always) : 0) + 1;
       char *joined = malloc(n);
@@ -670,7 +669,7 @@ static cJSON *init_container(const struct mutation *m) {
       }
       snprintf(joined, n, "%s%s%s", v != NULL ? v : "", v != NULL && always != NULL ? "," : "",
                always != NULL ? always : "");
-      json_append(args, cJSON_CreateString(kFlags[i][1]));
+      json_append(args, cJSON_CreateString(flag));
       json_append(args, cJSON_CreateString(joined));
       free(joined);
     }

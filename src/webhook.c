@@ -49,6 +49,7 @@ static bool reload_op(void *arg, bool dry_run, char *msg, size_t msg_len) {
   return certload_reload(wh->rt, dry_run, msg, msg_len) != CERTLOAD_REFUSED;
 }
 
+/* The contexts in use: for certwatch's expiry warnings, and for each HTTPS handshake. */
 static struct tls_contexts *current_op(void *arg) {
   struct webhook *wh = arg;
   return runtime_tls_acquire(wh->rt);
@@ -102,11 +103,6 @@ static const struct http_route kRoutes[] = {
     {"/ready", false, HTTP_ROUTE_GET, handle_ready},
     {"/metrics", false, HTTP_ROUTE_GET, handle_metrics},
 };
-
-static struct tls_contexts *serving_contexts(void *arg) {
-  struct webhook *wh = arg;
-  return runtime_tls_acquire(wh->rt);
-}
 
 static void stop(struct webhook *wh) {
   atomic_store(&wh->rt->state, RUNTIME_STOPPED);
@@ -166,7 +162,7 @@ static int serve(struct webhook *wh, const struct webhook_options *opts) {
       .routes = kRoutes,
       .route_count = sizeof(kRoutes) / sizeof(kRoutes[0]),
       .limits = kWebhookLimits,
-      .tls = serving_contexts,
+      .tls = current_op,
       .arg = wh,
   };
   char err[400];
