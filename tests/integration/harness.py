@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import unittest
 import urllib.request
 
 MTLSD = os.environ.get("MTLSD_BIN", "mtlsd")
@@ -293,6 +294,15 @@ class Mtlsd:
                     raise AssertionError(f"{self.name}: sanitizer report in {path}:\n{text[-6000:]}")
 
 
+def prom_value(text, series):
+    """The value of SERIES ('name{label="v"}', exactly as exposed) in the Prometheus text
+    TEXT; raises when it is not there."""
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no series {series} in:\n{text}")
+
+
 def http_get(url, timeout=5.0, method="GET", data=None):
     """(status, headers, body) of a request to the admin port."""
     req = urllib.request.Request(url, method=method, data=data)
@@ -467,6 +477,55 @@ def delete_netns(names):
     """Deletes the network namespaces NAMES, those that exist; their veth ends go too."""
     for name in names:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+class PodPairCase(unittest.TestCase):
+    """A test class over two pods, "a" and "b": network namespaces joined by a veth
+    (make_pod_pair), named after this process with NS_PREFIX and VETH_PREFIX and given
+    ADDRS. setUpClass makes them, then runs the class's start_pods; tearDownClass runs its
+    stop_pods (which returns the errors it saw, and must cope with a half-made setup), then
+    deletes the namespaces and the temporary directory, and fails with the errors."""
+
+    NS_PREFIX = "mtlsd-"
+    VETH_PREFIX = "mv"
+    ADDRS = {}
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = TempDir()
+        cls.tmp = cls._tmp.__enter__()
+        os.chmod(cls.tmp, 0o755)
+        tag = str(os.getpid() % 100000)
+        cls.ns = {pod: f"{cls.NS_PREFIX}{pod}-{tag}" for pod in "ab"}
+        cls.veth = {pod: f"{cls.VETH_PREFIX}{pod}{tag}" for pod in "ab"}
+        cls.procs = []
+        try:
+            make_pod_pair(cls.ns, cls.veth, cls.ADDRS)
+            cls.start_pods()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def start_pods(cls):
+        pass
+
+    @classmethod
+    def stop_pods(cls):
+        return []
+
+    @classmethod
+    def tearDownClass(cls):
+        errors = cls.stop_pods()
+        delete_netns(getattr(cls, "ns", {}).values())
+        if hasattr(cls, "_tmp"):
+            cls._tmp.__exit__(None, None, None)
+        if errors:
+            raise AssertionError("\n".join(errors))
+
+    @classmethod
+    def netns(cls, pod, *args):
+        return ["ip", "netns", "exec", cls.ns[pod], *args]
 
 
 class TempDir:

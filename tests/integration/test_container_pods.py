@@ -17,7 +17,7 @@ import sys
 import time
 import unittest
 
-from harness import Pki, TempDir, delete_netns, make_pod_pair, sh, spiffe, wait_until
+from harness import Pki, PodPairCase, sh, spiffe, wait_until
 from image import RUN_LIMITS, TAG, ensure_image, podman
 
 PROXY_GID = 1337
@@ -104,33 +104,17 @@ def read_set(cert_dir):
     return files
 
 
-class ContainerPodsTest(unittest.TestCase):
+class ContainerPodsTest(PodPairCase):
+    NS_PREFIX = "mtlsd-c"
+    VETH_PREFIX = "cv"
+    ADDRS = {"a": [f"{A4}/24"], "b": [f"{B4}/24"]}
+
     @classmethod
     def setUpClass(cls):
         ensure_image()
-        cls._tmp = TempDir()
-        cls.tmp = cls._tmp.__enter__()
-        os.chmod(cls.tmp, 0o755)
-        tag = str(os.getpid() % 100000)
-        cls.ns = {"a": f"mtlsd-ca-{tag}", "b": f"mtlsd-cb-{tag}"}
-        cls.veth = {"a": f"cva{tag}", "b": f"cvb{tag}"}
         cls.ip = {"a": A4, "b": B4}
         cls.containers = []
-        cls.procs = []
-        try:
-            cls.make_pods()
-            cls.start_pods()
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def make_pods(cls):
-        make_pod_pair(cls.ns, cls.veth, {pod: [f"{cls.ip[pod]}/24"] for pod in "ab"})
-
-    @classmethod
-    def netns(cls, pod, *args):
-        return ["ip", "netns", "exec", cls.ns[pod], *args]
+        super().setUpClass()
 
     @classmethod
     def start_pods(cls):
@@ -178,7 +162,7 @@ class ContainerPodsTest(unittest.TestCase):
         return r.stdout
 
     @classmethod
-    def tearDownClass(cls):
+    def stop_pods(cls):
         errors = []
         for name in getattr(cls, "containers", []):
             logs = podman("logs", name, check=False)
@@ -190,11 +174,7 @@ class ContainerPodsTest(unittest.TestCase):
         for p in getattr(cls, "procs", []):
             p.kill()
             p.wait(timeout=10)
-        delete_netns(getattr(cls, "ns", {}).values())
-        if hasattr(cls, "_tmp"):
-            cls._tmp.__exit__(None, None, None)
-        if errors:
-            raise AssertionError("\n".join(errors))
+        return errors
 
     def open_client(self):
         p = subprocess.Popen(self.netns("a", sys.executable, self.client_py, B4, str(ECHO_PORT)),

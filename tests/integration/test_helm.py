@@ -21,6 +21,7 @@ import unittest
 
 from crd_fields import CRD_FIELDS, check_crd
 from harness import MTLSD, Mtlsd, Pki, TempDir, free_port, http_get, listening_ports, wait_until
+from test_inject import yaml_docs
 
 TOP = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHART = os.path.join(TOP, "helm", "mtlsd")
@@ -49,16 +50,6 @@ def helm(*args, check=True):
         raise AssertionError(f"{HELM} is missing: tests/run.sh unpacks it from npm")
     return subprocess.run([HELM, *args], capture_output=True, text=True, timeout=120,
                           check=check)
-
-
-def yaml_docs(text):
-    r = subprocess.run([DEBIAN_PYTHON, "-c",
-                        "import json, sys, yaml; "
-                        "print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"],
-                       input=text, capture_output=True, text=True, timeout=60)
-    if r.returncode != 0:
-        raise AssertionError(f"the rendering is not YAML:\n{r.stderr}")
-    return json.loads(r.stdout)
 
 
 def render(*values):

@@ -13,15 +13,8 @@ import subprocess
 import time
 import unittest
 
-from harness import (Backend, Mtlsd, Pki, TempDir, client_context, free_port, http_get, spiffe,
-                     tls_echo, wait_until)
-
-
-def metric(text, series):
-    for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.split()[-1])
-    return 0.0
+from harness import (Backend, Mtlsd, Pki, TempDir, client_context, free_port, http_get,
+                     prom_value, spiffe, tls_echo, wait_until)
 
 
 class HostilePeerTest(unittest.TestCase):
@@ -54,7 +47,7 @@ class HostilePeerTest(unittest.TestCase):
         return http_get(f"http://127.0.0.1:{self.admin}/metrics")[2].decode()
 
     def open_fds(self):
-        return metric(self.metrics(), "process_open_fds")
+        return prom_value(self.metrics(), "process_open_fds")
 
     def assert_still_serving(self):
         self.assertEqual(tls_echo(self.port, client_context(self.client), b"honest"), b"honest")
@@ -118,7 +111,7 @@ class HostilePeerTest(unittest.TestCase):
         self.assertEqual(data, b"bytewise")
 
     def test_an_oversized_record_is_refused(self):
-        before = metric(self.metrics(), 'mtlsd_handshake_failures_total{listener="in",'
+        before = prom_value(self.metrics(), 'mtlsd_handshake_failures_total{listener="in",'
                                         'reason="protocol"}')
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
             # A handshake record announcing 65535 bytes: past TLS's 16 KiB + 2 KiB limit.
@@ -129,7 +122,7 @@ class HostilePeerTest(unittest.TestCase):
                     pass
             except ConnectionResetError:
                 pass
-        wait_until(lambda: metric(self.metrics(), 'mtlsd_handshake_failures_total{listener="in",'
+        wait_until(lambda: prom_value(self.metrics(), 'mtlsd_handshake_failures_total{listener="in",'
                                                   'reason="protocol"}') > before,
                    timeout=10, what="the refusal counted")
         self.assert_still_serving()

@@ -14,8 +14,7 @@ import sys
 import time
 import unittest
 
-from harness import MTLSD, Mtlsd, Pki, TempDir, delete_netns, make_pod_pair, sh, spiffe, \
-    wait_until
+from harness import MTLSD, Mtlsd, Pki, PodPairCase, sh, spiffe, wait_until
 
 PROXY_UID = 1337
 A4, B4 = "198.51.100.1", "198.51.100.2"
@@ -87,7 +86,11 @@ except (OSError, ssl.SSLError) as e:
 
 
 
-class TwoPodsTest(unittest.TestCase):
+class TwoPodsTest(PodPairCase):
+    NS_PREFIX = "mtlsd-"
+    VETH_PREFIX = "mv"
+    ADDRS = {"a": [f"{A4}/24", f"{A6}/64"], "b": [f"{B4}/24", f"{B6}/64"]}
+
     @classmethod
     def setUpClass(cls):
         missing = [t for t in ("ip", "iptables", "ip6tables", "tcpdump", "setpriv")
@@ -97,28 +100,7 @@ class TwoPodsTest(unittest.TestCase):
                 "MTLSD_ALLOW_SKIP") else AssertionError(
                 f"the two-pod test needs root and {missing or 'nothing else'} "
                 "(tests/run.sh installs them; MTLSD_ALLOW_SKIP=1 skips instead)")
-        cls._tmp = TempDir()
-        cls.tmp = cls._tmp.__enter__()
-        os.chmod(cls.tmp, 0o755)
-        tag = str(os.getpid() % 100000)
-        cls.ns = {"a": f"mtlsd-a-{tag}", "b": f"mtlsd-b-{tag}"}
-        cls.veth = {"a": f"mva{tag}", "b": f"mvb{tag}"}
-        cls.procs = []
-        try:
-            cls.make_pods()
-            cls.start_pods()
-        except BaseException:
-            cls.tearDownClass()
-            raise
-
-    @classmethod
-    def make_pods(cls):
-        make_pod_pair(cls.ns, cls.veth,
-                      {"a": [f"{A4}/24", f"{A6}/64"], "b": [f"{B4}/24", f"{B6}/64"]})
-
-    @classmethod
-    def netns(cls, pod, *args):
-        return ["ip", "netns", "exec", cls.ns[pod], *args]
+        super().setUpClass()
 
     @classmethod
     def as_proxy(cls, pod, *args):
@@ -177,13 +159,13 @@ class TwoPodsTest(unittest.TestCase):
             m = Mtlsd(cls.tmp, cfg, name=f"sidecar-{pod}", prefix=cls.as_proxy(pod))
             cls.procs.append(m)
             cls.sidecar[pod] = m
-        for m in cls.procs:
+        for m in getattr(cls, "procs", []):
             m.wait_listening()
         wait_until(lambda: sh(*cls.netns("b", "ss", "-ltn"), check=False).stdout.count(
             f":{APP_PORT}") >= 2, what="the app in pod B")
 
     @classmethod
-    def tearDownClass(cls):
+    def stop_pods(cls):
         errors = []
         for m in getattr(cls, "procs", []):
             try:
@@ -196,11 +178,7 @@ class TwoPodsTest(unittest.TestCase):
         if app is not None:
             app.kill()
             app.wait(timeout=10)
-        delete_netns(getattr(cls, "ns", {}).values())
-        if hasattr(cls, "_tmp"):
-            cls._tmp.__exit__(None, None, None)
-        if errors:
-            raise AssertionError("\n".join(errors))
+        return errors
 
     # ---- helpers ----
 

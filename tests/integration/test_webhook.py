@@ -20,7 +20,7 @@ import threading
 import time
 import unittest
 
-from harness import (MTLSD, Mtlsd, Pki, TempDir, free_port, listening_ports, run,
+from harness import (MTLSD, Mtlsd, Pki, TempDir, free_port, listening_ports, prom_value, run,
                      wait_until)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -163,12 +163,6 @@ class WebhookBase(unittest.TestCase):
         status, body = self.request("GET", "/metrics")
         self.assertEqual(status, 200)
         return body.decode()
-
-    def metric(self, text, series):
-        for line in text.splitlines():
-            if line.startswith(series + " "):
-                return float(line.split()[-1])
-        raise AssertionError(f"no series {series} in:\n{text}")
 
 
 class WebhookTest(WebhookBase):
@@ -365,9 +359,9 @@ class WebhookTest(WebhookBase):
 
     def test_keep_alive_and_metrics(self):
         before = self.metrics()
-        injected = self.metric(before, 'mtlsd_injections_total{result="injected"}')
-        failed = self.metric(before, 'mtlsd_injections_total{result="failed"}')
-        count = self.metric(before, "mtlsd_webhook_request_duration_seconds_count")
+        injected = prom_value(before, 'mtlsd_injections_total{result="injected"}')
+        failed = prom_value(before, 'mtlsd_injections_total{result="failed"}')
+        count = prom_value(before, "mtlsd_webhook_request_duration_seconds_count")
         conn = self.connection()
         try:
             for _ in range(3):
@@ -377,13 +371,13 @@ class WebhookTest(WebhookBase):
         finally:
             conn.close()
         after = self.metrics()
-        self.assertEqual(self.metric(after, 'mtlsd_injections_total{result="injected"}'),
+        self.assertEqual(prom_value(after, 'mtlsd_injections_total{result="injected"}'),
                          injected + 3)
-        self.assertEqual(self.metric(after, 'mtlsd_injections_total{result="failed"}'), failed + 1)
-        self.assertEqual(self.metric(after, "mtlsd_webhook_request_duration_seconds_count"),
+        self.assertEqual(prom_value(after, 'mtlsd_injections_total{result="failed"}'), failed + 1)
+        self.assertEqual(prom_value(after, "mtlsd_webhook_request_duration_seconds_count"),
                          count + 4)
-        self.assertEqual(self.metric(after, "mtlsd_cert_generation"), 1)
-        self.assertGreater(self.metric(after, "mtlsd_cert_expiry_timestamp_seconds"), time.time())
+        self.assertEqual(prom_value(after, "mtlsd_cert_generation"), 1)
+        self.assertGreater(prom_value(after, "mtlsd_cert_expiry_timestamp_seconds"), time.time())
         self.assertNotIn("mtlsd_connections_total", after)
         promtool = shutil.which("promtool")
         if promtool:
@@ -437,7 +431,7 @@ class WebhookCertTest(WebhookBase):
             tmp_key = os.path.join(self.certs, "tls.key.tmp")
             shutil.copy(os.path.join(other, "tls.key"), tmp_key)
             os.rename(tmp_key, os.path.join(self.certs, "tls.key"))
-            wait_until(lambda: self.metric(self.metrics(),
+            wait_until(lambda: prom_value(self.metrics(),
                                            'mtlsd_cert_reloads_total{result="failed"}') >= 1,
                        timeout=15, what="the bad set refused")
             self.assertEqual(self.fingerprint(), first)
@@ -456,7 +450,7 @@ class WebhookCertTest(WebhookBase):
                 t.join(timeout=30)
         self.assertEqual(errors, [])
         self.assertGreater(done[0], 50)
-        self.assertEqual(self.metric(self.metrics(), "mtlsd_cert_generation"), 2)
+        self.assertEqual(prom_value(self.metrics(), "mtlsd_cert_generation"), 2)
 
 
 class WebhookLifecycleTest(unittest.TestCase):
