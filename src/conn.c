@@ -480,7 +480,9 @@ static void on_attempt_closed(uv_handle_t *handle) {
 }
 
 static void connect_check(struct conn *c) {
-  if (dialer_connect_result(&c->dial, c->up.xprt.fd)) {
+  enum connect_outcome outcome = dialer_connect_result(&c->dial, c->up.xprt.fd);
+  if (outcome != CONNECT_FAILED) {
+    c->up.xprt.peer_reset = outcome == CONNECT_OK_THEN_RESET;
     connected(c);
     return;
   }

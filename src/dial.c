@@ -202,18 +202,22 @@ int dialer_next(struct dialer *d) {
   return -1;
 }
 
-bool dialer_connect_result(struct dialer *d, int fd) {
+enum connect_outcome dialer_connect_result(struct dialer *d, int fd) {
   int err = 0;
   socklen_t len = sizeof(err);
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
     err = errno;
   }
   if (err == 0) {
-    return true;
+    return CONNECT_OK;
+  }
+  /* A reset that refuses a connect reads as ECONNREFUSED: this one came after it. */
+  if (err == ECONNRESET) {
+    return CONNECT_OK_THEN_RESET;
   }
   d->failure = classify_connect_error(err);
   LOG_DEBUGF("dial", "connect to %s: %s", d->upstream, strerror(err));
-  return false;
+  return CONNECT_FAILED;
 }
 
 void dialer_release(struct dialer *d) {

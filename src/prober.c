@@ -709,13 +709,14 @@ static void handshake_step(struct prober *p) {
   }
 }
 
-static void connected(struct prober *p) {
+static void connected(struct prober *p, bool peer_reset) {
   const struct app_probe *probe = p->probe;
   if (probe->type == APP_PROBE_TCP) {
     finish(p, true, "connected to %s:%u", p->host, p->port);
     return;
   }
   transport_init_plain(&p->xprt, p->fd);
+  p->xprt.peer_reset = peer_reset;
   if (!p->https) {
     start_exchange(p);
     return;
@@ -779,6 +780,15 @@ static void on_resolved(struct dialer *d, int status) {
   connect_next(p);
 }
 
+static void connect_check(struct prober *p) {
+  enum connect_outcome outcome = dialer_connect_result(&p->dial, p->fd);
+  if (outcome != CONNECT_FAILED) {
+    connected(p, outcome == CONNECT_OK_THEN_RESET);
+  } else {
+    close_socket(p, on_attempt_closed);
+  }
+}
+
 static void on_poll(uv_poll_t *handle, int status, int events) {
   (void)events;
   struct prober *p = handle->data;
@@ -788,11 +798,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
   }
   switch (p->state) {
     case ST_CONNECTING:
-      if (dialer_connect_result(&p->dial, p->fd)) {
-        connected(p);
-      } else {
-        close_socket(p, on_attempt_closed);
-      }
+      connect_check(p);
       return;
     case ST_HANDSHAKING:
       handshake_step(p);

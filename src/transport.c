@@ -20,7 +20,7 @@ static ssize_t plain_read(struct transport *t, void *buf, size_t cap, int *next)
       return n;
     }
     if (n == 0) {
-      return IO_EOF;
+      return t->peer_reset ? IO_ERROR : IO_EOF;
     }
     if (errno != EINTR) {
       return errno == EAGAIN || errno == EWOULDBLOCK ? IO_WANT_READ : IO_ERROR;
@@ -66,6 +66,7 @@ void transport_init_plain(struct transport *t, int fd) {
   t->ops = &kPlainOps;
   t->fd = fd;
   t->tls = NULL;
+  t->peer_reset = false;
 }
 
 /* ---- TLS ---- */
@@ -121,4 +122,5 @@ void transport_init_tls(struct transport *t, int fd, struct tls_conn *tls) {
   t->ops = &kTlsOps;
   t->fd = fd;
   t->tls = tls;
+  t->peer_reset = false;
 }

@@ -69,9 +69,19 @@ int dialer_resolve(struct dialer *d, uv_loop_t *loop, dialer_resolved_cb cb);
  * or -1 when none is left (|d->failure| says why the last one failed). */
 int dialer_next(struct dialer *d);
 
-/* dialer_connect_result classifies the outcome of the connect on |fd| (SO_ERROR):
- * true when connected; else records why in |d->failure| and returns false. */
-bool dialer_connect_result(struct dialer *d, int fd);
+/* The outcome of a non-blocking connect. */
+enum connect_outcome {
+  CONNECT_FAILED, /* |d->failure| says why. */
+  CONNECT_OK,
+  /* Connected, and reset by the peer before anyone looked: what it sent first is still
+   * there to read, but SO_ERROR, which told of the reset, has forgotten it, so the end of
+   * those bytes must be taken as a reset by whoever reads them (transport.peer_reset). */
+  CONNECT_OK_THEN_RESET,
+};
+
+/* dialer_connect_result classifies the outcome of the connect on |fd| (SO_ERROR); on
+ * CONNECT_FAILED it records why in |d->failure|. */
+enum connect_outcome dialer_connect_result(struct dialer *d, int fd);
 
 /* dialer_release frees the resolver's list; the resolver must not be pending. */
 void dialer_release(struct dialer *d);

@@ -42,6 +42,9 @@ struct transport {
   const struct transport_ops *ops;
   int fd;
   struct tls_conn *tls; /* For the TLS implementation; NULL on plain TCP. */
+  /* Plain TCP: the peer reset the stream, learnt before its bytes were read (see
+   * CONNECT_OK_THEN_RESET), so their end is an error, not an end of stream. */
+  bool peer_reset;
 };
 
 /* transport_init_plain makes |t| plain TCP over the connected socket |fd|. */

@@ -1,11 +1,15 @@
 /* The plain transport over a socketpair, and the relay over two of them: what the
  * transport reports (bytes, WANT, EOF, the drained hint), and that the relay moves bytes
  * both ways, passes half-close on and stops reading when its destination is full. */
+#include "mtlsd/dial.h"
 #include "mtlsd/relay.h"
 #include "mtlsd/transport.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -185,7 +189,42 @@ TEST(relay_error_names_the_transport) {
   fixture_free(&f);
 }
 
+/* An upstream that accepts, writes and resets before the connect's outcome is looked at
+ * (a loaded worker): the connect succeeded, its bytes are still read, and their end is a
+ * reset, not an end of stream that would pass a truncated response off as complete. */
+TEST(connect_then_reset_keeps_bytes_and_reset) {
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(addr);
+  CHECK(bind(listener, (struct sockaddr *)&addr, len) == 0 && listen(listener, 1) == 0);
+  CHECK(getsockname(listener, (struct sockaddr *)&addr, &len) == 0);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  CHECK(connect(fd, (struct sockaddr *)&addr, len) == 0 || errno == EINPROGRESS);
+  int accepted = accept4(listener, NULL, NULL, SOCK_CLOEXEC);
+  CHECK(accepted >= 0 && write(accepted, "partial", 7) == 7);
+  struct linger reset = {.l_onoff = 1, .l_linger = 0};
+  CHECK(setsockopt(accepted, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) == 0);
+  close(accepted);
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  for (int i = 0; i < 100 && !(pfd.revents & (POLLERR | POLLHUP)); i++) {
+    CHECK(poll(&pfd, 1, 20) >= 0);
+  }
+  struct dialer d = {.upstream = "127.0.0.1"};
+  CHECK_INTEQ(dialer_connect_result(&d, fd), CONNECT_OK_THEN_RESET);
+  struct transport t;
+  transport_init_plain(&t, fd);
+  t.peer_reset = true;
+  char buf[64];
+  int next;
+  CHECK_INTEQ(transport_read(&t, buf, sizeof(buf), &next), 7);
+  CHECK(memcmp(buf, "partial", 7) == 0);
+  CHECK_INTEQ(transport_read(&t, buf, sizeof(buf), &next), IO_ERROR);
+  close(fd);
+  close(listener);
+}
+
 TEST_MAIN(TEST_ENTRY(plain_read_write_eof), TEST_ENTRY(plain_write_full_socket_wants_write),
           TEST_ENTRY(relay_moves_bytes_and_half_close),
           TEST_ENTRY(relay_backpressure_stops_reading), TEST_ENTRY(relay_queued_bytes_go_first),
-          TEST_ENTRY(relay_error_names_the_transport))
+          TEST_ENTRY(relay_error_names_the_transport),
+          TEST_ENTRY(connect_then_reset_keeps_bytes_and_reset))
