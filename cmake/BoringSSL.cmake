@@ -54,6 +54,11 @@ if(MTLSD_BORINGSSL STREQUAL "source")
   # Function and data sections let the linker drop what mtlsd never calls (DTLS, ECH,
   # legacy ciphers): a smaller binary and fewer resident pages in every pod.
   set(_bssl_opts -O2 -fvisibility=hidden -fno-common -ffunction-sections -fdata-sections -w)
+  # Except ThreadSanitizer: the TLS contexts are shared by the workers, and references
+  # taken and dropped in code it cannot see would read as races in mtlsd's.
+  if(MTLSD_SANITIZE MATCHES "thread")
+    list(APPEND _bssl_opts -fsanitize=thread)
+  endif()
 
   add_library(bssl_crypto STATIC ${crypto_sources} ${_asm})
   add_library(bssl_ssl STATIC ${ssl_sources})

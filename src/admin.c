@@ -137,6 +137,8 @@ static void handle_server_info(struct http_exchange *x, void *arg) {
   cJSON_AddNumberToObject(root, "uptime_seconds", (double)(uptime > 0 ? uptime : 0));
   cJSON_AddStringToObject(root, "start_time", started);
   cJSON_AddNumberToObject(root, "workers", (double)rt->cfg->workers);
+  /* limits.max_connections as the open files limit lets it be (runtime_fit_descriptors). */
+  cJSON_AddNumberToObject(root, "max_connections", (double)rt->max_connections);
   cJSON_AddStringToObject(root, "state", runtime_draining(rt) ? "draining" : "live");
   cJSON *sandbox = cJSON_AddObjectToObject(root, "sandbox");
   cJSON_AddBoolToObject(sandbox, "active", rt->sandbox.seccomp);

@@ -613,13 +613,14 @@ static void refuse(struct conn_listener *l, int fd, enum refusal why) {
   close(fd);
 }
 
-/* Takes the slots a new connection on |l| needs: one of limits.max_connections, one of
+/* Takes the slots a new connection on |l| needs: one of the runtime's max_connections (as
+ * many as limits.max_connections and the descriptor limit allow), one of
  * the listener's max_connections, and one of its limits.max_handshaking until its
  * handshake completes. Takes nothing and returns false when any is used up. */
 static bool take_slots(struct runtime *rt, struct conn_listener *l) {
   const struct config *cfg = rt->cfg;
   unsigned active = atomic_fetch_add_explicit(&rt->active_connections, 1, memory_order_relaxed);
-  if (active >= cfg->limits.max_connections) {
+  if (active >= rt->max_connections) {
     goto undo_global;
   }
   unsigned mine = atomic_fetch_add_explicit(&l->load->active, 1, memory_order_relaxed);

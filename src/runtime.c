@@ -3,9 +3,11 @@
 
 #include <stdatomic.h>
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "mtlsd/log.h"
@@ -16,6 +18,7 @@ struct runtime *runtime_new(const struct config *cfg) {
     return NULL;
   }
   rt->cfg = cfg;
+  rt->max_connections = cfg->limits.max_connections;
   rt->start_time = time(NULL);
   pthread_mutex_init(&rt->tls_lock, NULL);
   rt->stats = stats_new(cfg);
@@ -77,6 +80,48 @@ void runtime_last_reload(struct runtime *rt, struct runtime_reload *out) {
   pthread_mutex_lock(&rt->tls_lock);
   *out = rt->last_reload;
   pthread_mutex_unlock(&rt->tls_lock);
+}
+
+/* Descriptors kept for what is not a proxied connection: the admin and health ports'
+ * callers, application probes, DNS, certificate and log files. */
+enum { RESERVED_DESCRIPTORS = 64 };
+
+static unsigned open_descriptors(void) {
+  DIR *d = opendir("/proc/self/fd");
+  if (d == NULL) {
+    return 0;
+  }
+  unsigned n = 0;
+  for (struct dirent *e; (e = readdir(d)) != NULL;) {
+    n += e->d_name[0] != '.';
+  }
+  closedir(d);
+  return n > 0 ? n - 1 : 0; /* Not the directory's own. */
+}
+
+void runtime_fit_descriptors(struct runtime *rt) {
+  struct rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    return;
+  }
+  if (lim.rlim_cur < lim.rlim_max) {
+    struct rlimit raised = {lim.rlim_max, lim.rlim_max};
+    if (setrlimit(RLIMIT_NOFILE, &raised) == 0) {
+      lim = raised;
+    }
+  }
+  rlim_t used = (rlim_t)open_descriptors() + RESERVED_DESCRIPTORS;
+  rlim_t fit = lim.rlim_cur > used ? (lim.rlim_cur - used) / 2 : 0;
+  if (lim.rlim_cur == RLIM_INFINITY || fit >= rt->max_connections) {
+    return;
+  }
+  unsigned wanted = rt->max_connections;
+  rt->max_connections = fit > 0 ? (unsigned)fit : 1;
+  log_write(LOG_WARN, "runtime",
+            "the open files limit (ulimit -n %llu) holds %u connections, fewer than "
+            "limits.max_connections (%u): more are refused; raise the limit (the container "
+            "runtime's nofile) to serve them",
+            (unsigned long long)lim.rlim_cur, rt->max_connections, wanted);
 }
 
 bool runtime_confine(struct runtime *rt) {

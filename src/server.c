@@ -233,6 +233,7 @@ int server_run(const struct config *cfg) {
     }
   }
   srv->certwatch = certwatch_start(&srv->loop, &cfg->certs, &kCertwatchOps, srv);
+  runtime_fit_descriptors(rt);
   /* Everything is bound and no other thread runs yet: what the workers inherit is the
    * confined process. */
   if (!runtime_confine(rt)) {

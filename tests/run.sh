@@ -3,8 +3,10 @@
 # pinned BoringSSL, checks formatting and the layering of the modules, builds mtlsd with
 # gcc (warnings as errors), builds it again with clang under AddressSanitizer and
 # UndefinedBehaviorSanitizer, runs clang-tidy over the sources, runs the whole ctest suite
-# against the sanitized build, and runs the libFuzzer drivers, built in a tree of their
-# own (so that the binary the integration tests drive carries no fuzzer instrumentation).
+# against the sanitized build (the soak's short form among it), runs the libFuzzer
+# drivers, built in a tree of their own (so that the binary the integration tests drive
+# carries no fuzzer instrumentation), and runs the multi-worker tests under
+# ThreadSanitizer.
 #
 # Usage: tests/run.sh [extra ctest arguments, e.g. -R unit]
 set -euo pipefail
@@ -76,4 +78,12 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 ctest --test-dir build/asan --output-on-failure -j "$jobs" "$@"
 if [[ $# -eq 0 ]]; then
   ctest --test-dir build/fuzz --output-on-failure -j "$jobs" -L fuzz
+
+  # ThreadSanitizer, BoringSSL included (cmake/BoringSSL.cmake), over the paths where the
+  # workers share state; only the binary is built in this tree.
+  echo "== ThreadSanitizer build and the multi-worker tests"
+  cmake -S . -B build/tsan -G Ninja -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DCMAKE_BUILD_TYPE=Debug -DMTLSD_SANITIZE=thread >/dev/null
+  cmake --build build/tsan -j "$jobs" --target mtlsd
+  ctest --test-dir build/tsan --output-on-failure -L tsan
 fi

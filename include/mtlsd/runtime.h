@@ -43,11 +43,14 @@ struct runtime {
   int64_t start_time;                  /* Unix seconds. */
   unsigned worker_count;               /* Workers serving; set before the state is LIVE. */
   struct listener_load *listener_load; /* [listener]: workers. */
-  _Atomic unsigned active_connections; /* Across workers, for limits.max_connections. */
-  _Atomic int state;                   /* enum runtime_state: the server. */
-  _Atomic unsigned workers_serving;    /* Workers whose listeners are all watched. */
-  _Atomic unsigned workers_failed;     /* Workers that could not start serving. */
-  _Atomic unsigned workers_drained;    /* Workers with no connection left in a drain. */
+  _Atomic unsigned active_connections; /* Across workers, for max_connections. */
+  /* limits.max_connections, or fewer when the descriptor limit cannot hold that many
+   * (runtime_fit_descriptors); set before the state is LIVE. */
+  unsigned max_connections;
+  _Atomic int state;                /* enum runtime_state: the server. */
+  _Atomic unsigned workers_serving; /* Workers whose listeners are all watched. */
+  _Atomic unsigned workers_failed;  /* Workers that could not start serving. */
+  _Atomic unsigned workers_drained; /* Workers with no connection left in a drain. */
   /* Transparent listeners: whether the last attempt to read an original destination
    * failed (iptables or conntrack missing), which /ready reports until one succeeds. */
   _Atomic int original_dst_broken;
@@ -97,6 +100,16 @@ static inline bool runtime_draining(const struct runtime *rt) {
   int state = atomic_load(&rt->state);
   return state == RUNTIME_DRAINING || state == RUNTIME_STOPPED;
 }
+
+/* runtime_fit_descriptors raises the soft limit on open files to the hard one (as Go's
+ * runtime does: the soft limit only protects select(), which mtlsd never calls) and
+ * lowers |rt->max_connections| to what the descriptors left can hold, two per
+ * connection, after those open now and a reserve for the admin and health ports, probes,
+ * DNS and certificate reads. A connection over it is then refused at once and counted
+ * (reason limit) instead of being accepted and failing for want of an upstream socket.
+ * Logs a warning naming the limit when it is lowered. Call once every socket is bound,
+ * before the workers start. */
+void runtime_fit_descriptors(struct runtime *rt);
 
 /* runtime_confine enters the sandbox when |rt->cfg| asks for it (call it once, while the
  * process has one thread), records what was put in place for /server_info and

@@ -11,6 +11,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import ssl
@@ -149,6 +150,57 @@ class Pki:
             args += ["--dns", d]
         run(args + list(extra))
         return out
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def cert_files(cert_dir, ca=None):
+    """The three files of an issued leaf; CA replaces its ca.crt (bytes)."""
+    return {
+        "tls.crt": read(os.path.join(cert_dir, "tls.crt")),
+        "tls.key": read(os.path.join(cert_dir, "tls.key")),
+        "ca.crt": ca if ca is not None else read(os.path.join(cert_dir, "ca.crt")),
+    }
+
+
+class AtomicWriter:
+    """What the kubelet does to a Secret volume: every update goes to a new timestamped
+    directory, a `..data_tmp` symlink to it is renamed over `..data`, the visible names
+    are symlinks through `..data`, and the previous timestamped directory is removed."""
+
+    def __init__(self, target):
+        self.target = target
+        os.makedirs(target, exist_ok=True)
+        self.current = None
+        self.count = 0
+
+    def write(self, files):
+        """Publishes FILES ({name: bytes}); returns time.monotonic() right after the
+        rename that makes them visible."""
+        self.count += 1
+        now = time.time()
+        ts = time.strftime("..%Y_%m_%d_%H_%M_%S", time.gmtime(now))
+        ts += ".%09d" % ((int(now * 1e9) + self.count) % 1000000000)
+        ts_dir = os.path.join(self.target, ts)
+        os.mkdir(ts_dir, 0o755)
+        for name, data in files.items():
+            with open(os.path.join(ts_dir, name), "wb") as f:
+                f.write(data)
+        tmp = os.path.join(self.target, "..data_tmp")
+        os.symlink(ts, tmp)
+        os.rename(tmp, os.path.join(self.target, "..data"))
+        swapped = time.monotonic()
+        for name in files:
+            link = os.path.join(self.target, name)
+            if not os.path.lexists(link):
+                os.symlink(os.path.join("..data", name), link)
+        if self.current is not None:
+            shutil.rmtree(os.path.join(self.target, self.current))
+        self.current = ts
+        return swapped
 
 
 def client_context(cert_dir=None, ca_file=None, verify=True):
@@ -425,11 +477,17 @@ def recv_all(sock, limit=1 << 30, timeout=30.0):
 
 
 def two_sidecars(workdir, pki, backend_port, out_extra=None, in_extra=None, limits=None,
-                 client_sa="client", server_sa="server", allow=None, workers=1):
+                 client_sa="client", server_sa="server", allow=None, workers=1,
+                 cert_dirs=None, in_workers=None):
     """Starts an outbound sidecar (pod A, identity CLIENT_SA) and an inbound sidecar (pod B,
-    identity SERVER_SA) forwarding to BACKEND_PORT. Returns (outbound, inbound, out_port)."""
-    a_dir = pki.issue(f"pod-{client_sa}", spiffe(client_sa))
-    b_dir = pki.issue(f"pod-{server_sa}", spiffe(server_sa))
+    identity SERVER_SA, on IN_WORKERS workers, else WORKERS) forwarding to BACKEND_PORT,
+    with certificates PKI issues, or from CERT_DIRS (pod A's, pod B's). Returns (outbound,
+    inbound, out_port)."""
+    if cert_dirs:
+        a_dir, b_dir = cert_dirs
+    else:
+        a_dir = pki.issue(f"pod-{client_sa}", spiffe(client_sa))
+        b_dir = pki.issue(f"pod-{server_sa}", spiffe(server_sa))
     in_port, out_port = free_port(), free_port()
     in_listener = {"name": "inbound", "mode": "inbound", "listen": f"127.0.0.1:{in_port}",
                    "forward": f"127.0.0.1:{backend_port}",
@@ -442,7 +500,8 @@ def two_sidecars(workdir, pki, backend_port, out_extra=None, in_extra=None, limi
     if limits:
         common["limits"] = limits
     inbound = Mtlsd(workdir, dict(common, admin={"listen": f"127.0.0.1:{free_port()}"},
-                                  certs={"dir": b_dir}, listeners=[in_listener]), name="inbound")
+                                  certs={"dir": b_dir}, listeners=[in_listener],
+                                  workers=in_workers or workers), name="inbound")
     outbound = Mtlsd(workdir, dict(common, admin={"listen": f"127.0.0.1:{free_port()}"},
                                    certs={"dir": a_dir}, listeners=[out_listener]),
                      name="outbound")
@@ -477,6 +536,23 @@ def delete_netns(names):
     """Deletes the network namespaces NAMES, those that exist; their veth ends go too."""
     for name in names:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+class PkiCase(unittest.TestCase):
+    """A class of tests that share a temporary directory and a CA, with a client's and a
+    server's certificates issued (SPIFFE IDs of service accounts "client" and "server")."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = TempDir()
+        cls.tmp = cls._tmp.__enter__()
+        cls.pki = Pki(cls.tmp)
+        cls.client = cls.pki.issue("client", spiffe_id=spiffe("client"))
+        cls.server = cls.pki.issue("server", spiffe_id=spiffe("server"))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.__exit__(None, None, None)
 
 
 class PodPairCase(unittest.TestCase):

@@ -10,6 +10,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import socket
 import ssl
@@ -292,6 +293,12 @@ class AdminTest(unittest.TestCase):
             self.assertTrue(info[key], key)
         self.assertRegex(info["libuv"], r"^1\.\d+")
         self.assertEqual(info["workers"], 2)
+        # limits.max_connections (16384), or what the open files limit holds, two each.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard >= 2 * 16384 + 256:
+            self.assertEqual(info["max_connections"], 16384)
+        else:
+            self.assertLess(abs(info["max_connections"] - (hard // 2 - 64)), 64, hard)
         self.assertEqual(info["state"], "live")
         self.assertGreaterEqual(info["uptime_seconds"], 0)
 

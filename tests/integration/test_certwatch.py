@@ -10,7 +10,6 @@ them; a 404 or a refused connection skips just that sub-check.
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
 import statistics
@@ -19,8 +18,8 @@ import threading
 import time
 import unittest
 
-from harness import (Backend, Mtlsd, Pki, TempDir, client_context, free_port, http_get,
-                     spiffe, wait_until)
+from harness import (AtomicWriter, Backend, Mtlsd, Pki, TempDir, cert_files, client_context,
+                     free_port, http_get, read, spiffe, wait_until)
 
 POLL_INTERVAL = "1s"
 # SPEC: every new handshake uses a new set within one second of the last file write.
@@ -32,11 +31,6 @@ FAILURE_VISIBLE_S = 5.0
 
 # ---- certificate files ----
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def leaf_der(pem):
     """The DER of the first certificate in PEM bytes (the leaf of a tls.crt)."""
     m = re.search(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", pem, re.S)
@@ -45,54 +39,8 @@ def leaf_der(pem):
     return ssl.PEM_cert_to_DER_cert(m.group(0).decode())
 
 
-def cert_files(cert_dir, ca=None):
-    """The three files of an issued leaf; CA replaces its ca.crt (bytes)."""
-    return {
-        "tls.crt": read(os.path.join(cert_dir, "tls.crt")),
-        "tls.key": read(os.path.join(cert_dir, "tls.key")),
-        "ca.crt": ca if ca is not None else read(os.path.join(cert_dir, "ca.crt")),
-    }
-
-
 def utc(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
-
-
-class AtomicWriter:
-    """What the kubelet does to a Secret volume: every update goes to a new timestamped
-    directory, a `..data_tmp` symlink to it is renamed over `..data`, the visible names
-    are symlinks through `..data`, and the previous timestamped directory is removed."""
-
-    def __init__(self, target):
-        self.target = target
-        os.makedirs(target, exist_ok=True)
-        self.current = None
-        self.count = 0
-
-    def write(self, files):
-        """Publishes FILES ({name: bytes}); returns time.monotonic() right after the
-        rename that makes them visible."""
-        self.count += 1
-        now = time.time()
-        ts = time.strftime("..%Y_%m_%d_%H_%M_%S", time.gmtime(now))
-        ts += ".%09d" % ((int(now * 1e9) + self.count) % 1000000000)
-        ts_dir = os.path.join(self.target, ts)
-        os.mkdir(ts_dir, 0o755)
-        for name, data in files.items():
-            with open(os.path.join(ts_dir, name), "wb") as f:
-                f.write(data)
-        tmp = os.path.join(self.target, "..data_tmp")
-        os.symlink(ts, tmp)
-        os.rename(tmp, os.path.join(self.target, "..data"))
-        swapped = time.monotonic()
-        for name in files:
-            link = os.path.join(self.target, name)
-            if not os.path.lexists(link):
-                os.symlink(os.path.join("..data", name), link)
-        if self.current is not None:
-            shutil.rmtree(os.path.join(self.target, self.current))
-        self.current = ts
-        return swapped
 
 
 def write_in_place(path, data):

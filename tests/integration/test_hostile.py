@@ -13,24 +13,21 @@ import subprocess
 import time
 import unittest
 
-from harness import (Backend, Mtlsd, Pki, TempDir, client_context, free_port, http_get,
+from harness import (Backend, Mtlsd, PkiCase, TempDir, client_context, free_port, http_get,
                      prom_value, spiffe, tls_echo, wait_until)
 
 
-class HostilePeerTest(unittest.TestCase):
+class HostilePeerTest(PkiCase):
     @classmethod
     def setUpClass(cls):
-        cls._tmp = TempDir()
-        cls.tmp = cls._tmp.__enter__()
-        cls.pki = Pki(cls.tmp)
-        cls.client = cls.pki.issue("client", spiffe_id=spiffe("client"))
+        super().setUpClass()
         cls.backend = Backend()
         cls.port = free_port()
         cls.admin = free_port()
         cls.m = Mtlsd(cls.tmp, {
             "workers": 1,
             "admin": {"listen": f"127.0.0.1:{cls.admin}"},
-            "certs": {"dir": cls.pki.issue("server", spiffe_id=spiffe("server"))},
+            "certs": {"dir": cls.server},
             "limits": {"handshake_timeout": "2s"},
             "listeners": [{"name": "in", "mode": "inbound", "listen": f"127.0.0.1:{cls.port}",
                            "forward": f"127.0.0.1:{cls.backend.port}"}]}).wait_listening()
@@ -41,7 +38,7 @@ class HostilePeerTest(unittest.TestCase):
             cls.m.stop()
         finally:
             cls.backend.close()
-            cls._tmp.__exit__(None, None, None)
+            super().tearDownClass()
 
     def metrics(self):
         return http_get(f"http://127.0.0.1:{self.admin}/metrics")[2].decode()

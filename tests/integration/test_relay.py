@@ -406,15 +406,16 @@ class RelayTest(SidecarCase):
     # ---- the inbound side against real TLS clients ----
 
     def test_out_of_file_descriptors_pauses_accepting(self):
-        m, port, b = self.inbound_only(nofile=48)
+        m, port, b = self.inbound_only(nofile=72)
         a_dir = self.pki.issue("pod-a", spiffe("a"))
+        admin = m.config["admin"]["listen"].rsplit(":", 1)
         stalled = []
         try:
-            # Handshakes that never start hold descriptors until mtlsd runs out.
-            for _ in range(80):
-                s = socket.socket()
-                s.connect(("127.0.0.1", port))
-                stalled.append(s)
+            # Proxied connections are capped below the limit (runtime_fit_descriptors), but
+            # the admin port's callers, which never send a request, can still use up the
+            # rest: accepting then pauses, on every port, rather than spinning.
+            for _ in range(120):
+                stalled.append(socket.create_connection((admin[0], int(admin[1]))))
             wait_until(lambda: "pausing accepts" in m.stderr(), what="accept to pause")
             cpu_before = m.cpu_seconds()
             time.sleep(1.5)

@@ -5,7 +5,6 @@
  * and resumption that never crosses a certificate generation. (The X.509-SVID rules on a
  * peer's certificate are tested end to end in test_security.py: certgen's sets that
  * break them are refused here already when loaded as the client's own.) */
-#include "mtlsd/certgen.h"
 #include "mtlsd/tls.h"
 
 #include <stdlib.h>
@@ -13,17 +12,9 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "test_certgen.h"
 
 static char g_dir[64];
-
-static int certgen(const char *const *args) {
-  int argc = 0;
-  while (args[argc] != NULL) {
-    argc++;
-  }
-  /* certgen_main neither keeps nor modifies argv. */
-  return certgen_main(argc, (char **)args);
-}
 
 /* Issues a leaf into g_dir/|name| signed by the CA in g_dir/|ca_name|; |sans| alternate
  * --spiffe-id and --dns with their values. */
