@@ -2,6 +2,7 @@
 #include "mtlsd/acceptor.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +20,7 @@ int acceptor_open(struct acceptor *a, const struct hostport *address, bool reuse
                   char *err, size_t err_len) {
   memset(a, 0, sizeof(*a));
   a->fd = -1;
+  a->reserve_fd = -1;
   struct sockaddr_storage addr;
   socklen_t len;
   char where[NETADDR_HOSTPORT_MAX];
@@ -46,6 +48,7 @@ int acceptor_open(struct acceptor *a, const struct hostport *address, bool reuse
     return -e;
   }
   a->fd = fd;
+  a->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   return 0;
 }
 
@@ -56,6 +59,32 @@ static void on_retry(uv_timer_t *timer) {
   if (a->paused && uv_poll_start(&a->poll, UV_READABLE, on_readable) == 0) {
     a->paused = false;
   }
+}
+
+/* Out of descriptors: lets the one held back go for a moment to accept the next caller
+ * and refuse it. 1: one was refused; -1: nobody was waiting; 0: it could not be done (no
+ * descriptor held back, or another thread took it meanwhile). */
+static int refuse_one(struct acceptor *a) {
+  if (a->reserve_fd < 0) {
+    return 0;
+  }
+  close(a->reserve_fd);
+  int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+  int accept_errno = errno;
+  a->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return accept_errno == EAGAIN || accept_errno == EWOULDBLOCK ? -1 : 0;
+  }
+  if (!a->refusing) {
+    a->refusing = true;
+    log_write(LOG_WARN, "accept", "out of file descriptors: refusing new connections at once");
+  }
+  if (a->on_refuse != NULL) {
+    a->on_refuse(a, fd);
+  } else {
+    close(fd);
+  }
+  return 1;
 }
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
@@ -72,12 +101,26 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   for (int i = 0; i < ACCEPT_BATCH && !a->paused && a->fd >= 0; i++) {
     int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
+      if (a->refusing) {
+        a->refusing = false;
+        log_write(LOG_INFO, "accept", "descriptors free again: accepting");
+      }
       /* The callback may close the acceptor (a drain): the loop checks the fd. */
       a->on_accept(a, fd);
       continue;
     }
     if (errno == EINTR || errno == ECONNABORTED) {
       continue;
+    }
+    if (errno == EMFILE || errno == ENFILE) {
+      int refused = refuse_one(a);
+      if (refused != 0) {
+        if (refused > 0) {
+          continue;
+        }
+        return; /* Nobody waits any more. */
+      }
+      errno = EMFILE;
     }
     if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
       log_write(LOG_WARN, "accept", "accept: %s; pausing accepts for %d ms", strerror(errno),
@@ -103,13 +146,23 @@ int acceptor_start(struct acceptor *a, uv_loop_t *loop, acceptor_cb on_accept) {
   return uv_poll_start(&a->poll, UV_READABLE, on_readable);
 }
 
+static void close_fds(struct acceptor *a) {
+  if (a->fd >= 0) {
+    close(a->fd);
+    a->fd = -1;
+  }
+  if (a->reserve_fd >= 0) {
+    close(a->reserve_fd);
+    a->reserve_fd = -1;
+  }
+}
+
 static void on_handle_closed(uv_handle_t *handle) {
   struct acceptor *a = handle->data;
   if (--a->open_handles > 0) {
     return;
   }
-  close(a->fd);
-  a->fd = -1;
+  close_fds(a);
   if (a->on_closed != NULL) {
     a->on_closed(a);
   }
@@ -121,10 +174,7 @@ void acceptor_close(struct acceptor *a, void (*on_closed)(struct acceptor *a)) {
   }
   a->on_closed = on_closed;
   if (!a->started) {
-    if (a->fd >= 0) {
-      close(a->fd);
-      a->fd = -1;
-    }
+    close_fds(a);
     if (on_closed != NULL) {
       on_closed(a);
     }

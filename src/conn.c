@@ -681,6 +681,11 @@ static bool check_destination(struct conn *c) {
   return true;
 }
 
+void conn_refuse(struct conn_listener *l, int fd) {
+  stats_add(l->stats, LC_CONNECTIONS_TOTAL, 1);
+  refuse(l, fd, REFUSED_LIMIT);
+}
+
 void conn_accept(struct conn_host *host, struct conn_listener *l, int fd) {
   struct runtime *rt = host->rt;
   stats_add(l->stats, LC_CONNECTIONS_TOTAL, 1);

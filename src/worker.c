@@ -37,6 +37,16 @@ static const struct conn_host_ops kConnHostOps = {
     .closed = worker_conn_remove,
 };
 
+static void on_accept(struct acceptor *a, int fd) {
+  struct worker_listener *l = a->data;
+  conn_accept(&l->worker->host, &l->conn, fd);
+}
+
+static void on_refuse(struct acceptor *a, int fd) {
+  struct worker_listener *l = a->data;
+  conn_refuse(&l->conn, fd);
+}
+
 int worker_bind(struct worker *w, struct runtime *rt, unsigned id, const struct worker_ops *ops,
                 void *arg, char *err, size_t err_len) {
   const struct config *cfg = rt->cfg;
@@ -75,6 +85,7 @@ int worker_bind(struct worker *w, struct runtime *rt, unsigned id, const struct 
     char why[300];
     int r = acceptor_open(&l->acceptor, &lc->listen, true, LISTEN_BACKLOG, why, sizeof(why));
     l->acceptor.data = l;
+    l->acceptor.on_refuse = on_refuse;
     if (r != 0) {
       snprintf(err, err_len, "listener %s: %s", lc->name, why);
       return r;
@@ -90,11 +101,6 @@ void worker_close_fds(struct worker *w) {
   free(w->listeners);
   w->listeners = NULL;
   w->listener_count = 0;
-}
-
-static void on_accept(struct acceptor *a, int fd) {
-  struct worker_listener *l = a->data;
-  conn_accept(&l->worker->host, &l->conn, fd);
 }
 
 static void close_listeners(struct worker *w) {

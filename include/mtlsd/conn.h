@@ -57,6 +57,11 @@ struct conn_host {
  * |fd| (closing it on any failure). */
 void conn_accept(struct conn_host *host, struct conn_listener *l, int fd);
 
+/* conn_refuse closes |fd|, a caller of |l| that the process has no descriptors left to
+ * serve, counted as a connection refused at once (reason limit), as one over
+ * max_connections is. */
+void conn_refuse(struct conn_listener *l, int fd);
+
 /* conn_close closes |c| at once with the access-log result |result|. */
 void conn_close(struct conn *c, const char *result);
 

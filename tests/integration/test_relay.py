@@ -13,7 +13,7 @@ import time
 import unittest
 
 from harness import (Backend, Mtlsd, Pki, TempDir, client_context, echo_handler, free_port,
-                     http_get, listening_ports, recv_all, run, sha256_handler, spiffe,
+                     http_get, listening_ports, prom_value, recv_all, run, sha256_handler, spiffe,
                      two_sidecars, wait_until)
 
 
@@ -405,7 +405,7 @@ class RelayTest(SidecarCase):
 
     # ---- the inbound side against real TLS clients ----
 
-    def test_out_of_file_descriptors_pauses_accepting(self):
+    def test_out_of_file_descriptors_refuses_at_once(self):
         m, port, b = self.inbound_only(nofile=72)
         a_dir = self.pki.issue("pod-a", spiffe("a"))
         admin = m.config["admin"]["listen"].rsplit(":", 1)
@@ -413,10 +413,15 @@ class RelayTest(SidecarCase):
         try:
             # Proxied connections are capped below the limit (runtime_fit_descriptors), but
             # the admin port's callers, which never send a request, can still use up the
-            # rest: accepting then pauses, on every port, rather than spinning.
+            # rest. A caller of the listener is then refused at once (SPEC section 6), not
+            # left in the backlog, and nothing spins.
             for _ in range(120):
                 stalled.append(socket.create_connection((admin[0], int(admin[1]))))
-            wait_until(lambda: "pausing accepts" in m.stderr(), what="accept to pause")
+            wait_until(lambda: "refusing new connections at once" in m.stderr(),
+                       what="the admin port out of descriptors")
+            start = time.monotonic()
+            self.assertNotEqual(self.tls_attempt(port, client_context(a_dir)), b"secret")
+            self.assertLess(time.monotonic() - start, 3, "a caller kept waiting")
             cpu_before = m.cpu_seconds()
             time.sleep(1.5)
             self.assertLess(m.cpu_seconds() - cpu_before, 0.5, "spinning while out of fds")
@@ -425,6 +430,10 @@ class RelayTest(SidecarCase):
                 s.close()
         wait_until(lambda: self.tls_attempt(port, client_context(a_dir)) == b"secret",
                    timeout=20, what="serving again after descriptors were freed")
+        refused = prom_value(http_get(m.admin_url("/metrics"))[2].decode(),
+                             'mtlsd_connections_refused_total{listener="in",reason="limit"}')
+        self.assertGreaterEqual(refused, 1)
+        self.assertIn("descriptors free again", m.stderr())
         self.assertIsNone(m.proc.poll())
 
     def inbound_only(self, allow=None, extra=None, nofile=None):
