@@ -59,6 +59,11 @@ if(MTLSD_BORINGSSL STREQUAL "source")
   if(MTLSD_SANITIZE MATCHES "thread")
     list(APPEND _bssl_opts -fsanitize=thread)
   endif()
+  # And the fuzz tree: the certificate-set driver feeds BoringSSL's PEM, ASN.1 and X.509
+  # parsers, whose coverage must guide libFuzzer too.
+  if(MTLSD_FUZZ)
+    list(APPEND _bssl_opts -fsanitize=fuzzer-no-link)
+  endif()
 
   add_library(bssl_crypto STATIC ${crypto_sources} ${_asm})
   add_library(bssl_ssl STATIC ${ssl_sources})
