@@ -16,6 +16,14 @@ enum { ACCEPT_BATCH = 64 };
 /* How long accepting pauses after the process ran out of file descriptors. */
 enum { ACCEPT_RETRY_MS = 250 };
 
+/* Takes a descriptor to hold back when none is held (at the start, or after another
+ * thread took the slot while it was let go). */
+static void hold_reserve(struct acceptor *a) {
+  if (a->reserve_fd < 0) {
+    a->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
+}
+
 int acceptor_open(struct acceptor *a, const struct hostport *address, bool reuseport, int backlog,
                   char *err, size_t err_len) {
   memset(a, 0, sizeof(*a));
@@ -48,7 +56,8 @@ int acceptor_open(struct acceptor *a, const struct hostport *address, bool reuse
     return -e;
   }
   a->fd = fd;
-  a->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  snprintf(a->where, sizeof(a->where), "%s", where);
+  hold_reserve(a);
   return 0;
 }
 
@@ -56,35 +65,45 @@ static void on_readable(uv_poll_t *handle, int status, int events);
 
 static void on_retry(uv_timer_t *timer) {
   struct acceptor *a = timer->data;
+  hold_reserve(a);
   if (a->paused && uv_poll_start(&a->poll, UV_READABLE, on_readable) == 0) {
     a->paused = false;
   }
 }
 
-/* Out of descriptors: lets the one held back go for a moment to accept the next caller
- * and refuse it. 1: one was refused; -1: nobody was waiting; 0: it could not be done (no
- * descriptor held back, or another thread took it meanwhile). */
-static int refuse_one(struct acceptor *a) {
+/* What refuse_one did: refused a caller (or was interrupted: accept again), found nobody
+ * waiting, or could not let a descriptor go. */
+enum refusal { REFUSAL_DONE, REFUSAL_NOBODY, REFUSAL_IMPOSSIBLE };
+
+/* Out of descriptors: lets the one held back go for a moment to accept the next caller,
+ * refuses it (which frees the slot again), then holds the slot back once more. */
+static enum refusal refuse_one(struct acceptor *a) {
+  hold_reserve(a);
   if (a->reserve_fd < 0) {
-    return 0;
+    return REFUSAL_IMPOSSIBLE;
   }
   close(a->reserve_fd);
+  a->reserve_fd = -1;
   int fd = accept4(a->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
   int accept_errno = errno;
-  a->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return accept_errno == EAGAIN || accept_errno == EWOULDBLOCK ? -1 : 0;
+  if (fd >= 0) {
+    if (!a->refusing) {
+      a->refusing = true;
+      log_write(LOG_WARN, "accept", "%s: out of file descriptors: refusing new connections at once",
+                a->where);
+    }
+    if (a->on_refuse != NULL) {
+      a->on_refuse(a, fd);
+    } else {
+      close(fd);
+    }
   }
-  if (!a->refusing) {
-    a->refusing = true;
-    log_write(LOG_WARN, "accept", "out of file descriptors: refusing new connections at once");
+  hold_reserve(a);
+  if (fd >= 0 || accept_errno == EINTR || accept_errno == ECONNABORTED) {
+    return REFUSAL_DONE;
   }
-  if (a->on_refuse != NULL) {
-    a->on_refuse(a, fd);
-  } else {
-    close(fd);
-  }
-  return 1;
+  return accept_errno == EAGAIN || accept_errno == EWOULDBLOCK ? REFUSAL_NOBODY
+                                                               : REFUSAL_IMPOSSIBLE;
 }
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
@@ -92,8 +111,8 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
   (void)events;
   if (status < 0) {
     /* libuv has stopped the handle on the socket's error: watch it again in a moment. */
-    log_write(LOG_WARN, "accept", "listening socket: %s; retrying in %d ms", uv_strerror(status),
-              ACCEPT_RETRY_MS);
+    log_write(LOG_WARN, "accept", "%s: listening socket: %s; retrying in %d ms", a->where,
+              uv_strerror(status), ACCEPT_RETRY_MS);
     a->paused = true;
     uv_timer_start(&a->retry, on_retry, ACCEPT_RETRY_MS, 0);
     return;
@@ -103,8 +122,9 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     if (fd >= 0) {
       if (a->refusing) {
         a->refusing = false;
-        log_write(LOG_INFO, "accept", "descriptors free again: accepting");
+        log_write(LOG_INFO, "accept", "%s: descriptors free again: accepting", a->where);
       }
+      hold_reserve(a);
       /* The callback may close the acceptor (a drain): the loop checks the fd. */
       a->on_accept(a, fd);
       continue;
@@ -112,19 +132,20 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     if (errno == EINTR || errno == ECONNABORTED) {
       continue;
     }
-    if (errno == EMFILE || errno == ENFILE) {
-      int refused = refuse_one(a);
-      if (refused != 0) {
-        if (refused > 0) {
-          continue;
-        }
-        return; /* Nobody waits any more. */
+    int accept_errno = errno;
+    if (accept_errno == EMFILE || accept_errno == ENFILE) {
+      enum refusal r = refuse_one(a);
+      if (r == REFUSAL_DONE) {
+        continue;
       }
-      errno = EMFILE;
+      if (r == REFUSAL_NOBODY) {
+        return;
+      }
     }
-    if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-      log_write(LOG_WARN, "accept", "accept: %s; pausing accepts for %d ms", strerror(errno),
-                ACCEPT_RETRY_MS);
+    if (accept_errno == EMFILE || accept_errno == ENFILE || accept_errno == ENOBUFS ||
+        accept_errno == ENOMEM) {
+      log_write(LOG_WARN, "accept", "%s: accept: %s; pausing accepts for %d ms", a->where,
+                strerror(accept_errno), ACCEPT_RETRY_MS);
       a->paused = true;
       uv_poll_stop(&a->poll);
       uv_timer_start(&a->retry, on_retry, ACCEPT_RETRY_MS, 0);

@@ -211,8 +211,9 @@ enum connect_outcome dialer_connect_result(struct dialer *d, int fd) {
   if (err == 0) {
     return CONNECT_OK;
   }
-  /* A reset that refuses a connect reads as ECONNREFUSED: this one came after it. */
-  if (err == ECONNRESET) {
+  /* A reset that refuses a connect reads as ECONNREFUSED: these came after it (EPIPE:
+   * after the peer's FIN too). */
+  if (err == ECONNRESET || err == EPIPE) {
     return CONNECT_OK_THEN_RESET;
   }
   d->failure = classify_connect_error(err);

@@ -23,6 +23,7 @@
 #include "mtlsd/http_server.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ struct http_server {
   struct http_exchange *conns; /* Open connections, not yet closing. */
   size_t conn_count;
   size_t open_handles; /* The listener and every connection whose close has not ended. */
+  uint64_t body_bytes; /* What the bodies being received hold, for max_body_in_flight. */
   bool closing;
 };
 
@@ -303,6 +305,18 @@ static void dispatch(struct http_exchange *c) {
 
 /* ---- Connections ---- */
 
+/* What a body of |cap| bytes takes from limits.max_body_in_flight. */
+static uint64_t body_charge(size_t cap) {
+  return cap > HTTP_MAX_BODY ? cap - HTTP_MAX_BODY : 0;
+}
+
+/* Frees the current request's body and gives its memory back to the server's budget. */
+static void body_release(struct http_exchange *c) {
+  c->server->body_bytes -= body_charge(c->body.cap);
+  free(c->body.data);
+  c->body = (struct textbuf){0};
+}
+
 static void on_conn_closed(uv_handle_t *handle) {
   struct http_exchange *c = handle->data;
   if (--c->pending_closes > 0) {
@@ -312,7 +326,7 @@ static void on_conn_closed(uv_handle_t *handle) {
   tls_conn_free(c->tls);
   close(c->fd);
   free(c->out.data);
-  free(c->body.data);
+  body_release(c);
   free(c);
   server_release(server);
 }
@@ -642,9 +656,18 @@ static void conn_process(struct http_exchange *c) {
     const struct http_request *req = &c->parser.req;
     size_t body_here = c->len - req->head_len;
     size_t take = body_here < c->body_left ? body_here : (size_t)c->body_left;
+    size_t cap_before = c->body.cap;
     textbuf_append(&c->body, c->buf + req->head_len, take);
-    if (c->body.failed) {
-      respond_error(c, 503, "out of memory for the request body");
+    c->server->body_bytes += body_charge(c->body.cap) - body_charge(cap_before);
+    uint64_t budget = c->server->cfg.limits.max_body_in_flight;
+    if (c->body.failed || (budget != 0 && c->server->body_bytes > budget)) {
+      bool busy = !c->body.failed;
+      LOG_DEBUGF(c->server->cfg.name, "%s: request bodies hold %" PRIu64 " bytes, over %" PRIu64,
+                 c->peer, c->server->body_bytes, budget);
+      body_release(c);
+      respond_error(
+          c, 503,
+          busy ? "too many request bodies in flight: retry" : "out of memory for the request body");
       c->len = 0;
       return;
     }
@@ -672,8 +695,7 @@ static void conn_process(struct http_exchange *c) {
  * a fresh deadline. */
 static void finish_request(struct http_exchange *c) {
   buf_drop(c, 0, c->parser.req.head_len);
-  free(c->body.data);
-  c->body = (struct textbuf){0};
+  body_release(c);
   c->head_done = false;
   http_parser_init(&c->parser, c->server->cfg.limits.max_body);
   restart_timer(c, c->server->cfg.limits.timeout_ms);

@@ -82,9 +82,12 @@ void runtime_last_reload(struct runtime *rt, struct runtime_reload *out) {
   pthread_mutex_unlock(&rt->tls_lock);
 }
 
-/* Descriptors kept for what is not a proxied connection: the admin and health ports'
- * callers, application probes, DNS, certificate and log files. */
+/* Descriptors kept for what is not a proxied connection and not open yet: some of the
+ * admin and health ports' callers (those servers have caps of their own, and refuse at
+ * once beyond what is left), application probes, DNS, certificate and log files... */
 enum { RESERVED_DESCRIPTORS = 64 };
+/* ...and each worker's loop (epoll, its wakeups), created after this count. */
+enum { DESCRIPTORS_PER_WORKER = 4 };
 
 static unsigned open_descriptors(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -110,13 +113,24 @@ void runtime_fit_descriptors(struct runtime *rt) {
       lim = raised;
     }
   }
-  rlim_t used = (rlim_t)open_descriptors() + RESERVED_DESCRIPTORS;
+  rlim_t used = (rlim_t)open_descriptors() + RESERVED_DESCRIPTORS +
+                (rlim_t)rt->cfg->workers * DESCRIPTORS_PER_WORKER;
   rlim_t fit = lim.rlim_cur > used ? (lim.rlim_cur - used) / 2 : 0;
   if (lim.rlim_cur == RLIM_INFINITY || fit >= rt->max_connections) {
     return;
   }
   unsigned wanted = rt->max_connections;
-  rt->max_connections = fit > 0 ? (unsigned)fit : 1;
+  if (fit == 0) {
+    /* One connection is still tried: the reserve is an estimate, not a count. */
+    rt->max_connections = 1;
+    log_write(LOG_ERROR, "runtime",
+              "the open files limit (ulimit -n %llu) leaves no descriptors for connections "
+              "(about %llu are needed before the first); raise it (the container runtime's "
+              "nofile)",
+              (unsigned long long)lim.rlim_cur, (unsigned long long)used);
+    return;
+  }
+  rt->max_connections = (unsigned)fit;
   log_write(LOG_WARN, "runtime",
             "the open files limit (ulimit -n %llu) holds %u connections, fewer than "
             "limits.max_connections (%u): more are refused; raise the limit (the container "

@@ -30,6 +30,10 @@
 static const struct http_server_limits kWebhookLimits = {
     .max_connections = 512,
     .max_body = (uint64_t)10 << 20,
+    /* Beyond 64 KiB each, a handful of the largest reviews at once (the API server sends
+     * one per pod creation, rarely over 100 KiB): a flood of large bodies gets 503, not
+     * the memory. */
+    .max_body_in_flight = (uint64_t)64 << 20,
     .timeout_ms = 5000,
     .linger_ms = 1000,
 };

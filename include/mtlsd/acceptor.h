@@ -28,6 +28,7 @@ typedef void (*acceptor_cb)(struct acceptor *a, int fd);
 struct acceptor {
   int fd;         /* The listening socket; -1 when none. */
   int reserve_fd; /* Held back for refusing callers when out of descriptors; -1: none. */
+  char where[NETADDR_HOSTPORT_MAX]; /* The address, for log lines. */
   uv_poll_t poll;
   uv_timer_t retry; /* Re-arms accepting after the process ran out of descriptors. */
   acceptor_cb on_accept;

@@ -45,8 +45,14 @@ struct http_route {
 struct http_server_limits {
   size_t max_connections; /* More are answered 503 and closed. */
   uint64_t max_body;      /* Larger request bodies get 413 (at most HTTP_BODY_LIMIT_MAX). */
-  uint64_t timeout_ms;    /* For a request to arrive and its answer to be written. */
-  uint64_t linger_ms;     /* How long a client's bytes are drained after the last answer. */
+  /* The memory all connections' request bodies may hold at once beyond the first
+   * HTTP_MAX_BODY bytes of each; a request whose body would take more gets 503 and the
+   * connection closes, so that many clients sending large bodies together cannot take
+   * max_body times max_connections, while requests of the usual size are never refused
+   * for it. 0: no such limit. */
+  uint64_t max_body_in_flight;
+  uint64_t timeout_ms; /* For a request to arrive and its answer to be written. */
+  uint64_t linger_ms;  /* How long a client's bytes are drained after the last answer. */
 };
 
 struct http_server_config {

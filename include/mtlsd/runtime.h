@@ -104,10 +104,11 @@ static inline bool runtime_draining(const struct runtime *rt) {
 /* runtime_fit_descriptors raises the soft limit on open files to the hard one (as Go's
  * runtime does: the soft limit only protects select(), which mtlsd never calls) and
  * lowers |rt->max_connections| to what the descriptors left can hold, two per
- * connection, after those open now and a reserve for the admin and health ports, probes,
- * DNS and certificate reads. A connection over it is then refused at once and counted
- * (reason limit) instead of being accepted and failing for want of an upstream socket.
- * Logs a warning naming the limit when it is lowered. Call once every socket is bound,
+ * connection, after those open now, the workers' loops and a reserve for some of the
+ * admin and health ports' callers, probes, DNS and certificate reads (an estimate: those
+ * refuse at once beyond what is left, as the listeners do). A connection over it is then refused at
+ * once and counted (reason limit) instead of being accepted and failing for want of an upstream
+ * socket. Logs a warning naming the limit when it is lowered. Call once every socket is bound,
  * before the workers start. */
 void runtime_fit_descriptors(struct runtime *rt);
 

@@ -241,7 +241,7 @@ class ExhaustionTest(PkiCase):
         backend_port = int(backend.stdout.readline())
         out, inb, port = two_sidecars(self.tmp, self.pki, backend_port)
         self.cleanups += [inb.stop, out.stop]
-        payload = os.urandom(32 << 20)
+        payload = os.urandom(64 << 20)
         result = {}
 
         def client():
@@ -261,7 +261,15 @@ class ExhaustionTest(PkiCase):
         wait_until(lambda: result.get("sent", 0) >= 1 << 20, what="the first MiB to flow")
         os.kill(backend.pid, signal.SIGSTOP)
         try:
-            time.sleep(1)  # The kernel's buffers fill, then backpressure holds the client.
+            # The kernel's buffers fill, then backpressure holds the client: wait until
+            # what it has sent stops moving, well before the end of the payload.
+            def stalled():
+                before = result.get("sent", 0)
+                time.sleep(0.5)
+                return result.get("sent", 0) == before
+
+            wait_until(stalled, timeout=20, what="backpressure to hold the client")
+            self.assertLess(result["sent"], len(payload), "the buffers took all of it")
             before = [m.rss_kib() for m in (out, inb)]
             cpu_before = out.cpu_seconds() + inb.cpu_seconds()
             sent_before = result.get("sent", 0)
@@ -278,8 +286,8 @@ class ExhaustionTest(PkiCase):
         self.assertLess(moved, 1 << 20, f"{moved} bytes taken while the backend was stopped")
         self.assertEqual(result.get("answer"),
                          f"{len(payload)} {hashlib.sha256(payload).hexdigest()}")
-        print(f"\n  SIGSTOPped backend: RSS +{growth} KiB, {cpu:.2f} CPU s in 3 s, "
-              f"32 MiB intact after SIGCONT", file=sys.stderr)
+        print(f"\n  SIGSTOPped backend: {sent_before >> 20} MiB taken, then RSS +{growth} KiB, "
+              f"{cpu:.2f} CPU s in 3 s; 64 MiB intact after SIGCONT", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ metrics, and the drain on SIGTERM."""
 
 import base64
 import concurrent.futures
+import copy
 import hashlib
 import http.client
 import json
@@ -52,6 +53,8 @@ POD = {
 
 def review(obj, uid="3c5b1d0e-0000-4000-8000-000000000001", namespace="shop",
            operation="CREATE"):
+    """An AdmissionReview of a copy of OBJ (a test may change its review's object)."""
+    obj = copy.deepcopy(obj)
     return {
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {
@@ -296,6 +299,41 @@ class WebhookTest(WebhookBase):
         status, body = self.request("POST", "/inject", padded)
         self.assertEqual(status, 200)
         self.assertIn("patch", json.loads(body)["response"])
+
+    def test_large_bodies_in_flight_are_bounded(self):
+        # Eight clients send 9 MiB of a 10 MiB body each and hold it: together they would
+        # take 72 MiB (more, as bodies grow), past the 64 MiB all bodies may hold at once.
+        def hold(_):
+            conn = self.connection(timeout=30)
+            conn.putrequest("POST", "/inject")
+            conn.putheader("Content-Length", str(10 << 20))
+            conn.endheaders()
+            try:
+                conn.send(b"x" * (9 << 20))
+            except OSError:
+                pass  # Refused while sending: the answer is there already.
+            return conn
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            held = list(pool.map(hold, range(8)))
+        try:
+            answers = []
+            for conn in held:
+                conn.sock.settimeout(1)
+                try:
+                    answers.append(conn.sock.recv(4096))
+                except (socket.timeout, ssl.SSLError, OSError):
+                    answers.append(b"")
+            refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+            self.assertTrue(refused, answers)
+            self.assertIn(b"too many request bodies in flight", refused[0])
+            # The others still wait for the rest of their bodies, and a review of the
+            # usual size is answered meanwhile.
+            self.assertLess(len(refused), 8)
+            self.assertIn("patch", self.post_review(POD))
+        finally:
+            for conn in held:
+                conn.close()
 
     def test_plain_http_is_told_to_use_https(self):
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
