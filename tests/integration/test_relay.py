@@ -100,6 +100,16 @@ class SidecarCase(unittest.TestCase):
         self._tmp.__exit__(None, None, None)
 
 
+def accept_queue(port):
+    """Connections waiting in the backlog of the IPv4 socket listening on PORT."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                return int(fields[4].split(":")[1], 16)
+    return 0
+
+
 class RelayTest(SidecarCase):
 
     def round_trip(self, sock, payload):
@@ -419,6 +429,11 @@ class RelayTest(SidecarCase):
                 stalled.append(socket.create_connection((admin[0], int(admin[1]))))
             wait_until(lambda: "refusing new connections at once" in m.stderr(),
                        what="the admin port out of descriptors")
+            # Until the admin port has taken (or refused) every one of them, a descriptor
+            # it frees for a moment could let a caller of the listener in.
+            wait_until(lambda: accept_queue(int(admin[1])) == 0, timeout=15,
+                       what="the admin port's backlog drained")
+            time.sleep(0.2)
             # Every caller, not only the first: the descriptor let go is held back again.
             for _ in range(5):
                 start = time.monotonic()
