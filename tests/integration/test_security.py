@@ -377,11 +377,13 @@ class SecurityTest(unittest.TestCase):
                             worst = max(worst, time.monotonic() - start)
                             self.assertEqual(status, 200)
                             time.sleep(0.03)
-                        self.assertLess(worst, 0.1, f"/healthz took {worst:.3f}s")
+                        # A stall (a FIFO opened for reading, 50 MiB read) lasts until the
+                        # 2 s timeout; 1 s leaves room for a loaded CI machine's scheduler.
+                        self.assertLess(worst, 1.0, f"/healthz took {worst:.3f}s")
                         start = time.monotonic()
                         status, _, body = http_get(m.admin_url("/reload"), method="POST",
                                                    timeout=2)
-                        self.assertLess(time.monotonic() - start, 0.1)
+                        self.assertLess(time.monotonic() - start, 1.0)
                         self.assertEqual(status, 422)
                         self.assertIn(f"{name}: cannot read: {message}" if kind != "big"
                                       else f"{name}: {message}", body.decode())
