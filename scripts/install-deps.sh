@@ -9,7 +9,7 @@ case "${1:-build}" in
   build) want=("${build[@]}") ;;
   test) want=("${build[@]}" clang clang-format clang-tidy libclang-rt-14-dev curl iproute2 iptables
               tcpdump procps prometheus python3-grpcio python3-yaml python3-jsonpatch podman runc
-              debootstrap) ;;
+              debootstrap valgrind strace stress-ng) ;;
   demo) want=("${build[@]}" curl procps) ;;
   *) echo "usage: $0 build|test|demo" >&2; exit 2 ;;
 esac

@@ -179,7 +179,8 @@ static void handle_reload(struct http_exchange *x, void *arg) {
   log_write(LOG_INFO, "admin", "%s: POST /reload%s", http_exchange_peer(x),
             dry_run ? " (dry run)" : "");
   char msg[600];
-  bool ok = admin->ops->reload(admin->arg, dry_run, msg, sizeof(msg));
+  bool ok = admin->ops->reload(admin->arg, dry_run ? CERTLOAD_DRY_RUN : CERTLOAD_APPLY, NULL, msg,
+                               sizeof(msg)) != CERTLOAD_REFUSED;
   cJSON *root = cJSON_CreateObject();
   cJSON_AddStringToObject(root, "result", ok ? "ok" : "failed");
   cJSON_AddBoolToObject(root, "dry_run", dry_run);

@@ -3,6 +3,7 @@
 
 #include <stdatomic.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #include "mtlsd/log.h"
@@ -13,17 +14,24 @@ static void refuse_set(struct runtime *rt, const char *err) {
   runtime_record_reload(rt, false, err, true);
 }
 
-enum certload_result certload_reload(struct runtime *rt, bool dry_run, char *msg, size_t msg_len) {
+enum certload_result certload_reload(struct runtime *rt, enum certload_mode mode,
+                                     const uint8_t *expect, char *msg, size_t msg_len) {
   char err[512];
-  struct tls_certset *set = tls_certset_load(rt->cfg, err, sizeof(err));
+  uint8_t digest[TLS_DIGEST_LEN];
+  struct tls_certset *set = tls_certset_load(rt->cfg, digest, err, sizeof(err));
+  if (expect != NULL && memcmp(digest, expect, sizeof(digest)) != 0) {
+    tls_certset_free(set);
+    snprintf(msg, msg_len, "the files changed since they were looked at");
+    return CERTLOAD_CHANGED;
+  }
   if (set == NULL) {
     snprintf(msg, msg_len, "%s", err);
-    if (!dry_run) {
+    if (mode == CERTLOAD_APPLY) {
       refuse_set(rt, err);
     }
     return CERTLOAD_REFUSED;
   }
-  if (dry_run) {
+  if (mode == CERTLOAD_DRY_RUN) {
     snprintf(msg, msg_len, "valid: %s, expires in %lld s", tls_certset_primary_identity(set),
              (long long)(tls_certset_not_after(set) - time(NULL)));
     tls_certset_free(set);

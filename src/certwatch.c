@@ -3,17 +3,18 @@
  *
  * Two sources of "something changed": an inotify watch on the directory (uv_fs_event_t),
  * which is fast but misses some volume types and dies with the directory it watches, and
- * a poll every certs.poll_interval that stats the three files. Either one only (re)starts
- * a debounce timer; the check that runs when it fires compares a cheap signature of the
- * files (device, inode, size, mtime and ctime, following symlinks) with the last one
- * handled, so an unrelated event costs three stat calls and a reload happens once per
- * burst of writes.
+ * a poll every certs.poll_interval. Either one only (re)starts a debounce timer; the
+ * check that runs when it fires compares a digest of the files' contents with the last
+ * one handled. Contents, not sizes and timestamps: two certificates of the same size
+ * written within one timestamp tick look alike to stat(2). The files are small, so a
+ * look costs three reads and a hash, and a reload happens once per burst of writes.
  *
- * Tools that write the certificate and then the key leave the directory inconsistent for
- * a moment. Such a state is validated quietly (a dry run) and given SETTLE_MS to become
- * consistent; only a set that is still invalid, and unchanged, after that is reloaded for
- * real, which logs, counts and records the failure exactly once per set. A valid set is
- * loaded at once. */
+ * Tools that write the certificate and then the key, or rewrite a file in place, leave
+ * the directory inconsistent for a moment. Such a state is tried quietly (nothing logged
+ * or counted) and given SETTLE_MS to become consistent; only a set that is still invalid,
+ * and unchanged, after that is refused for real, which logs, counts and records the
+ * failure exactly once per set, and only if the files read then are that same set. A
+ * valid set is loaded at once, from the same read that found it valid. */
 #include "mtlsd/certwatch.h"
 
 #include <errno.h>
@@ -39,21 +40,6 @@ enum { DEBOUNCE_MS = 150 };
  * than a half-written one. */
 enum { SETTLE_MS = 1000 };
 
-enum { FILE_CERT, FILE_KEY, FILE_CA, FILE_COUNT };
-
-struct file_sig {
-  int err; /* 0, or the errno of stat(2). */
-  dev_t dev;
-  ino_t ino;
-  off_t size;
-  int64_t mtime_ns;
-  int64_t ctime_ns;
-};
-
-struct set_sig {
-  struct file_sig files[FILE_COUNT];
-};
-
 struct certwatch {
   uv_loop_t *loop;
   const struct certs_config *certs;
@@ -70,62 +56,21 @@ struct certwatch {
   ino_t watched_ino;
   int watch_error; /* Last uv_fs_event_start error, so it is logged once. */
 
-  struct set_sig seen; /* What the last check or poll observed. */
-  struct set_sig done; /* The set last loaded, found unchanged, or counted as failed. */
-  bool done_failed;    /* |done| was refused: retry it quietly, it may become valid. */
+  /* Digests (tls_certfiles_digest) of the files. */
+  uint8_t seen[TLS_DIGEST_LEN]; /* What the last check or poll observed. */
+  uint8_t done[TLS_DIGEST_LEN]; /* The set last loaded, found unchanged, or refused. */
+  bool done_failed;             /* |done| was refused: retry it quietly, it may become valid. */
 
-  bool settling; /* |settling_sig| failed a dry run and is given SETTLE_MS. */
-  struct set_sig settling_sig;
+  bool settling; /* |settling_sig| failed a quiet try and is given SETTLE_MS. */
+  uint8_t settling_sig[TLS_DIGEST_LEN];
   uint64_t settling_since;
 
   uint64_t warned_generation;  /* The generation whose near expiry was logged. */
   uint64_t expired_generation; /* The generation whose expiry was logged. */
 };
 
-static int64_t timespec_ns(const struct timespec *ts) {
-  return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
-}
-
-static void stat_file(struct file_sig *out, const char *dir, const char *name) {
-  char path[PATH_MAX];
-  struct stat st;
-  memset(out, 0, sizeof(*out));
-  if (name == NULL) {
-    return; /* A serving certificate has no trust bundle to watch. */
-  }
-  if (!file_path_join(path, sizeof(path), dir, name)) {
-    out->err = ENAMETOOLONG;
-    return;
-  }
-  /* stat, not lstat: a Kubernetes volume swaps the target behind a stable symlink. */
-  if (stat(path, &st) != 0) {
-    out->err = errno;
-    return;
-  }
-  out->dev = st.st_dev;
-  out->ino = st.st_ino;
-  out->size = st.st_size;
-  out->mtime_ns = timespec_ns(&st.st_mtim);
-  out->ctime_ns = timespec_ns(&st.st_ctim);
-}
-
-static void stat_set(struct certwatch *w, struct set_sig *out) {
-  const struct certs_config *certs = w->certs;
-  stat_file(&out->files[FILE_CERT], certs->dir, certs->cert_file);
-  stat_file(&out->files[FILE_KEY], certs->dir, certs->key_file);
-  stat_file(&out->files[FILE_CA], certs->dir, certs->ca_file);
-}
-
-static bool sig_equal(const struct set_sig *a, const struct set_sig *b) {
-  for (int i = 0; i < FILE_COUNT; i++) {
-    const struct file_sig *x = &a->files[i];
-    const struct file_sig *y = &b->files[i];
-    if (x->err != y->err || x->dev != y->dev || x->ino != y->ino || x->size != y->size ||
-        x->mtime_ns != y->mtime_ns || x->ctime_ns != y->ctime_ns) {
-      return false;
-    }
-  }
-  return true;
+static bool same(const uint8_t *a, const uint8_t *b) {
+  return memcmp(a, b, TLS_DIGEST_LEN) == 0;
 }
 
 static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events, int status);
@@ -206,55 +151,68 @@ static void schedule_check(struct certwatch *w, uint64_t delay_ms) {
   uv_timer_start(&w->debounce, on_debounce, delay_ms, 0);
 }
 
-/* Reloads for real: the result is logged, counted and recorded by the owner. */
-static void reload(struct certwatch *w, const struct set_sig *sig) {
-  char msg[512];
-  bool ok = w->ops->reload(w->arg, false, msg, sizeof(msg));
-  w->done = *sig;
+/* The set |sig| was handled: loaded (or found serving already) when |ok|, else refused
+ * and counted. */
+static void handled(struct certwatch *w, const uint8_t *sig, bool ok) {
+  memcpy(w->done, sig, TLS_DIGEST_LEN);
   w->done_failed = !ok;
   w->settling = false;
-  if (ok) {
-    LOG_DEBUGF("certwatch", "reload of %s: %s", w->certs->dir, msg);
-  }
   check_expiry(w);
 }
 
-/* Re-arms the watch and reads the files' signature into |*sig|; when it differs from
- * the last one seen, records it and restarts the quiet time, and returns true. */
-static bool files_changed(struct certwatch *w, struct set_sig *sig) {
+/* Re-arms the watch and reads the files' digest into |sig|; when it differs from the
+ * last one seen, records it and restarts the quiet time, and returns true. */
+static bool files_changed(struct certwatch *w, uint8_t sig[TLS_DIGEST_LEN]) {
   ensure_watch(w);
-  stat_set(w, sig);
-  if (sig_equal(sig, &w->seen)) {
+  tls_certfiles_digest(w->certs, sig);
+  if (same(sig, w->seen)) {
     return false;
   }
-  w->seen = *sig;
+  memcpy(w->seen, sig, TLS_DIGEST_LEN);
   schedule_check(w, DEBOUNCE_MS);
   return true;
 }
 
-/* Runs after DEBOUNCE_MS of quiet (or SETTLE_MS for a set that failed a dry run). */
+/* Loads the set |sig| quietly: a valid set is handled, an invalid one only described in
+ * |msg|. */
+static enum certload_result try_load(struct certwatch *w, const uint8_t *sig, char *msg,
+                                     size_t msg_len) {
+  enum certload_result r = w->ops->reload(w->arg, CERTLOAD_TRY, sig, msg, msg_len);
+  if (r == CERTLOAD_LOADED || r == CERTLOAD_UNCHANGED) {
+    LOG_DEBUGF("certwatch", "reload of %s: %s", w->certs->dir, msg);
+    handled(w, sig, true);
+  }
+  return r;
+}
+
+/* Runs after DEBOUNCE_MS of quiet (or SETTLE_MS for a set that failed a quiet try). */
 static void on_debounce(uv_timer_t *timer) {
   struct certwatch *w = timer->data;
-  struct set_sig sig;
-  if (files_changed(w, &sig)) {
+  uint8_t sig[TLS_DIGEST_LEN];
+  if (files_changed(w, sig)) {
     /* Changed since the event or poll that scheduled this check: not quiet yet. */
     return;
   }
-  if (sig_equal(&sig, &w->done)) {
+  if (same(sig, w->done)) {
     w->settling = false;
     return;
   }
   char msg[512];
-  if (w->ops->reload(w->arg, true, msg, sizeof(msg))) {
-    reload(w, &sig);
+  enum certload_result r = try_load(w, sig, msg, sizeof(msg));
+  if (r == CERTLOAD_CHANGED) {
+    /* Written to again just now: a new burst, with its own quiet time. */
+    schedule_check(w, DEBOUNCE_MS);
+    return;
+  }
+  if (r != CERTLOAD_REFUSED) {
     return;
   }
   uint64_t now = uv_now(w->loop);
-  if (!w->settling || !sig_equal(&sig, &w->settling_sig)) {
+  if (!w->settling || !same(sig, w->settling_sig)) {
     LOG_DEBUGF("certwatch", "%s is not a valid set yet (%s); waiting %d ms for it to settle",
                w->certs->dir, msg, SETTLE_MS);
     w->settling = true;
-    w->settling_sig = sig;
+    memcpy(w->settling_sig, sig, TLS_DIGEST_LEN);
     w->settling_since = now;
     schedule_check(w, SETTLE_MS);
     return;
@@ -264,7 +222,13 @@ static void on_debounce(uv_timer_t *timer) {
     schedule_check(w, SETTLE_MS - (now - w->settling_since));
     return;
   }
-  reload(w, &sig);
+  r = w->ops->reload(w->arg, CERTLOAD_APPLY, sig, msg, sizeof(msg));
+  if (r == CERTLOAD_CHANGED) {
+    /* Written to again just now: a new burst, with its own quiet time. */
+    schedule_check(w, DEBOUNCE_MS);
+    return;
+  }
+  handled(w, sig, r != CERTLOAD_REFUSED);
 }
 
 static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events, int status) {
@@ -285,25 +249,22 @@ static void on_fs_event(uv_fs_event_t *handle, const char *filename, int events,
   if (filename == NULL || strcmp(filename, slash != NULL ? slash + 1 : dir) == 0) {
     w->rewatch = true;
   }
-  /* The files as of this event: the check after the quiet time proceeds only if they
-   * still look the same, and any later write brings its own event anyway. */
-  stat_set(w, &w->seen);
+  /* The check after the quiet time reads the files; any later write brings its own
+   * event and restarts the quiet time. */
   schedule_check(w, DEBOUNCE_MS);
 }
 
 static void on_poll(uv_timer_t *timer) {
   struct certwatch *w = timer->data;
-  struct set_sig sig;
-  bool idle = !files_changed(w, &sig) && !uv_is_active((uv_handle_t *)&w->debounce);
-  if (idle && !sig_equal(&sig, &w->done)) {
+  uint8_t sig[TLS_DIGEST_LEN];
+  bool idle = !files_changed(w, sig) && !uv_is_active((uv_handle_t *)&w->debounce);
+  if (idle && !same(sig, w->done)) {
     /* A change that neither an event nor an earlier poll turned into a check. */
     schedule_check(w, DEBOUNCE_MS);
   } else if (idle && w->done_failed) {
     /* Unchanged files can still become valid: a leaf that was not valid yet. */
     char msg[512];
-    if (w->ops->reload(w->arg, true, msg, sizeof(msg))) {
-      reload(w, &sig);
-    }
+    try_load(w, sig, msg, sizeof(msg));
   }
   check_expiry(w);
 }
@@ -335,15 +296,18 @@ struct certwatch *certwatch_start(uv_loop_t *loop, const struct certs_config *ce
   w->open_handles = 3;
 
   /* The owner has just loaded the files, or counted them as failed. A failed set is not
-   * counted again: it is retried quietly by every poll. A loaded one is compared once
-   * more, in case it changed in between; the content hash makes that free of swaps. */
-  stat_set(w, &w->seen);
+   * counted again: it is retried quietly by every poll. Files that are not the serving
+   * set (they changed in between) are checked after the quiet time. */
+  tls_certfiles_digest(certs, w->seen);
   struct tls_contexts *ctxs = ops->current(arg);
   if (ctxs == NULL) {
-    w->done = w->seen;
+    memcpy(w->done, w->seen, TLS_DIGEST_LEN);
     w->done_failed = true;
   } else {
-    schedule_check(w, DEBOUNCE_MS);
+    memcpy(w->done, tls_certset_digest(tls_contexts_certset(ctxs)), TLS_DIGEST_LEN);
+    if (!same(w->done, w->seen)) {
+      schedule_check(w, DEBOUNCE_MS);
+    }
   }
   tls_contexts_free(ctxs);
 

@@ -92,9 +92,9 @@ static const char *const kListenerKeys[] = {"name",
                                             "proxy_protocol",
                                             "permissive",
                                             NULL};
-static const char *const kLimitsKeys[] = {
-    "max_connections", "max_handshaking", "connect_timeout", "handshake_timeout",
-    "idle_timeout",    "drain_timeout",   "detect_timeout",  NULL};
+static const char *const kLimitsKeys[] = {"max_connections",   "max_handshaking", "connect_timeout",
+                                          "handshake_timeout", "idle_timeout",    "drain_timeout",
+                                          "detect_timeout",    "hello_timeout",   NULL};
 
 /* Where a key misplaced at the wrong level belongs, for "unknown key" hints. */
 static const struct {
@@ -949,7 +949,8 @@ static bool parse_limits(struct parser *p, const cJSON *v, struct config *cfg) {
          get_duration(p, v, "handshake_timeout", 1, &cfg->limits.handshake_timeout) &&
          get_duration(p, v, "idle_timeout", 1, &cfg->limits.idle_timeout) &&
          get_duration(p, v, "drain_timeout", 1, &cfg->limits.drain_timeout) &&
-         get_duration(p, v, "detect_timeout", 1, &cfg->limits.detect_timeout);
+         get_duration(p, v, "detect_timeout", 1, &cfg->limits.detect_timeout) &&
+         get_duration(p, v, "hello_timeout", 1, &cfg->limits.hello_timeout);
 }
 
 static bool parse_access_log(struct parser *p, const cJSON *root, struct config *cfg) {
@@ -1231,6 +1232,7 @@ static bool set_defaults(struct parser *p, struct config *cfg) {
   cfg->limits.idle_timeout = kMsPerHour;
   cfg->limits.drain_timeout = 20 * kMsPerSecond;
   cfg->limits.detect_timeout = kMsPerSecond;
+  cfg->limits.hello_timeout = kMsPerSecond;
   cfg->access_log = ACCESS_LOG_TARGET_STDOUT;
   cfg->sandbox = true;
 

@@ -151,6 +151,7 @@ char *config_to_json(const struct config *cfg) {
   add_duration(limits, "idle_timeout", cfg->limits.idle_timeout, &ok);
   add_duration(limits, "drain_timeout", cfg->limits.drain_timeout, &ok);
   add_duration(limits, "detect_timeout", cfg->limits.detect_timeout, &ok);
+  add_duration(limits, "hello_timeout", cfg->limits.hello_timeout, &ok);
 
   add_number(root, "workers", cfg->workers_configured, &ok);
   add_bool(root, "sandbox", cfg->sandbox, &ok);

@@ -53,6 +53,7 @@ struct conn {
   struct list_node link; /* In the host's list, from opened to closed. */
   struct conn_host *host;
   struct conn_listener *l;
+  struct list_node handshake_link; /* In l->silent or l->spoken while |handshaking|. */
   enum conn_state state;
   struct side down; /* The accepted socket. */
   struct side up;   /* The socket mtlsd opened. */
@@ -70,8 +71,10 @@ struct conn {
   int64_t peer_expiry_ms; /* Loop time at which the peer's certificate expires. */
   struct tls_conn_info info;
   bool have_info;
-  bool handshaking; /* Holds one of its listener's limits.max_handshaking slots. */
-  bool plaintext;   /* A permissive listener took it for plaintext: no TLS at all. */
+  bool handshaking;    /* Holds one of its listener's limits.max_handshaking slots. */
+  bool awaiting_hello; /* Strict inbound: the peer has not sent a byte yet. */
+  uint64_t handshake_deadline_ms;
+  bool plaintext; /* A permissive listener took it for plaintext: no TLS at all. */
   const char *result;
 };
 
@@ -195,7 +198,39 @@ static void write_access_log(struct conn *c) {
 static void release_handshake_slot(struct conn *c) {
   if (c->handshaking) {
     c->handshaking = false;
-    atomic_fetch_sub_explicit(&c->l->load->handshaking, 1, memory_order_relaxed);
+    list_remove(&c->handshake_link);
+    c->l->handshaking--;
+  }
+}
+
+/* Gives |c| one of its listener's handshake slots; when this host's share is taken, the
+ * oldest connection still handshaking is closed for it, a silent one first (SPEC section
+ * 3): a flood of idle or slow handshakes then only ever delays itself, and a peer whose
+ * ClientHello has come is not closed for connections that have sent nothing. Inbound
+ * connections start silent; the pod's own outbound ones have spoken. */
+static void take_handshake_slot(struct conn *c) {
+  struct conn_listener *l = c->l;
+  struct list_node *victims = !list_empty(&l->silent) ? &l->silent : &l->spoken;
+  if (l->handshaking >= l->handshake_slots && !list_empty(victims)) {
+    struct conn *oldest = LIST_ENTRY(victims->prev, struct conn, handshake_link);
+    if (log_enabled(LOG_DEBUG)) {
+      char peer[NETADDR_STR_MAX];
+      log_write(LOG_DEBUG, "conn", "%s: handshake slots full: closing the oldest, from %s",
+                l->cfg->name, netaddr_format(peer, (const struct sockaddr *)&oldest->peer));
+    }
+    stats_add(l->stats, LC_REFUSED_FIRST + REFUSED_LIMIT, 1);
+    conn_close(oldest, refusal_name(REFUSED_LIMIT));
+  }
+  list_insert_head(l->cfg->mode == LISTENER_INBOUND ? &l->silent : &l->spoken, &c->handshake_link);
+  l->handshaking++;
+  c->handshaking = true;
+}
+
+/* The peer of an inbound connection has sent its first byte. */
+static void handshake_spoke(struct conn *c) {
+  if (c->handshaking) {
+    list_remove(&c->handshake_link);
+    list_insert_head(&c->l->spoken, &c->handshake_link);
   }
 }
 
@@ -297,7 +332,9 @@ static void on_timer(uv_timer_t *timer) {
       upstream_failed(c, UPSTREAM_FAIL_TIMEOUT);
       return;
     case CONN_HANDSHAKING:
-      handshake_failed(c, TLS_FAIL_TIMEOUT, "handshake timed out");
+      handshake_failed(
+          c, TLS_FAIL_TIMEOUT,
+          c->awaiting_hello ? "no ClientHello within limits.hello_timeout" : "handshake timed out");
       return;
     case CONN_RELAYING: {
       uint64_t now = now_ms(c);
@@ -410,6 +447,12 @@ static void handshake_done(struct conn *c) {
 
 static void handshake_step(struct conn *c) {
   int r = tls_conn_handshake(c->tls_side->tls);
+  if (c->awaiting_hello && tls_conn_peer_spoke(c->tls_side->tls)) {
+    /* The ClientHello has begun: the rest of handshake_timeout is the peer's. */
+    c->awaiting_hello = false;
+    handshake_spoke(c);
+    arm_timer(c, c->handshake_deadline_ms);
+  }
   if (r == IO_OK) {
     handshake_done(c);
   } else if (r == IO_WANT_READ || r == IO_WANT_WRITE) {
@@ -424,9 +467,17 @@ static void handshake_step(struct conn *c) {
 static void start_handshake(struct conn *c) {
   struct conn_host *host = c->host;
   struct conn_listener *l = c->l;
+  const struct config *cfg = cfg_of(c);
   c->state = CONN_HANDSHAKING;
   c->handshake_start_ns = uv_hrtime();
-  arm_timer(c, now_ms(c) + cfg_of(c)->limits.handshake_timeout);
+  c->handshake_deadline_ms = now_ms(c) + cfg->limits.handshake_timeout;
+  /* A strict listener's caller must start its ClientHello promptly: an idle connection
+   * holds a handshake slot for limits.hello_timeout at most. A permissive listener has
+   * seen the first byte already. */
+  c->awaiting_hello = l->cfg->mode == LISTENER_INBOUND && !l->cfg->permissive &&
+                      cfg->limits.hello_timeout < cfg->limits.handshake_timeout;
+  arm_timer(c,
+            c->awaiting_hello ? now_ms(c) + cfg->limits.hello_timeout : c->handshake_deadline_ms);
   if (l->cfg->mode == LISTENER_INBOUND) {
     c->tls_side = &c->down;
     c->down.tls = tls_conn_new_server(host->tls, c->down.xprt.fd, &l->policy);
@@ -552,6 +603,7 @@ static void detect(struct conn *c) {
   if (n < 0) {
     conn_close(c, "reset");
   } else if (n == 1 && first == TLS_RECORD_HANDSHAKE) {
+    handshake_spoke(c);
     side_want(c, &c->down, 0);
     if (c->host->tls == NULL) {
       stats_add(c->l->stats, LC_REFUSED_FIRST + REFUSED_NO_CERT, 1);
@@ -614,22 +666,15 @@ static void refuse(struct conn_listener *l, int fd, enum refusal why) {
 }
 
 /* Takes the slots a new connection on |l| needs: one of the runtime's max_connections (as
- * many as limits.max_connections and the descriptor limit allow), one of
- * the listener's max_connections, and one of its limits.max_handshaking until its
- * handshake completes. Takes nothing and returns false when any is used up. */
+ * many as limits.max_connections and the descriptor limit allow) and one of the
+ * listener's max_connections. Takes nothing and returns false when either is used up. */
 static bool take_slots(struct runtime *rt, struct conn_listener *l) {
-  const struct config *cfg = rt->cfg;
   unsigned active = atomic_fetch_add_explicit(&rt->active_connections, 1, memory_order_relaxed);
   if (active >= rt->max_connections) {
     goto undo_global;
   }
   unsigned mine = atomic_fetch_add_explicit(&l->load->active, 1, memory_order_relaxed);
   if (l->cfg->max_connections != 0 && mine >= l->cfg->max_connections) {
-    goto undo_listener;
-  }
-  unsigned pending = atomic_fetch_add_explicit(&l->load->handshaking, 1, memory_order_relaxed);
-  if (pending >= cfg->limits.max_handshaking) {
-    atomic_fetch_sub_explicit(&l->load->handshaking, 1, memory_order_relaxed);
     goto undo_listener;
   }
   return true;
@@ -641,7 +686,6 @@ undo_global:
 }
 
 static void give_slots(struct runtime *rt, struct conn_listener *l) {
-  atomic_fetch_sub_explicit(&l->load->handshaking, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&l->load->active, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(&rt->active_connections, 1, memory_order_relaxed);
 }
@@ -708,7 +752,6 @@ void conn_accept(struct conn_host *host, struct conn_listener *l, int fd) {
   }
   c->host = host;
   c->l = l;
-  c->handshaking = true;
   c->down.xprt.fd = -1;
   c->up.xprt.fd = -1;
   c->start_ms = uv_now(host->loop);
@@ -728,7 +771,9 @@ void conn_accept(struct conn_host *host, struct conn_listener *l, int fd) {
   c->timer.data = c;
   c->open_handles = 1;
   list_init(&c->link);
+  list_init(&c->handshake_link);
   host->ops->opened(host->arg, c);
+  take_handshake_slot(c);
   stats_add(l->stats, LC_CONNECTIONS_ACTIVE, 1);
   c->state = CONN_CONNECTING;
 

@@ -16,38 +16,19 @@ bool file_path_join(char *out, size_t out_len, const char *dir, const char *name
 }
 
 const char *file_error_string(int result) {
-  return result == -EINVAL ? "not a regular file" : strerror(-result);
+  switch (result) {
+    case -EINVAL:
+      return "not a regular file";
+    case -EAGAIN:
+      return "it kept changing while it was read";
+    default:
+      return strerror(-result);
+  }
 }
 
-int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *out_len) {
-  bool regular_only = (flags & FILE_REGULAR_ONLY) != 0;
-  /* O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; it is
-   * left out otherwise, so that a configuration can still be read from a pipe. */
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (regular_only ? O_NONBLOCK : 0));
-  if (fd < 0) {
-    int e = errno;
-    /* A sandbox that does not let the process open what the name leads to (a device, a
-     * file elsewhere) says only "permission denied"; what it is says more. */
-    struct stat named;
-    if (e == EACCES && regular_only && stat(path, &named) == 0 && !S_ISREG(named.st_mode)) {
-      return S_ISDIR(named.st_mode) ? -EISDIR : -EINVAL;
-    }
-    return -e;
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    close(fd);
-    return -e;
-  }
-  if (S_ISDIR(st.st_mode)) {
-    close(fd);
-    return -EISDIR;
-  }
-  if (regular_only && !S_ISREG(st.st_mode)) {
-    close(fd);
-    return -EINVAL;
-  }
+/* Reads |fd| from its current offset to end of file into a new NUL-terminated buffer,
+ * never more than |max| + 1 bytes. Returns 0 or a negative errno. */
+static int read_to_end(int fd, size_t max, uint8_t **out, size_t *out_len) {
   uint8_t *buf = NULL;
   size_t len = 0;
   size_t cap = 0;
@@ -84,7 +65,6 @@ int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, s
     }
     len += (size_t)n;
   }
-  close(fd);
   if (result == 0 && len > max) {
     result = -EFBIG;
   }
@@ -102,6 +82,63 @@ int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, s
   *out = buf;
   *out_len = len;
   return 0;
+}
+
+/* Whether a regular file was written to between two fstat calls: a write moves mtime
+ * and ctime, a truncation the size. */
+static bool changed_between(const struct stat *a, const struct stat *b) {
+  return a->st_size != b->st_size || a->st_mtim.tv_sec != b->st_mtim.tv_sec ||
+         a->st_mtim.tv_nsec != b->st_mtim.tv_nsec || a->st_ctim.tv_sec != b->st_ctim.tv_sec ||
+         a->st_ctim.tv_nsec != b->st_ctim.tv_nsec;
+}
+
+int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *out_len) {
+  bool regular_only = (flags & FILE_REGULAR_ONLY) != 0;
+  /* O_NONBLOCK makes opening a FIFO return at once instead of waiting for a writer; it is
+   * left out otherwise, so that a configuration can still be read from a pipe. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | (regular_only ? O_NONBLOCK : 0));
+  if (fd < 0) {
+    int e = errno;
+    /* A sandbox that does not let the process open what the name leads to (a device, a
+     * file elsewhere) says only "permission denied"; what it is says more. */
+    struct stat named;
+    if (e == EACCES && regular_only && stat(path, &named) == 0 && !S_ISREG(named.st_mode)) {
+      return S_ISDIR(named.st_mode) ? -EISDIR : -EINVAL;
+    }
+    return -e;
+  }
+  struct stat before;
+  int result = fstat(fd, &before) != 0 ? -errno : 0;
+  if (result == 0 && S_ISDIR(before.st_mode)) {
+    result = -EISDIR;
+  } else if (result == 0 && regular_only && !S_ISREG(before.st_mode)) {
+    result = -EINVAL;
+  }
+  /* A regular file rewritten in place while it is read yields a mix of two versions, or
+   * a part of one: what was read is kept only if the file did not change meanwhile and
+   * its size is what was read; otherwise it is read again. Pipes and devices have no such
+   * signature and are read once. */
+  for (int attempt = 0; result == 0; attempt++) {
+    result = read_to_end(fd, max, out, out_len);
+    struct stat after = before;
+    if (result != 0 || !S_ISREG(before.st_mode)) {
+      break;
+    }
+    if (fstat(fd, &after) != 0) {
+      result = -errno;
+    } else if (!changed_between(&before, &after) && (off_t)*out_len == after.st_size) {
+      break;
+    } else if (attempt + 1 == FILE_READ_ATTEMPTS) {
+      result = -EAGAIN;
+    } else if (lseek(fd, 0, SEEK_SET) != 0) {
+      result = -errno;
+    }
+    free(*out);
+    *out = NULL;
+    before = after;
+  }
+  close(fd);
+  return result;
 }
 
 int file_write_atomic(const char *dir, const char *name, const uint8_t *data, size_t len,

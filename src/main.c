@@ -247,7 +247,7 @@ static int cmd_check(int argc, char **argv) {
   if (!any_cert_file_present(cfg)) {
     printf("certificates: none in %s yet (mtlsd starts and waits for them)\n", cfg->certs.dir);
   } else {
-    struct tls_certset *set = tls_certset_load(cfg, err, sizeof(err));
+    struct tls_certset *set = tls_certset_load(cfg, NULL, err, sizeof(err));
     if (set == NULL) {
       fprintf(stderr, "%s: certificates in %s: %s\n", path, cfg->certs.dir, err);
       code = MTLSD_EXIT_FAILED;

@@ -46,18 +46,19 @@ static void wake_workers(struct server *srv) {
   }
 }
 
-/* Reloads the certificate directory now; with |dry_run| it only validates. Writes the
- * result into |msg|; returns whether the set is valid. */
-static bool reload_certs(struct server *srv, bool dry_run, char *msg, size_t msg_len) {
-  enum certload_result r = certload_reload(srv->rt, dry_run, msg, msg_len);
+/* certload_reload, and the workers told of a new generation. */
+static enum certload_result reload_certs(struct server *srv, enum certload_mode mode,
+                                         const uint8_t *expect, char *msg, size_t msg_len) {
+  enum certload_result r = certload_reload(srv->rt, mode, expect, msg, msg_len);
   if (r == CERTLOAD_LOADED) {
     wake_workers(srv);
   }
-  return r != CERTLOAD_REFUSED;
+  return r;
 }
 
-static bool reload_op(void *arg, bool dry_run, char *msg, size_t msg_len) {
-  return reload_certs(arg, dry_run, msg, msg_len);
+static enum certload_result reload_op(void *arg, enum certload_mode mode, const uint8_t *expect,
+                                      char *msg, size_t msg_len) {
+  return reload_certs(arg, mode, expect, msg, msg_len);
 }
 
 static struct tls_contexts *current_op(void *arg) {
@@ -112,7 +113,7 @@ static void on_wakeup(uv_async_t *async) {
   struct runtime *rt = srv->rt;
   if (atomic_exchange(&srv->requested_reload, 0)) {
     char msg[512];
-    reload_certs(srv, false, msg, sizeof(msg));
+    reload_certs(srv, CERTLOAD_APPLY, NULL, msg, sizeof(msg));
   }
   if (atomic_exchange(&srv->requested_drain, 0)) {
     log_write(LOG_INFO, "server", "draining: no new connections; open ones have %llu ms to finish",
@@ -200,7 +201,7 @@ int server_run(const struct config *cfg) {
 
   warn_if_key_readable(cfg);
   char msg[512];
-  if (!reload_certs(srv, false, msg, sizeof(msg))) {
+  if (reload_certs(srv, CERTLOAD_APPLY, NULL, msg, sizeof(msg)) == CERTLOAD_REFUSED) {
     log_write(LOG_WARN, "server",
               "no valid certificate yet (%s): admin is up, connections are refused until one "
               "appears in %s",

@@ -72,6 +72,7 @@ struct tls_conn {
   size_t wlen;
   size_t woff;
   bool close_notify_queued;
+  bool peer_spoke; /* A byte came from the peer. */
 };
 
 static int g_conn_index = -1;
@@ -647,6 +648,7 @@ static int bio_sock_read(BIO *bio, char *out, int len) {
   for (;;) {
     ssize_t n = recv(conn->fd, out, (size_t)len, 0);
     if (n >= 0) {
+      conn->peer_spoke |= n > 0;
       return (int)n;
     }
     if (errno == EINTR) {
@@ -861,6 +863,10 @@ static int map_error(struct tls_conn *conn, int ret) {
       return IO_ERROR;
     }
   }
+}
+
+bool tls_conn_peer_spoke(const struct tls_conn *conn) {
+  return conn->peer_spoke;
 }
 
 int tls_conn_handshake(struct tls_conn *conn) {

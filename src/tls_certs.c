@@ -166,21 +166,17 @@ done:
   return ok;
 }
 
-/* Reads |dir|/|name| whole into a new buffer. */
-static bool read_file(uint8_t **out, size_t *out_len, const char *dir, const char *name, char *err,
-                      size_t err_len) {
-  char path[PATH_MAX];
-  if (!file_path_join(path, sizeof(path), dir, name)) {
-    snprintf(err, err_len, "%s: the path is too long", name);
-    return false;
-  }
-  int r = file_read_all(path, CERT_FILE_MAX, FILE_REGULAR_ONLY, out, out_len);
-  if (r == -EFBIG) {
-    snprintf(err, err_len, "%s: larger than 1 MiB", name);
-  } else if (r != 0) {
-    snprintf(err, err_len, "%s: cannot read: %s", name, file_error_string(r));
-  }
-  return r == 0;
+/* Adds one file to a set's digest: how reading it ended (0 or a negative errno), its
+ * length, then its bytes, so that no two sets of files share a digest by moving bytes
+ * from one file to the next. */
+static void digest_add_file(SHA256_CTX *sha, int read_result, const uint8_t *data, size_t len) {
+  uint8_t head[12];
+  uint32_t result = (uint32_t)read_result;
+  uint64_t n = len;
+  memcpy(head, &result, sizeof(result));
+  memcpy(head + sizeof(result), &n, sizeof(n));
+  SHA256_Update(sha, head, sizeof(head));
+  SHA256_Update(sha, data, len);
 }
 
 STACK_OF(X509) * tls_pem_parse_certs(const uint8_t *pem, size_t len) {
@@ -386,9 +382,9 @@ struct tls_certset *tls_certset_parse(const struct tls_pem_files *files, char *e
 
   SHA256_CTX sha;
   SHA256_Init(&sha);
-  SHA256_Update(&sha, cert_pem, cert_len);
-  SHA256_Update(&sha, key_pem, key_len);
-  SHA256_Update(&sha, ca_pem, ca_len);
+  digest_add_file(&sha, 0, cert_pem, cert_len);
+  digest_add_file(&sha, 0, key_pem, key_len);
+  digest_add_file(&sha, 0, ca_pem, ca_len);
   SHA256_Final(set->content_digest, &sha);
 
   tls_cert_identities_free(&ids);
@@ -402,29 +398,88 @@ err:
   return NULL;
 }
 
-struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t err_len) {
-  const char *dir = cfg->certs.dir;
-  struct tls_pem_files files = {.cert_name = cfg->certs.cert_file,
-                                .key_name = cfg->certs.key_file,
-                                .ca_name = cfg->certs.ca_file};
-  uint8_t *cert_pem = NULL, *key_pem = NULL, *ca_pem = NULL;
+/* A set's files as read: contents (NULL for an absent name or a failed read) and how
+ * each read ended (0 or a negative errno). */
+struct certfiles {
+  const char *names[3]; /* Certificate, key, bundle; a NULL name is not read. */
+  uint8_t *data[3];
+  size_t len[3];
+  int result[3];
+};
+
+/* Reads the files of |certs| into |f| and their digest into |digest|. */
+static void certfiles_read(struct certfiles *f, const struct certs_config *certs,
+                           uint8_t digest[TLS_DIGEST_LEN]) {
+  *f = (struct certfiles){.names = {certs->cert_file, certs->key_file, certs->ca_file}};
+  SHA256_CTX sha;
+  SHA256_Init(&sha);
+  for (size_t i = 0; i < 3; i++) {
+    char path[PATH_MAX];
+    if (f->names[i] != NULL) {
+      f->result[i] =
+          file_path_join(path, sizeof(path), certs->dir, f->names[i])
+              ? file_read_all(path, CERT_FILE_MAX, FILE_REGULAR_ONLY, &f->data[i], &f->len[i])
+              : -ENAMETOOLONG;
+    }
+    digest_add_file(&sha, f->result[i], f->data[i], f->len[i]);
+  }
+  SHA256_Final(digest, &sha);
+}
+
+static void certfiles_release(struct certfiles *f) {
+  for (size_t i = 0; i < 3; i++) {
+    if (f->data[i] != NULL) {
+      OPENSSL_cleanse(f->data[i], f->len[i]); /* One of them is a key. */
+      free(f->data[i]);
+    }
+  }
+}
+
+void tls_certfiles_digest(const struct certs_config *certs, uint8_t out[TLS_DIGEST_LEN]) {
+  struct certfiles f;
+  certfiles_read(&f, certs, out);
+  certfiles_release(&f);
+}
+
+struct tls_certset *tls_certset_load(const struct config *cfg, uint8_t digest[TLS_DIGEST_LEN],
+                                     char *err, size_t err_len) {
+  struct certfiles f;
+  uint8_t unused[TLS_DIGEST_LEN];
+  certfiles_read(&f, &cfg->certs, digest != NULL ? digest : unused);
   struct tls_certset *set = NULL;
-  if (read_file(&cert_pem, &files.cert_len, dir, files.cert_name, err, err_len) &&
-      read_file(&key_pem, &files.key_len, dir, files.key_name, err, err_len) &&
-      (files.ca_name == NULL ||
-       read_file(&ca_pem, &files.ca_len, dir, files.ca_name, err, err_len))) {
-    files.cert = cert_pem;
-    files.key = key_pem;
-    files.ca = ca_pem;
-    set = tls_certset_parse(&files, err, err_len);
+  for (size_t i = 0; i < 3; i++) {
+    if (f.result[i] == -EFBIG) {
+      snprintf(err, err_len, "%s: larger than 1 MiB", f.names[i]);
+      goto out;
+    }
+    if (f.result[i] == -ENAMETOOLONG) {
+      snprintf(err, err_len, "%s: the path is too long", f.names[i]);
+      goto out;
+    }
+    if (f.result[i] != 0) {
+      snprintf(err, err_len, "%s: cannot read: %s", f.names[i], file_error_string(f.result[i]));
+      goto out;
+    }
   }
-  if (key_pem != NULL) {
-    OPENSSL_cleanse(key_pem, files.key_len);
-  }
-  free(cert_pem);
-  free(key_pem);
-  free(ca_pem);
+  struct tls_pem_files files = {
+      .cert = f.data[0],
+      .key = f.data[1],
+      .ca = f.data[2],
+      .cert_len = f.len[0],
+      .key_len = f.len[1],
+      .ca_len = f.len[2],
+      .cert_name = f.names[0],
+      .key_name = f.names[1],
+      .ca_name = f.names[2],
+  };
+  set = tls_certset_parse(&files, err, err_len);
+out:
+  certfiles_release(&f);
   return set;
+}
+
+const uint8_t *tls_certset_digest(const struct tls_certset *set) {
+  return set->content_digest;
 }
 
 bool tls_certset_same(const struct tls_certset *a, const struct tls_certset *b) {

@@ -18,7 +18,7 @@ struct tls_certset {
   X509_STORE *store;       /* The same anchors, for verifying peers. */
   char *identity;          /* SPIFFE ID, else the first DNS SAN. */
   int64_t not_before, not_after;
-  uint8_t content_digest[32]; /* SHA-256 over the three files, to detect no-op reloads. */
+  uint8_t content_digest[TLS_DIGEST_LEN]; /* tls_certset_digest. */
 };
 
 /* The identities a leaf certificate names: its spiffe:// URI SAN and its DNS SANs. */

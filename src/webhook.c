@@ -48,9 +48,10 @@ struct webhook {
   uv_timer_t drain_timer;
 };
 
-static bool reload_op(void *arg, bool dry_run, char *msg, size_t msg_len) {
+static enum certload_result reload_op(void *arg, enum certload_mode mode, const uint8_t *expect,
+                                      char *msg, size_t msg_len) {
   struct webhook *wh = arg;
-  return certload_reload(wh->rt, dry_run, msg, msg_len) != CERTLOAD_REFUSED;
+  return certload_reload(wh->rt, mode, expect, msg, msg_len);
 }
 
 /* The contexts in use: for certwatch's expiry warnings, and for each HTTPS handshake. */
@@ -131,7 +132,7 @@ static void on_signal(uv_signal_t *handle, int signum) {
   if (signum == SIGHUP) {
     char msg[600];
     log_write(LOG_INFO, "webhook", "SIGHUP: reloading the certificate");
-    reload_op(wh, false, msg, sizeof(msg));
+    reload_op(wh, CERTLOAD_APPLY, NULL, msg, sizeof(msg));
     return;
   }
   if (runtime_draining(wh->rt)) {
@@ -158,7 +159,7 @@ static int serve(struct webhook *wh, const struct webhook_options *opts) {
   struct runtime *rt = wh->rt;
   /* A missing or bad certificate is not fatal: cert-manager may not have written it
    * yet. /ready says why until the watcher loads a good one. */
-  if (certload_reload(rt, false, msg, sizeof(msg)) == CERTLOAD_REFUSED) {
+  if (certload_reload(rt, CERTLOAD_APPLY, NULL, msg, sizeof(msg)) == CERTLOAD_REFUSED) {
     log_write(LOG_WARN, "webhook", "not ready: %s", msg);
   }
   struct http_server_config http = {

@@ -47,6 +47,14 @@ static void on_refuse(struct acceptor *a, int fd) {
   conn_refuse(&l->conn, fd);
 }
 
+/* Worker |id|'s part of |total| handshake slots split over |workers|: the kernel spreads
+ * connections evenly over the workers' sockets, and so are the slots. At least one, so
+ * that no worker refuses every handshake. */
+static unsigned handshake_share(unsigned total, unsigned workers, unsigned id) {
+  unsigned share = total / workers + (id < total % workers ? 1 : 0);
+  return share > 0 ? share : 1;
+}
+
 int worker_bind(struct worker *w, struct runtime *rt, unsigned id, const struct worker_ops *ops,
                 void *arg, char *err, size_t err_len) {
   const struct config *cfg = rt->cfg;
@@ -78,7 +86,10 @@ int worker_bind(struct worker *w, struct runtime *rt, unsigned id, const struct 
                 .server_identity = lc->server_identity,
                 .session_context = lc->name,
             },
+        .handshake_slots = handshake_share(cfg->limits.max_handshaking, cfg->workers, id),
     };
+    list_init(&l->conn.silent);
+    list_init(&l->conn.spoken);
     w->listener_count = i + 1;
     /* Every worker binds its own socket to the same address; the kernel spreads new
      * connections across them, so no accept lock or thundering herd. */

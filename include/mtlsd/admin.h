@@ -14,6 +14,7 @@
 
 #include <uv.h>
 
+#include "mtlsd/certload.h"
 #include "mtlsd/http_server.h"
 #include "mtlsd/runtime.h"
 
@@ -22,7 +23,8 @@ struct admin;
 /* What the lifecycle routes (POST /reload, /drain, /quitquitquit) ask of the process. */
 struct admin_control_ops {
   /* reload: as certwatch_ops.reload. */
-  bool (*reload)(void *arg, bool dry_run, char *msg, size_t msg_len);
+  enum certload_result (*reload)(void *arg, enum certload_mode mode, const uint8_t *expect,
+                                 char *msg, size_t msg_len);
   /* drain starts a graceful drain (SPEC section 6), and exits afterwards when
    * |then_exit|. */
   void (*drain)(void *arg, bool then_exit);

@@ -18,10 +18,24 @@ enum certload_result {
   CERTLOAD_VALID,     /* A dry run found a valid set; nothing changed. */
   CERTLOAD_UNCHANGED, /* The files hold the set that is serving already. */
   CERTLOAD_LOADED,    /* A new generation serves every new handshake. */
+  CERTLOAD_CHANGED,   /* The files were not those expected; nothing was done. */
 };
 
-/* certload_reload loads |rt->cfg->certs| now (with |dry_run|, only validates it) and
- * writes the outcome into |msg|. The caller tells its connections after CERTLOAD_LOADED. */
-enum certload_result certload_reload(struct runtime *rt, bool dry_run, char *msg, size_t msg_len);
+/* What a reload may do. The files are read once per call: a set that is found valid is
+ * the set that is loaded, never a second read of files that may have changed since. */
+enum certload_mode {
+  CERTLOAD_DRY_RUN, /* Only validate; change and record nothing. */
+  /* Load a valid set; an invalid one is only described in the message, not logged,
+   * counted or recorded (it may be a rotation caught half-written). */
+  CERTLOAD_TRY,
+  CERTLOAD_APPLY, /* Load a valid set; an invalid one is logged, counted and recorded. */
+};
+
+/* certload_reload loads |rt->cfg->certs| now as |mode| says and writes the outcome into
+ * |msg|. With |expect| (a tls_certfiles_digest; NULL: any files), files that are no
+ * longer those are left alone: CERTLOAD_CHANGED, nothing recorded. The caller tells its
+ * connections after CERTLOAD_LOADED. */
+enum certload_result certload_reload(struct runtime *rt, enum certload_mode mode,
+                                     const uint8_t *expect, char *msg, size_t msg_len);
 
 #endif

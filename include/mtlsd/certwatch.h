@@ -12,16 +12,18 @@
 
 #include <uv.h>
 
+#include "mtlsd/certload.h"
 #include "mtlsd/config.h"
 #include "mtlsd/tls.h"
 
 struct certwatch;
 
 struct certwatch_ops {
-  /* reload loads the directory now (only validates it when |dry_run|), writes the result
-   * into |msg| and returns whether the set is valid. A real reload logs, counts and
-   * records its outcome itself. */
-  bool (*reload)(void *arg, bool dry_run, char *msg, size_t msg_len);
+  /* reload is certload_reload on the owner's runtime (certwatch uses CERTLOAD_TRY and
+   * CERTLOAD_APPLY, always with |expect|); the owner tells its connections of a new
+   * generation. */
+  enum certload_result (*reload)(void *arg, enum certload_mode mode, const uint8_t *expect,
+                                 char *msg, size_t msg_len);
   /* current returns a new reference to the contexts in use (NULL: none yet), for the
    * expiry warnings. */
   struct tls_contexts *(*current)(void *arg);

@@ -125,8 +125,8 @@ struct config {
   struct {
     uint32_t max_connections;
     /* Connections per listener that may be between accept and the end of their TLS
-     * handshake at once; beyond it new ones are refused, so unauthenticated peers never
-     * use up the slots of authenticated traffic. */
+     * handshake at once; beyond it a new one takes the slot of the oldest, so idle or slow
+     * handshakes never lock out a peer that completes its own promptly. */
     uint32_t max_handshaking;
     duration_ms connect_timeout;
     duration_ms handshake_timeout;
@@ -135,6 +135,8 @@ struct config {
     /* Permissive listeners: how long to wait for a first byte before taking the
      * connection for plaintext from a server-first protocol. */
     duration_ms detect_timeout;
+    /* Strict inbound: how long a new connection may stay silent before its ClientHello. */
+    duration_ms hello_timeout;
   } limits;
 
   unsigned workers; /* Resolved: never 0 after loading (0 in the file means one per CPU). */

@@ -32,6 +32,15 @@ struct conn_listener {
   struct listener_load *load; /* Shared by every host's copy of this listener. */
   struct tls_peer_policy policy;
   struct listener_stats *stats; /* This host's block. */
+  /* This host's share of limits.max_handshaking (set by the host, at least 1), and the
+   * connections holding one, newest first, apart by whether their peer has sent a byte
+   * yet: when all are taken, a new connection takes the slot of the oldest silent one,
+   * or of the oldest if none is silent (SPEC section 3). Per host, so no lock and no
+   * other thread's connection is ever closed. The host initialises both lists. */
+  unsigned handshake_slots;
+  unsigned handshaking;
+  struct list_node silent;
+  struct list_node spoken;
 };
 
 struct conn_host_ops {

@@ -16,16 +16,21 @@ enum {
   FILE_REGULAR_ONLY = 1 << 0,
 };
 
+/* How often file_read_all reads a regular file that keeps changing under it. */
+enum { FILE_READ_ATTEMPTS = 5 };
+
 /* file_read_all reads all of |path| into a new buffer of |*out_len| bytes followed by a
  * NUL (so text can be parsed in place), which the caller frees with free(); buffers that
  * held keys should be cleansed first. It reads until end of file rather than trusting
- * st_size, so a file that changes size while read is read consistently, and it never
- * reads more than |max| + 1 bytes. Returns 0, or a negative errno: -EFBIG when the file
- * is larger than |max| bytes, -EISDIR for a directory, and with FILE_REGULAR_ONLY -EINVAL
- * for any other file that is not a regular one. */
+ * st_size, and it never reads more than |max| + 1 bytes. A regular file written to while
+ * it is read (its size, mtime or ctime moved, or its size is not what was read) is a torn
+ * read and is read again, up to FILE_READ_ATTEMPTS times. Returns 0, or a negative errno:
+ * -EFBIG when the file is larger than |max| bytes, -EISDIR for a directory, -EAGAIN when
+ * it kept changing, and with FILE_REGULAR_ONLY -EINVAL for any other file that is not a
+ * regular one. */
 int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, size_t *out_len);
 
-/* file_error_string describes a negative result of file_read_all for a message: "not a
+/* file_error_string describes a negative result of file_read_all for a message ("not a
  * regular file" for -EINVAL, strerror otherwise. */
 const char *file_error_string(int result);
 

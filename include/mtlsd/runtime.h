@@ -23,11 +23,10 @@
 
 enum runtime_state { RUNTIME_STARTING, RUNTIME_LIVE, RUNTIME_DRAINING, RUNTIME_STOPPED };
 
-/* One listener's connections on all workers, for listeners[].max_connections and
- * limits.max_handshaking; a cache line each, as every accept touches it. */
+/* One listener's connections on all workers, for listeners[].max_connections; a cache
+ * line each, as every accept touches it. */
 struct listener_load {
   _Atomic unsigned active;
-  _Atomic unsigned handshaking;
 } __attribute__((aligned(64)));
 
 /* The outcome of the last certificate reload, for /certs and /ready. */

@@ -48,14 +48,19 @@ const char *tls_failure_name(enum tls_failure failure);
 
 struct tls_certset;
 
+/* Bytes of a digest of certificate files (SHA-256). */
+#define TLS_DIGEST_LEN 32
+
 /* tls_certset_load reads the files named by |cfg->certs| and validates them: PEM parses,
  * the key matches the leaf, the leaf chains to the bundle, now is inside the leaf's
  * validity window, and the leaf has a valid SPIFFE ID or DNS SANs. Without
  * |cfg->certs.ca_file| the set is a serving certificate only (the webhook's): no bundle,
  * the chain is the server's to present and nobody's to verify. On success it returns
  * a set the caller frees with tls_certset_free. On failure it returns NULL and writes a
- * one-line reason into |err| (e.g. "tls.key does not match tls.crt"). */
-struct tls_certset *tls_certset_load(const struct config *cfg, char *err, size_t err_len);
+ * one-line reason into |err| (e.g. "tls.key does not match tls.crt"). Either way, unless
+ * |digest| is NULL, it writes there the tls_certfiles_digest of what it read. */
+struct tls_certset *tls_certset_load(const struct config *cfg, uint8_t digest[TLS_DIGEST_LEN],
+                                     char *err, size_t err_len);
 
 /* The contents of one set's files (borrowed), with the names that messages use; no
  * |ca| (ca_name NULL) for a serving certificate. */
@@ -76,6 +81,16 @@ void tls_certset_free(struct tls_certset *set);
 /* tls_certset_same returns whether |a| and |b| were loaded from identical file contents,
  * so that a reload which changes nothing swaps nothing. */
 bool tls_certset_same(const struct tls_certset *a, const struct tls_certset *b);
+
+/* tls_certfiles_digest writes into |out| a digest of the files |certs| names as they are
+ * now: each one's contents, or how reading it failed. It equals tls_certset_digest of a
+ * set loaded from those same contents, so a watcher can tell a change that leaves sizes
+ * and timestamps as they were, and whether the files hold the set that serves. */
+void tls_certfiles_digest(const struct certs_config *certs, uint8_t out[TLS_DIGEST_LEN]);
+
+/* tls_certset_digest returns the digest (TLS_DIGEST_LEN bytes, living as long as |set|)
+ * of the file contents |set| was parsed from. */
+const uint8_t *tls_certset_digest(const struct tls_certset *set);
 
 /* tls_certset_not_after returns the leaf's expiry time (seconds since the epoch). */
 int64_t tls_certset_not_after(const struct tls_certset *set);
@@ -159,6 +174,10 @@ struct tls_conn *tls_conn_new_unverified_client(int fd, const char *sni);
 
 /* tls_conn_free releases |conn| (not its socket); NULL is a no-op. */
 void tls_conn_free(struct tls_conn *conn);
+
+/* tls_conn_peer_spoke returns whether any byte has come from the peer yet (a server
+ * that has one has begun reading the ClientHello). */
+bool tls_conn_peer_spoke(const struct tls_conn *conn);
 
 /* tls_conn_handshake advances the handshake: IO_OK when complete, IO_WANT_READ or
  * IO_WANT_WRITE when the socket must become ready first, IO_ERROR when it failed (see

@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import random
 import resource
 import shutil
@@ -107,6 +108,29 @@ def listening_ports(pid=None):
         except FileNotFoundError:
             pass
     return ports
+
+
+# TCP states (include/net/tcp_states.h) of a server's socket that still holds one of its
+# connection slots, or will once accepted: established, half-open, closed by the peer.
+_SERVER_HELD_STATES = {"01", "03", "08"}
+
+
+def server_sockets(port):
+    """How many connections to local PORT this namespace's server side still holds
+    (accepted or waiting in the backlog, the peer's close not yet handled)."""
+    count = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if (int(fields[1].rsplit(":", 1)[1], 16) == port
+                            and fields[3] in _SERVER_HELD_STATES):
+                        count += 1
+        except FileNotFoundError:
+            pass
+    return count
 
 
 def spiffe(sa, ns="default", td=TRUST_DOMAIN):
@@ -243,6 +267,7 @@ class Mtlsd:
             preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
             if nofile else None)
         self.returncode = None
+        self.command = command
 
     @property
     def pid(self):
@@ -254,10 +279,16 @@ class Mtlsd:
     def health_url(self, path):
         return f"http://{self.config['health']['listen']}{path}"
 
+    # The line each command logs once it is confined and serving: sockets are bound and
+    # listening before the sandbox is entered, so the LISTEN state alone says too little.
+    STARTED = {"run": re.compile(r"mtlsd \S+ serving \d+ listeners"),
+               "webhook": re.compile(r"listening on \S+ \(HTTPS\)")}
+
     def wait_listening(self, timeout=15.0, admin=False):
         """Waits until every listener (and with ADMIN, the admin port) is in the LISTEN
-        state. It reads /proc/net/tcp rather than connecting, so that no probe connection
-        shows up in the access log or the metrics."""
+        state and the process has logged that it serves (after entering its sandbox). It
+        reads /proc/net/tcp rather than connecting, so that no probe connection shows up
+        in the access log or the metrics."""
         addrs = [l["listen"] for l in self.config.get("listeners", [])]
         if admin:
             addrs += [self.config[k]["listen"] for k in ("admin", "health") if k in self.config]
@@ -267,7 +298,9 @@ class Mtlsd:
             if self.proc.poll() is not None:
                 raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n"
                                      + self.stderr())
-            return ports <= listening_ports(self.pid)
+            started = self.STARTED.get(self.command[0])
+            return ports <= listening_ports(self.pid) and (
+                started is None or started.search(self.stderr()) is not None)
 
         wait_until(all_up, timeout=timeout, what=f"{self.name} listening")
         return self

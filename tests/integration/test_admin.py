@@ -21,8 +21,8 @@ import unittest
 import urllib.parse
 import urllib.request
 
-from harness import (Backend, Mtlsd, Pki, TempDir, client_context, free_port, spiffe,
-                     tls_echo, wait_until)
+from harness import (Backend, Mtlsd, Pki, TempDir, client_context, free_port, server_sockets,
+                     spiffe, tls_echo, wait_until)
 
 PROMETHEUS_CT = "text/plain; version=0.0.4; charset=utf-8"
 TEXT_CT = "text/plain; charset=utf-8"
@@ -643,6 +643,10 @@ class AdminTest(unittest.TestCase):
             flood.close()
 
     def test_connection_limit(self):
+        # The other tests' connections (a lingering close, a keep-alive the server has not
+        # seen closed yet) would take slots of the 64.
+        wait_until(lambda: server_sockets(self.admin_port) == 0, timeout=15,
+                   what="the admin port to hold no connection")
         held = []
         try:
             # Idle connections up to the limit are accepted, then refused with a 503.

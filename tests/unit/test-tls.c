@@ -71,7 +71,7 @@ static struct tls_contexts *contexts(const char *name, uint64_t generation) {
                    g_dir, name);
   struct config *cfg = config_parse("t.json", json, (size_t)n, err, sizeof(err));
   CHECK(cfg != NULL);
-  struct tls_certset *set = cfg != NULL ? tls_certset_load(cfg, err, sizeof(err)) : NULL;
+  struct tls_certset *set = cfg != NULL ? tls_certset_load(cfg, NULL, err, sizeof(err)) : NULL;
   if (set == NULL) {
     fprintf(stderr, "  %s: %s\n", name, err);
   }

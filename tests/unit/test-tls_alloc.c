@@ -66,7 +66,7 @@ static char g_dir[64];
 /* Loads the set in g_dir/leaf and builds its contexts; true when both worked. */
 static bool load(const struct config *cfg, char *err, size_t err_len) {
   err[0] = '\0';
-  struct tls_certset *set = tls_certset_load(cfg, err, err_len);
+  struct tls_certset *set = tls_certset_load(cfg, NULL, err, err_len);
   if (set == NULL) {
     return false;
   }
