@@ -118,24 +118,24 @@ int file_read_all(const char *path, size_t max, unsigned flags, uint8_t **out, s
    * a part of one: what was read is kept only if the file did not change meanwhile and
    * its size is what was read; otherwise it is read again. Pipes and devices have no such
    * signature and are read once. */
-  for (int attempt = 0; result == 0; attempt++) {
+  for (int attempt = 1; result == 0; attempt++) {
     result = read_to_end(fd, max, out, out_len);
-    struct stat after = before;
     if (result != 0 || !S_ISREG(before.st_mode)) {
       break;
     }
-    if (fstat(fd, &after) != 0) {
-      result = -errno;
-    } else if (!changed_between(&before, &after) && (off_t)*out_len == after.st_size) {
+    struct stat after;
+    bool whole = fstat(fd, &after) == 0 && !changed_between(&before, &after) &&
+                 (off_t)*out_len == after.st_size;
+    if (whole) {
       break;
-    } else if (attempt + 1 == FILE_READ_ATTEMPTS) {
-      result = -EAGAIN;
-    } else if (lseek(fd, 0, SEEK_SET) != 0) {
-      result = -errno;
     }
     free(*out);
     *out = NULL;
-    before = after;
+    if (attempt == FILE_READ_ATTEMPTS) {
+      result = -EAGAIN;
+    } else if (fstat(fd, &before) != 0 || lseek(fd, 0, SEEK_SET) != 0) {
+      result = -errno;
+    }
   }
   close(fd);
   return result;
