@@ -22,16 +22,25 @@
 static const struct http_server_limits kAdminLimits = {
     .max_connections = 64,
     .max_body = HTTP_MAX_BODY,
+    .max_output_in_flight = (uint64_t)8 << 20,
+    .send_buffer = 64 * 1024,
     .timeout_ms = 10000,
     .linger_ms = 2000,
 };
 
-/* The health port answers the kubelet and Prometheus from outside the pod: more room
- * than the admin port, as every pod in the cluster can reach it, and requests must
- * arrive quickly (a deferred probe answer waits as long as its probe). */
+/* The health port answers the kubelet and Prometheus from outside the pod, and every pod
+ * in the cluster can reach it: more room than the admin port, a handful of connections
+ * per address (the kubelet's probes are one connection each, rarely more than a dozen
+ * at once),
+ * requests that arrive quickly (a deferred probe answer waits as long as its probe), and
+ * large answers (metrics) bounded together, so that no flood, from one address or many,
+ * takes the port or the memory from the kubelet. */
 static const struct http_server_limits kHealthLimits = {
     .max_connections = 128,
+    .max_per_source = 16,
     .max_body = HTTP_MAX_BODY,
+    .max_output_in_flight = (uint64_t)4 << 20,
+    .send_buffer = 32 * 1024,
     .timeout_ms = 4000,
     .linger_ms = 1000,
 };
@@ -43,7 +52,16 @@ struct admin {
   struct http_server *http;
   struct http_server *health; /* NULL when health.listen is not set. */
   struct app_health *app_health;
+  /* The health port's /metrics, rendered at most once per HEALTH_METRICS_TTL_MS: every pod
+   * can ask for it, as often and as pipelined as it likes, and a scraper asks every
+   * few seconds at most. */
+  char *health_metrics;
+  size_t health_metrics_len;
+  uint64_t health_metrics_at;
+  uv_loop_t *loop;
 };
+
+enum { HEALTH_METRICS_TTL_MS = 1000 };
 
 void admin_answer_alive(struct http_exchange *x) {
   http_respond_text(x, 200, "ok\n");
@@ -80,6 +98,25 @@ static void handle_stats(struct http_exchange *x, void *arg) {
 static void handle_prometheus(struct http_exchange *x, void *arg) {
   struct admin *admin = arg;
   admin_answer_metrics(x, admin->rt);
+}
+
+static void handle_health_metrics(struct http_exchange *x, void *arg) {
+  struct admin *admin = arg;
+  uint64_t now = uv_now(admin->loop);
+  if (admin->health_metrics == NULL || now - admin->health_metrics_at >= HEALTH_METRICS_TTL_MS) {
+    char *text = stats_render_prometheus(admin->rt->stats);
+    if (text == NULL) {
+      http_respond_text(x, 500, "out of memory");
+      return;
+    }
+    free(admin->health_metrics);
+    admin->health_metrics = text;
+    admin->health_metrics_len = strlen(text);
+    admin->health_metrics_at = now;
+  }
+  struct http_response r = {200, HTTP_CT_PROMETHEUS, admin->health_metrics,
+                            admin->health_metrics_len, false};
+  http_respond(x, &r);
 }
 
 static void handle_config(struct http_exchange *x, void *arg) {
@@ -229,8 +266,8 @@ static void handle_app_health(struct http_exchange *x, void *arg) {
 static const struct http_route kHealthRoutes[] = {
     {"/healthz", false, HTTP_ROUTE_GET, handle_healthz},
     {"/ready", false, HTTP_ROUTE_GET, handle_ready},
-    {"/metrics", false, HTTP_ROUTE_GET, handle_prometheus},
-    {"/stats/prometheus", false, HTTP_ROUTE_GET, handle_prometheus},
+    {"/metrics", false, HTTP_ROUTE_GET, handle_health_metrics},
+    {"/stats/prometheus", false, HTTP_ROUTE_GET, handle_health_metrics},
     {APP_HEALTH_PREFIX, true, HTTP_ROUTE_GET, handle_app_health},
 };
 
@@ -276,7 +313,7 @@ struct admin *admin_start(uv_loop_t *loop, struct runtime *rt, const struct admi
     snprintf(err, err_len, "out of memory");
     return NULL;
   }
-  *admin = (struct admin){.rt = rt, .ops = ops, .arg = arg};
+  *admin = (struct admin){.rt = rt, .ops = ops, .arg = arg, .loop = loop};
   size_t routes = sizeof(kRoutes) / sizeof(kRoutes[0]);
   struct http_server_config http = {
       .name = "admin",
@@ -326,5 +363,6 @@ void admin_close(struct admin *admin) {
   http_server_close(admin->http);
   http_server_close(admin->health);
   app_health_free(admin->app_health);
+  free(admin->health_metrics);
   free(admin);
 }

@@ -1,19 +1,24 @@
 /* http_server: a bounded HTTP/1.1 server on a libuv loop (see mtlsd/http_server.h).
  *
- * Every process in the pod can reach the ports it serves, so it defends itself before it
- * serves: at most limits.max_connections connections (more are answered 503 and
- * closed), request heads parsed by the strict http_parser (16 KiB at most), bodies of
- * at most limits.max_body bytes (collected as they arrive, so memory follows what a
- * client really sends, not what it announces), limits.timeout_ms for the TLS handshake
- * and each request to arrive and be answered, and no more than WRITE_HIGH bytes of
- * responses queued for a client that pipelines requests but does not read the answers.
- * A bad request gets its 4xx and the connection is closed; the server goes on.
+ * Every process in the pod (and, for the health port and the webhook, every pod in the
+ * cluster) can reach the ports it serves, so it defends itself before it serves. No
+ * client can hold the port: at most limits.max_per_source connections from one address
+ * and limits.max_connections in all, and when either is reached a newcomer takes the
+ * place of the oldest idle connection (of that address, or of all) rather than being
+ * turned away; only when none is idle is it answered 503 and closed. No client can hold
+ * the memory: request heads are parsed by the strict http_parser (16 KiB at most),
+ * bodies of at most limits.max_body bytes are collected as they arrive (so memory
+ * follows what a client really sends, not what it announces) within a budget shared by
+ * all connections, and each connection answers one request at a time, the next only
+ * once the previous answer is written, its large answers within another shared budget.
+ * limits.timeout_ms bounds the TLS handshake and each request's arrival and answer. A bad
+ * request gets its 4xx and the connection is closed; the server goes on.
  *
  * The socket is non-blocking and watched with uv_poll, and every byte goes through a
  * struct transport, plain or TLS, so HTTPS is the same server: only the handshake at
  * the start differs. Connections are kept alive and pipelined requests are answered in
- * order. After a final response the connection is shut down for writing (close_notify
- * and FIN) and the client's remaining bytes are read and dropped for a moment
+ * order, one after the other. After a final response the connection is shut down for writing
+ * (close_notify and FIN) and the client's remaining bytes are read and dropped for a moment
  * ("lingering close"), so that the kernel does not reset the connection and destroy the
  * response before the client has read it.
  *
@@ -37,6 +42,7 @@
 #include <uv.h>
 
 #include "mtlsd/acceptor.h"
+#include "mtlsd/list.h"
 #include "mtlsd/log.h"
 #include "mtlsd/textbuf.h"
 #include "mtlsd/tls.h"
@@ -44,22 +50,31 @@
 
 /* The buffer holds one request head (HTTP_MAX_HEAD) and some of what follows it. */
 #define BUF_SIZE (HTTP_MAX_HEAD + 4096)
-/* Stop reading pipelined requests while this much response data waits to be written;
- * start again below WRITE_LOW. */
-#define WRITE_HIGH ((size_t)1024 * 1024)
-#define WRITE_LOW ((size_t)256 * 1024)
+/* An answer up to this size is never refused for limits.max_output_in_flight: health
+ * checks and admission answers always go out; large ones (metrics) share the budget. */
+#define OUTPUT_FREE ((size_t)16 * 1024)
 /* Reads per wake-up while lingering: a client that floods a closing connection must not
  * hold the loop; the linger timer ends it. */
 enum { LINGER_READS = 16 };
+
+/* A client address and how many connections it has open: what max_per_source counts,
+ * and how much of the port a client holds when the port is full. */
+struct http_source {
+  struct list_node link; /* In server->sources while it has connections. */
+  struct sockaddr_storage addr;
+  size_t count;
+};
 
 struct http_server {
   uv_loop_t *loop;
   struct http_server_config cfg;
   struct acceptor acceptor;
-  struct http_exchange *conns; /* Open connections, not yet closing. */
+  struct list_node conns;   /* Open connections, not yet closing, newest first. */
+  struct list_node sources; /* The addresses of |conns|. */
   size_t conn_count;
-  size_t open_handles; /* The listener and every connection whose close has not ended. */
-  uint64_t body_bytes; /* What the bodies being received hold, for max_body_in_flight. */
+  size_t open_handles;   /* The listener and every connection whose close has not ended. */
+  uint64_t body_bytes;   /* What the bodies being received hold, for max_body_in_flight. */
+  uint64_t output_bytes; /* What the answers being written hold, for max_output_in_flight. */
   bool closing;
 };
 
@@ -68,21 +83,26 @@ struct http_exchange {
   uv_poll_t poll;
   uv_timer_t timer;
   struct http_server *server;
-  struct http_exchange *prev, *next;
+  struct list_node link; /* In server->conns until it starts closing. */
   struct transport xprt;
   struct tls_conn *tls; /* HTTPS only; NULL on plain HTTP. */
   struct http_parser parser;
   uint64_t body_left;  /* Body bytes of the current request not received yet. */
   struct textbuf body; /* The current request's body, as it arrives. */
-  struct textbuf out;  /* Responses; bytes before |out_off| are written. */
+  struct textbuf out;  /* The answer being written; bytes before |out_off| are written. */
   size_t out_off;
+  uint64_t out_charge; /* What |out| takes from limits.max_output_in_flight. */
+  /* Loop time at which the connection became idle (accepted, or its last answer
+   * written) or its current request began (its first byte): which one gives way first. */
+  uint64_t since;
   void (*abort)(void *arg); /* Tells the deferring route that |x| is gone. */
   void *abort_arg;
   int fd;
-  int events;         /* What |poll| waits for now (enum io_wait bits). */
-  int read_wait;      /* What the last read (or handshake step) waits for; 0: go on. */
-  int write_wait;     /* The readiness the last write, flush or shutdown waits for. */
-  int pending_closes; /* Handles whose close callback has not run yet. */
+  int events;                 /* What |poll| waits for now (enum io_wait bits). */
+  int read_wait;              /* What the last read (or handshake step) waits for; 0: go on. */
+  int write_wait;             /* The readiness the last write, flush or shutdown waits for. */
+  int pending_closes;         /* Handles whose close callback has not run yet. */
+  struct http_source *source; /* Its address's entry, counting it until it starts closing. */
   char peer[NETADDR_STR_MAX];
 
   bool handshaking;       /* The TLS handshake has not completed. */
@@ -93,7 +113,8 @@ struct http_exchange {
   bool close_after_write; /* The last queued response is final. */
   bool lingering;         /* Shut down for writing; dropping the client's bytes. */
   bool shutdown_pending;  /* The shutdown waits for the socket. */
-  bool paused;            /* Requests wait until the queued responses drain. */
+  bool flush_pending;     /* The transport holds answer bytes that wait for the socket. */
+  bool paused;            /* The next request waits until the answer is written. */
   bool eof;               /* The client will send nothing more. */
   bool head_only;         /* The current request is a HEAD: answers carry no body. */
   bool deferred; /* The route answers later (http_defer); nothing more is read until then. */
@@ -121,12 +142,32 @@ static size_t queued(const struct http_exchange *c) {
   return c->out.len - c->out_off;
 }
 
+/* Whether an answer is still being written: queued, or held by the transport. */
+static bool answering(const struct http_exchange *c) {
+  return queued(c) > 0 || c->flush_pending;
+}
+
 /* Queues |len| bytes of |data| (copied) for the client; conn_pump writes them. */
 static void conn_write(struct http_exchange *c, const char *data, size_t len) {
   textbuf_append(&c->out, data, len);
   if (c->out.failed) {
     conn_close(c);
   }
+}
+
+/* What an answer of |len| bytes takes from limits.max_output_in_flight. */
+static uint64_t output_charge(size_t len) {
+  return len > OUTPUT_FREE ? len - OUTPUT_FREE : 0;
+}
+
+/* The answer is written (or the connection gone): its memory and its charge go. */
+static void output_release(struct http_exchange *c) {
+  c->server->output_bytes -= c->out_charge;
+  c->out_charge = 0;
+  c->since = uv_now(c->server->loop);
+  free(c->out.data);
+  c->out = (struct textbuf){0};
+  c->out_off = 0;
 }
 
 /* Writes the response |r| to the current request; |head_only| leaves the body out (for
@@ -153,6 +194,17 @@ static void conn_respond(struct http_exchange *c, const struct http_response *r,
     return;
   }
   size_t total = (size_t)n + (head_only ? 0 : body_len);
+  struct http_server *server = c->server;
+  uint64_t charge = output_charge(total);
+  uint64_t budget = server->cfg.limits.max_output_in_flight;
+  if (charge > 0 && budget != 0 && server->output_bytes + charge > budget) {
+    LOG_DEBUGF(server->cfg.name, "%s: answers being written hold %" PRIu64 " bytes, over %" PRIu64,
+               c->peer, server->output_bytes, budget);
+    static const char kBusy[] = "too many large answers being written: retry\n";
+    struct http_response busy = {503, HTTP_CT_TEXT, kBusy, sizeof(kBusy) - 1, true};
+    conn_respond(c, &busy, head_only, NULL);
+    return;
+  }
   char *out = malloc(total);
   if (out == NULL) {
     conn_close(c);
@@ -169,6 +221,13 @@ static void conn_respond(struct http_exchange *c, const struct http_response *r,
   }
   if (close) {
     c->close_after_write = true;
+  }
+  server->output_bytes += charge;
+  c->out_charge += charge;
+  if (c->out.data == NULL) {
+    /* The usual case (one answer at a time): the buffer is the answer, no copy. */
+    c->out = (struct textbuf){.data = out, .len = total, .cap = total};
+    return;
   }
   conn_write(c, out, total);
   free(out);
@@ -325,10 +384,19 @@ static void on_conn_closed(uv_handle_t *handle) {
   struct http_server *server = c->server;
   tls_conn_free(c->tls);
   close(c->fd);
-  free(c->out.data);
+  output_release(c);
   body_release(c);
   free(c);
   server_release(server);
+}
+
+/* Stops counting |c| for its address (NULL: not counted). */
+static void source_release(struct http_exchange *c) {
+  if (c->source != NULL && --c->source->count == 0) {
+    list_remove(&c->source->link);
+    free(c->source);
+  }
+  c->source = NULL;
 }
 
 static void conn_close(struct http_exchange *c) {
@@ -338,15 +406,9 @@ static void conn_close(struct http_exchange *c) {
   c->closing = true;
   abort_deferred(c);
   struct http_server *server = c->server;
-  if (c->prev != NULL) {
-    c->prev->next = c->next;
-  } else {
-    server->conns = c->next;
-  }
-  if (c->next != NULL) {
-    c->next->prev = c->prev;
-  }
+  list_remove(&c->link);
   server->conn_count--;
+  source_release(c);
   c->pending_closes = 2;
   uv_close((uv_handle_t *)&c->poll, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
@@ -363,7 +425,7 @@ static void on_timer(uv_timer_t *timer) {
     http_respond_text(c, 503, "no answer in time");
     return;
   }
-  if (c->handshaking || c->lingering || c->close_after_write || queued(c) > 0) {
+  if (c->handshaking || c->lingering || c->close_after_write || answering(c)) {
     /* No handshake in time, the client stopped reading, or lingering is over. */
     conn_close(c);
     return;
@@ -394,7 +456,9 @@ static void update_events(struct http_exchange *c) {
     if (want_reading(c)) {
       events |= c->read_wait != 0 ? c->read_wait : IO_WAIT_READ;
     }
-    if (queued(c) > 0 || c->shutdown_pending) {
+    /* Paused with the answer written: more requests wait in the buffer, and the socket's
+     * writability brings the connection back for them after the loop's other work. */
+    if (answering(c) || c->shutdown_pending || c->paused) {
       events |= c->write_wait != 0 ? c->write_wait : IO_WAIT_WRITE;
     }
   }
@@ -491,6 +555,7 @@ static void read_in(struct http_exchange *c) {
       if (c->len == 0 && !c->head_done) {
         /* The first byte of a request starts its deadline. */
         restart_timer(c, c->server->cfg.limits.timeout_ms);
+        c->since = uv_now(c->server->loop);
       }
       c->len += (size_t)n;
       conn_process(c);
@@ -523,8 +588,12 @@ static void flush_out(struct http_exchange *c) {
     }
     c->out_off += (size_t)n;
   }
+  /* The transport may keep what it was handed (TLS records gathered for one send): the
+   * answer is written only once it lets go of them, and until then the socket is
+   * watched for writability. */
   int r = transport_flush(&c->xprt);
-  if (r == IO_WANT_READ || r == IO_WANT_WRITE) {
+  c->flush_pending = r == IO_WANT_READ || r == IO_WANT_WRITE;
+  if (c->flush_pending) {
     c->write_wait = io_wait_for(r);
     return;
   }
@@ -534,9 +603,7 @@ static void flush_out(struct http_exchange *c) {
   }
   c->write_wait = 0;
   /* An idle connection holds no output buffer. */
-  free(c->out.data);
-  c->out = (struct textbuf){0};
-  c->out_off = 0;
+  output_release(c);
 }
 
 /* Ends the stream in our direction (close_notify, then FIN), once it can. */
@@ -575,20 +642,20 @@ static void conn_pump(struct http_exchange *c) {
     }
     return;
   }
-  /* A pipelining client whose answers drained may have more complete requests waiting;
-   * a few rounds, then the socket's readiness brings the connection back. */
+  /* A pipelining client whose answer is written may have more complete requests
+   * waiting; a few rounds, then the socket's readiness brings the connection back. */
   for (int round = 0; round < 4 && !c->closing; round++) {
-    if (c->paused && queued(c) < WRITE_LOW) {
+    if (c->paused && !answering(c)) {
       c->paused = false;
       conn_process(c);
     }
     if (!c->closing) {
       read_in(c);
     }
-    if (!c->closing && queued(c) > 0) {
+    if (!c->closing && answering(c)) {
       flush_out(c);
     }
-    if (c->closing || !c->paused || queued(c) >= WRITE_LOW) {
+    if (c->closing || !c->paused || answering(c)) {
       break;
     }
   }
@@ -597,10 +664,10 @@ static void conn_pump(struct http_exchange *c) {
   }
   if (c->shutdown_pending) {
     shut_down(c);
-  } else if (queued(c) == 0 && !c->lingering) {
+  } else if (!answering(c) && !c->lingering) {
     if (c->close_after_write) {
       start_linger(c);
-    } else if (c->eof) {
+    } else if (c->eof && !c->paused) {
       conn_close(c);
     }
   }
@@ -626,11 +693,12 @@ static void buf_drop(struct http_exchange *c, size_t off, size_t n) {
   c->len -= n;
 }
 
-/* Answers every complete request in the buffer, in order, until one is incomplete, the
- * connection is to close, or too much output is queued. */
+/* Answers the complete requests in the buffer, in order, one at a time: the next only
+ * once the previous answer is written, so a client that pipelines requests and reads no
+ * answer holds one answer's memory, not a queue. */
 static void conn_process(struct http_exchange *c) {
   while (!c->closing && !c->close_after_write && !c->deferred) {
-    if (queued(c) >= WRITE_HIGH) {
+    if (answering(c)) {
       c->paused = true;
       return;
     }
@@ -716,13 +784,148 @@ static void refuse_connection(struct http_server *server, int fd) {
   close(fd);
 }
 
+/* Which connections give their place to a newcomer, first to last: one lingering (its
+ * last answer is written), one idle (between requests, or silent before its TLS
+ * handshake), one whose request is still arriving (or handshake under way), one whose
+ * answer the client is slow to read, and last one whose answer a route is preparing
+ * (http_defer: a probe runs for it). So a flood of any shape, from one address or many,
+ * only displaces itself: a newcomer whose request arrives promptly is served. */
+enum victim_rank {
+  RANK_LINGERING,
+  RANK_IDLE,
+  RANK_RECEIVING,
+  RANK_ANSWERING,
+  RANK_DEFERRED,
+  RANK_NEVER /* A route runs for it right now. */
+};
+
+static enum victim_rank victim_rank(const struct http_exchange *c) {
+  if (c->lingering) {
+    return RANK_LINGERING;
+  }
+  if (c->in_route) {
+    return RANK_NEVER;
+  }
+  if (c->deferred) {
+    return RANK_DEFERRED;
+  }
+  if (c->handshaking) {
+    return c->hello_seen ? RANK_RECEIVING : RANK_IDLE;
+  }
+  if (answering(c) || c->close_after_write) {
+    return RANK_ANSWERING;
+  }
+  return c->len == 0 && !c->head_done ? RANK_IDLE : RANK_RECEIVING;
+}
+
+static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
+  if (a->ss_family != b->ss_family) {
+    return false;
+  }
+  if (a->ss_family == AF_INET) {
+    return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+           ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+  }
+  return a->ss_family == AF_INET6 &&
+         memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
+/* The entry of |addr| (NULL: it has no connection open). A linear search: a port has a
+ * few hundred connections at most, and this runs once per accept. */
+static struct http_source *source_find(struct http_server *server,
+                                       const struct sockaddr_storage *addr) {
+  for (struct list_node *n = server->sources.next; n != &server->sources; n = n->next) {
+    struct http_source *src = LIST_ENTRY(n, struct http_source, link);
+    if (same_address(&src->addr, addr)) {
+      return src;
+    }
+  }
+  return NULL;
+}
+
+/* Whether |a| should give its place before |b| (NULL: none yet): by victim_rank; of two
+ * of a rank, the one whose address holds more connections (so that many clients with
+ * a few connections each are not pushed out by one with many, nor one with a few by a
+ * flood from many addresses), then the one longest in its state. Candidates are
+ * visited from the oldest on, so of two alike the older one, found first, stays
+ * chosen. */
+static bool sooner_victim(const struct http_exchange *a, const struct http_exchange *b) {
+  enum victim_rank ra = victim_rank(a);
+  if (ra == RANK_NEVER) {
+    return false;
+  }
+  if (b == NULL) {
+    return true;
+  }
+  enum victim_rank rb = victim_rank(b);
+  if (ra != rb) {
+    return ra < rb;
+  }
+  if (a->source->count != b->source->count) {
+    return a->source->count > b->source->count;
+  }
+  return a->since < b->since;
+}
+
+/* Makes room for a newcomer from |peer|: past limits.max_per_source connections from
+ * that address, one of them is closed; past limits.max_connections, one of all
+ * (sooner_victim chooses). Returns false (nothing closed) when the newcomer must be
+ * refused because a route runs for every candidate (which cannot happen between two
+ * loop callbacks, but costs nothing to respect). */
+static bool make_room(struct http_server *server, const struct sockaddr_storage *peer) {
+  const struct http_server_limits *limits = &server->cfg.limits;
+  struct http_source *src = source_find(server, peer);
+  bool over_source =
+      limits->max_per_source != 0 && src != NULL && src->count >= limits->max_per_source;
+  if (!over_source && server->conn_count < limits->max_connections) {
+    return true;
+  }
+  struct http_exchange *victim = NULL;
+  for (struct list_node *n = server->conns.prev; n != &server->conns; n = n->prev) {
+    struct http_exchange *c = LIST_ENTRY(n, struct http_exchange, link);
+    if ((!over_source || c->source == src) && sooner_victim(c, victim)) {
+      victim = c;
+    }
+  }
+  if (victim == NULL) {
+    return false;
+  }
+  LOG_DEBUGF(server->cfg.name, "%s: closed to make room for a newcomer", victim->peer);
+  conn_close(victim);
+  return true;
+}
+
+/* Counts a new connection of |c| for its address |addr|; false when out of memory. */
+static bool source_add(struct http_server *server, struct http_exchange *c,
+                       const struct sockaddr_storage *addr) {
+  struct http_source *src = source_find(server, addr);
+  if (src == NULL) {
+    src = calloc(1, sizeof(*src));
+    if (src == NULL) {
+      return false;
+    }
+    src->addr = *addr;
+    list_insert_head(&server->sources, &src->link);
+  }
+  src->count++;
+  c->source = src;
+  return true;
+}
+
 static void on_accept(struct acceptor *a, int fd) {
   struct http_server *server = a->data;
   if (server->closing) {
     close(fd);
     return;
   }
-  if (server->conn_count >= server->cfg.limits.max_connections) {
+  struct sockaddr_storage peer = {0};
+  socklen_t peer_len = sizeof(peer);
+  if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) != 0) {
+    close(fd); /* Reset before it was accepted. */
+    return;
+  }
+  if (!make_room(server, &peer)) {
     LOG_DEBUGF(server->cfg.name, "refusing a connection: %zu open", server->conn_count);
     refuse_connection(server, fd);
     return;
@@ -741,7 +944,11 @@ static void on_accept(struct acceptor *a, int fd) {
   static const struct tls_peer_policy kPolicy = {.session_context = "http_server"};
   struct tls_conn *tls = ctxs != NULL && c != NULL ? tls_conn_new_server(ctxs, fd, &kPolicy) : NULL;
   tls_contexts_free(ctxs);
-  if (c == NULL || (ctxs != NULL && tls == NULL) || uv_poll_init(server->loop, &c->poll, fd) != 0) {
+  if (c == NULL || (ctxs != NULL && tls == NULL) || !source_add(server, c, &peer) ||
+      uv_poll_init(server->loop, &c->poll, fd) != 0) {
+    if (c != NULL) {
+      source_release(c);
+    }
     tls_conn_free(tls);
     free(c);
     refuse_connection(server, fd);
@@ -750,6 +957,7 @@ static void on_accept(struct acceptor *a, int fd) {
   c->fd = fd;
   c->server = server;
   c->tls = tls;
+  c->since = uv_now(server->loop);
   c->handshaking = tls != NULL;
   transport_init_plain(&c->xprt, fd);
   uv_timer_init(server->loop, &c->timer);
@@ -758,19 +966,14 @@ static void on_accept(struct acceptor *a, int fd) {
   http_parser_init(&c->parser, server->cfg.limits.max_body);
   server->open_handles++;
   server->conn_count++;
-  c->next = server->conns;
-  if (server->conns != NULL) {
-    server->conns->prev = c;
-  }
-  server->conns = c;
-  struct sockaddr_storage peer;
-  socklen_t peer_len = sizeof(peer);
-  snprintf(c->peer, sizeof(c->peer), "?");
-  if (getpeername(fd, (struct sockaddr *)&peer, &peer_len) == 0) {
-    netaddr_format(c->peer, (struct sockaddr *)&peer);
-  }
+  list_insert_head(&server->conns, &c->link);
+  netaddr_format(c->peer, (struct sockaddr *)&peer);
   int one = 1;
   (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  if (server->cfg.limits.send_buffer > 0) {
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &server->cfg.limits.send_buffer,
+                     sizeof(server->cfg.limits.send_buffer));
+  }
   restart_timer(c, server->cfg.limits.timeout_ms);
   conn_pump(c);
 }
@@ -791,6 +994,8 @@ struct http_server *http_server_start(uv_loop_t *loop, const struct hostport *li
   }
   server->loop = loop;
   server->cfg = *cfg;
+  list_init(&server->conns);
+  list_init(&server->sources);
   if (acceptor_open(&server->acceptor, listen, false, HTTP_SERVER_BACKLOG, err, err_len) != 0) {
     free(server);
     return NULL;
@@ -815,7 +1020,7 @@ void http_server_close(struct http_server *server) {
   }
   server->closing = true;
   acceptor_close(&server->acceptor, on_listener_closed);
-  while (server->conns != NULL) {
-    conn_close(server->conns);
+  while (!list_empty(&server->conns)) {
+    conn_close(LIST_ENTRY(server->conns.next, struct http_exchange, link));
   }
 }

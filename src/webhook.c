@@ -29,6 +29,12 @@
  * bound SPEC section 9 sets. */
 static const struct http_server_limits kWebhookLimits = {
     .max_connections = 512,
+    /* The API server is one address (or one per replica), and keeps as many connections
+     * as it has reviews in flight; any pod can reach the port too, so one address holds
+     * half of it at most. */
+    .max_per_source = 256,
+    .max_output_in_flight = (uint64_t)16 << 20,
+    .send_buffer = 64 * 1024,
     .max_body = (uint64_t)10 << 20,
     /* Beyond 64 KiB each, a handful of the largest reviews at once (the API server sends
      * one per pod creation, rarely over 100 KiB): a flood of large bodies gets 503, not

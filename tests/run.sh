@@ -75,6 +75,8 @@ cmake --build build/fuzz -j "$jobs" --target fuzz
 echo "== ctest"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# The release build, for the figures the sanitizers would distort (memory under a flood).
+export MTLSD_RELEASE_BIN=$top/build/gcc/mtlsd
 ctest --test-dir build/asan --output-on-failure -j "$jobs" "$@"
 if [[ $# -eq 0 ]]; then
   ctest --test-dir build/fuzz --output-on-failure -j "$jobs" -L fuzz

@@ -1,8 +1,9 @@
 /* http_server: a bounded HTTP/1.1 server on a libuv loop, for the admin port and the
  * other small HTTP endpoints of mtlsd: a route table of exact paths, per-server limits
- * (connections, request time, lingering close), keep-alive and pipelining. Routes answer
- * on the loop's thread, at once or, after http_defer, from a later callback; pipelined
- * requests are answered in order either way.
+ * (connections in all and per client address, request time, memory, lingering close),
+ * keep-alive and pipelining. Routes answer on the loop's thread, at once or, after
+ * http_defer, from a later callback; pipelined requests are answered in order, one at a
+ * time, either way.
  *
  * Owns struct http_server and its connections (struct http_exchange, one per client,
  * which a route sees while it answers the current request). */
@@ -43,14 +44,29 @@ struct http_route {
 };
 
 struct http_server_limits {
-  size_t max_connections; /* More are answered 503 and closed. */
-  uint64_t max_body;      /* Larger request bodies get 413 (at most HTTP_BODY_LIMIT_MAX). */
+  /* At most this many connections; a newcomer beyond it takes the place of the oldest
+   * idle one (between requests, or silent before its TLS handshake), and is answered 503
+   * and closed only when none is idle. */
+  size_t max_connections;
+  /* The same, per client address, so that no one client can hold the port. 0: none. */
+  size_t max_per_source;
+  uint64_t max_body; /* Larger request bodies get 413 (at most HTTP_BODY_LIMIT_MAX). */
   /* The memory all connections' request bodies may hold at once beyond the first
    * HTTP_MAX_BODY bytes of each; a request whose body would take more gets 503 and the
    * connection closes, so that many clients sending large bodies together cannot take
    * max_body times max_connections, while requests of the usual size are never refused
    * for it. 0: no such limit. */
   uint64_t max_body_in_flight;
+  /* The memory all connections' answers being written may hold at once beyond the first
+   * 16 KiB of each; an answer that would take more is replaced by a 503. A connection
+   * answers one request at a time, so a client that pipelines requests and reads nothing
+   * holds one answer. 0: no such limit. */
+  uint64_t max_output_in_flight;
+  /* The kernel's send buffer of each connection (SO_SNDBUF; 0: the kernel's default, which
+   * grows to megabytes): what a client that pipelines requests and reads no answer can
+   * make the server render and the kernel hold (charged to the pod's memory) before its
+   * connection stops and gives way. */
+  int send_buffer;
   uint64_t timeout_ms; /* For a request to arrive and its answer to be written. */
   uint64_t linger_ms;  /* How long a client's bytes are drained after the last answer. */
 };

@@ -245,9 +245,10 @@ class Mtlsd:
     files, and a sanitizer report in either fails stop()."""
 
     def __init__(self, workdir, config, name="mtlsd", log_format="json", extra_args=(),
-                 nofile=None, prefix=(), env=None, command=("run",)):
+                 nofile=None, prefix=(), env=None, command=("run",), binary=None):
         """COMMAND is the mtlsd command that CONFIG (written to a file) is the --config
-        of: `run` by default, or e.g. ("webhook", "--listen", ADDR, "--certs", DIR)."""
+        of: `run` by default, or e.g. ("webhook", "--listen", ADDR, "--certs", DIR).
+        BINARY replaces the mtlsd under test (MTLSD_BIN), e.g. with the release build."""
         self.workdir = workdir
         self.name = name
         self.config = config
@@ -260,7 +261,8 @@ class Mtlsd:
         self._err = open(self.stderr_path, "wb")
         # PREFIX (e.g. ip netns exec NS setpriv ...) must exec, so that the PID is mtlsd's.
         self.proc = subprocess.Popen(
-            [*prefix, MTLSD, *command, "--config", self.config_path, "--log-format", log_format,
+            [*prefix, binary or MTLSD, *command, "--config", self.config_path, "--log-format",
+             log_format,
              "--log-level", "debug", *extra_args],
             stdout=self._out, stderr=self._err, stdin=subprocess.DEVNULL,
             env={**os.environ, **env} if env else None,

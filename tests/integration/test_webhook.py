@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import unittest
@@ -394,6 +395,41 @@ class WebhookTest(WebhookBase):
         with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
             results = list(pool.map(one, range(200)))
         self.assertEqual(results, [(200, True)] * 200)
+
+    def test_no_flood_holds_the_port(self):
+        # Connections held and renewed as fast as one client can, from one address and
+        # from many, more than the port has: the API server's reviews (each on a new
+        # connection, as after an idle keep-alive was closed) are all answered.
+        flood_script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                    "http_flood.py")
+        figures = []
+        for shape in ("idle", "keepalive", "slowloris"):
+            for layout, first, sources, per_source in (("one address", 2, 1, 600),
+                                                       ("50 addresses", 10, 50, 12)):
+                flood = subprocess.Popen(
+                    [sys.executable, flood_script, str(self.port), shape, "/healthz",
+                     str(first), str(sources), str(per_source), "120", "tls"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                try:
+                    self.assertTrue(flood.stdout.readline().startswith("holding"))
+                    slowest = 0.0
+                    for i in range(10):
+                        start = time.monotonic()
+                        uid = f"00000000-0000-4000-8000-{i:012d}"
+                        try:
+                            response = self.post_review(POD, uid=uid)
+                        except (OSError, http.client.HTTPException) as e:
+                            self.fail(f"review {i} under a {shape} flood from {layout}: {e!r}")
+                        slowest = max(slowest, time.monotonic() - start)
+                        self.assertEqual(response["uid"], uid)
+                    self.assertLess(slowest, 5, f"{shape} from {layout}")
+                finally:
+                    flood.stdin.close()
+                    summary = flood.stdout.read().strip()
+                    flood.wait(timeout=60)
+                figures.append(f"{shape}/{layout}: 10/10, slowest {slowest * 1000:.0f} ms "
+                               f"({summary})")
+        sys.stderr.write("\n  " + "\n  ".join(figures) + "\n")
 
     def test_keep_alive_and_metrics(self):
         before = self.metrics()
