@@ -396,6 +396,37 @@ class WebhookTest(WebhookBase):
             results = list(pool.map(one, range(200)))
         self.assertEqual(results, [(200, True)] * 200)
 
+    def test_large_answers_arrive_whole(self):
+        # A pod with many probed containers: its patch (the probes moved into
+        # MTLSD_APP_PROBES) makes an answer larger than the TLS layer's gathering buffer
+        # and the socket's send buffer. Each arrives whole, on a client that reads slowly.
+        pod = copy.deepcopy(POD)
+        pod["spec"]["containers"] = [
+            {"name": f"c{i}", "image": "app:1", "ports": [{"containerPort": 9000 + i}],
+             "readinessProbe": {"httpGet": {"path": "/ready/" + "x" * 900, "port": 9000 + i}},
+             "livenessProbe": {"httpGet": {"path": "/live/" + "y" * 900, "port": 9000 + i}}}
+            for i in range(60)]
+        for i in range(20):
+            conn = self.connection()
+            try:
+                body = json.dumps(review(pod, uid=f"00000000-0000-4000-8000-{i:012d}")).encode()
+                conn.request("POST", "/inject", body=body,
+                             headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                data = b""
+                while True:
+                    chunk = r.read(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+                    time.sleep(0.001)
+                self.assertEqual(r.status, 200)
+                self.assertEqual(len(data), int(r.getheader("Content-Length")))
+                answer = json.loads(data)["response"]
+                self.assertGreater(len(answer["patch"]), 100 * 1024)
+            finally:
+                conn.close()
+
     def test_no_flood_holds_the_port(self):
         # Connections held and renewed as fast as one client can, from one address and
         # from many, more than the port has: the API server's reviews (each on a new
