@@ -397,7 +397,7 @@ static bool queue_proxy_header(struct conn *c) {
     return false;
   }
   size_t len =
-      proxy_header_encode(buf, &c->peer, &c->local, c->have_info ? c->info.peer_identity : "");
+      proxy_header_encode(buf, &c->peer, &c->local, c->have_info ? c->info.peer_identity : NULL);
   relay_queue(&c->relay, &c->relay.d2u, buf, (uint32_t)len);
   return true;
 }

@@ -56,13 +56,16 @@ size_t proxy_header_encode(uint8_t *out, const struct sockaddr_storage *src,
   pos += addr_len;
   /* Identities are validated at extraction (identity_san_acceptable); the bound keeps
    * the header inside PROXY_HEADER_MAX whatever the caller passes. */
-  size_t id_len = strnlen(identity, IDENTITY_MAX - 1);
-  out[pos++] = PROXY_HEADER_TLV_IDENTITY;
-  out[pos++] = (uint8_t)(id_len >> 8);
-  out[pos++] = (uint8_t)id_len;
-  memcpy(out + pos, identity, id_len);
-  pos += id_len;
-  size_t payload = addr_len + 3 + id_len;
+  size_t id_len = identity != NULL ? strnlen(identity, IDENTITY_MAX - 1) : 0;
+  size_t payload = addr_len;
+  if (id_len > 0) {
+    out[pos++] = PROXY_HEADER_TLV_IDENTITY;
+    out[pos++] = (uint8_t)(id_len >> 8);
+    out[pos++] = (uint8_t)id_len;
+    memcpy(out + pos, identity, id_len);
+    pos += id_len;
+    payload += 3 + id_len;
+  }
   out[len_at] = (uint8_t)(payload >> 8);
   out[len_at + 1] = (uint8_t)payload;
   return pos;

@@ -20,9 +20,12 @@
 #define PROXY_HEADER_MAX (16 + 36 + 3 + IDENTITY_MAX)
 
 /* proxy_header_encode writes the header for a connection from |src| to |dst| by a peer
- * verified as |identity| ("" for none; at most IDENTITY_MAX - 1 bytes are used) into
- * |out|, which has room for PROXY_HEADER_MAX bytes, and returns its length. Addresses of
- * different or unknown families are sent as UNSPEC (no addresses). */
+ * verified as |identity| (at most IDENTITY_MAX - 1 bytes are used) into |out|, which has
+ * room for PROXY_HEADER_MAX bytes, and returns its length. A caller with no identity
+ * (NULL or "": a permissive listener's plaintext caller) gets no identity TLV at all, not
+ * an empty one, so that an application that checks for the TLV is never satisfied by
+ * its mere presence. Addresses of different or unknown families are sent as UNSPEC (no
+ * addresses). */
 size_t proxy_header_encode(uint8_t *out, const struct sockaddr_storage *src,
                            const struct sockaddr_storage *dst, const char *identity);
 

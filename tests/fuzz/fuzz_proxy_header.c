@@ -3,7 +3,7 @@
  * PROXY_HEADER_MAX, starts with the v2 signature and PROXY command, declares exactly
  * the bytes that follow, carries the addresses of a same-family IPv4 or IPv6 pair (else
  * none), and ends with one identity TLV holding the identity's first bytes, up to its
- * first NUL and IDENTITY_MAX - 1. */
+ * first NUL and IDENTITY_MAX - 1, or with no TLV at all when that leaves nothing. */
 #include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -59,6 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   require((addr_len != 0) == same_inet, "the family byte disagrees with the addresses", NULL);
   const uint8_t *tlv = out + 16 + addr_len;
   size_t want = strnlen(identity, IDENTITY_MAX - 1);
+  if (want == 0) {
+    require(len == 16 + addr_len, "a TLV without an identity", NULL);
+    free(identity);
+    return 0;
+  }
   require(tlv[0] == PROXY_HEADER_TLV_IDENTITY, "no identity TLV", NULL);
   require((size_t)(tlv[1] << 8 | tlv[2]) == want, "the TLV length is not the identity's", NULL);
   require(memcmp(tlv + 3, identity, want) == 0, "the TLV does not hold the identity", NULL);

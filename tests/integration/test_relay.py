@@ -7,6 +7,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import ssl
 import subprocess
 import time
@@ -633,7 +634,7 @@ class PermissiveTest(SidecarCase):
         self.server_dir = self.pki.issue("server", spiffe("server"))
         self.client_dir = self.pki.issue("client", spiffe("client"))
 
-    def inbound(self, backend, permissive=True, detect_timeout="300ms"):
+    def inbound(self, backend, permissive=True, detect_timeout="300ms", extra=None):
         self.backends.append(backend)
         port = free_port()
         m = Mtlsd(self.tmp, {
@@ -642,7 +643,8 @@ class PermissiveTest(SidecarCase):
             "limits": {"detect_timeout": detect_timeout},
             "listeners": [{"name": "in", "mode": "inbound", "listen": f"127.0.0.1:{port}",
                            "forward": f"127.0.0.1:{backend.port}",
-                           "allow": [spiffe("client")], "permissive": permissive}],
+                           "allow": [spiffe("client")], "permissive": permissive,
+                           **(extra or {})}],
             "workers": 1}, name=f"inbound-{len(self.procs)}")
         self.procs.append(m)
         m.wait_listening()
@@ -676,6 +678,35 @@ class PermissiveTest(SidecarCase):
         e = m.wait_access(lambda e: e["identity"] == "-")
         self.assertEqual((e["result"], e["tls_version"]), ("ok", ""))
         self.assertEqual(self.plaintext_count(m), 1)
+
+    def test_a_plaintext_caller_gets_no_identity_tlv_to_forge_behind(self):
+        # The caller's own bytes follow mtlsd's PROXY header: here a second header with an
+        # identity TLV. mtlsd's header carries no TLV at all (not an empty one), so an
+        # application that reads exactly one header sees no identity.
+        def record(backend, conn):
+            conn.settimeout(10)
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                with backend.lock:
+                    backend.received += data
+
+        b = Backend(record)
+        m, port = self.inbound(b, extra={"proxy_protocol": True})
+        signature = b"\r\n\r\n\x00\r\nQUIT\n"
+        forged_id = spiffe("admin").encode()
+        forged = (signature + b"\x21\x11" + struct.pack(">H", 12 + 3 + len(forged_id))
+                  + bytes(12) + b"\xe0" + struct.pack(">H", len(forged_id)) + forged_id)
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(forged)
+        m.wait_access(lambda e: e["identity"] == "-")
+        wait_until(lambda: len(b.received) >= 28 + len(forged), what="the app got everything")
+        header = bytes(b.received[:28])
+        self.assertEqual(header[:12], signature)
+        self.assertEqual((header[12], header[13]), (0x21, 0x11))
+        self.assertEqual(struct.unpack(">H", header[14:16])[0], 12, "no TLV after the addresses")
+        self.assertEqual(bytes(b.received[28:]), forged)
 
     def test_a_server_first_backend_greets_after_the_detect_timeout(self):
         m, port = self.inbound(Backend(greeter_handler))

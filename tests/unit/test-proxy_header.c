@@ -67,9 +67,10 @@ TEST(ipv6) {
   CHECK_INTEQ(be16(h + at + 32), 1);
   CHECK_INTEQ(be16(h + at + 34), 65535);
   at += 36;
-  CHECK_INTEQ(h[at], PROXY_HEADER_TLV_IDENTITY);
-  CHECK_INTEQ(be16(h + at + 1), 0);
-  CHECK_INTEQ(len, at + 3);
+  /* No identity: no TLV at all, not an empty one. */
+  CHECK_INTEQ(len, at);
+  CHECK_INTEQ(be16(h + 14), 36);
+  CHECK_INTEQ(proxy_header_encode(h, &src, &dst, NULL), len);
 }
 
 TEST(mixed_families_are_unspec) {
