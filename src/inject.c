@@ -393,30 +393,79 @@ static bool should_skip(struct mutation *m, const char *ns) {
   return false;
 }
 
-static long run_as(const cJSON *container_or_pod_security, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(container_or_pod_security, key);
-  return cJSON_IsNumber(v) ? (long)v->valuedouble : -1;
+/* Reads the user or group ID |key| of a securityContext: false when it is there but no
+ * ID (not an integer from 0 to 2^31 - 1, which the API server would refuse too); |*id| is
+ * -1 when it is absent. */
+static bool security_id(const cJSON *security, const char *key, long *id) {
+  const cJSON *v = cJSON_GetObjectItemCaseSensitive(security, key);
+  *id = -1;
+  if (v == NULL || cJSON_IsNull(v)) {
+    return true;
+  }
+  double d = v->valuedouble;
+  if (!cJSON_IsNumber(v) || !(d >= 0 && d <= 2147483647.0) || d != (double)(long)d) {
+    return false;
+  }
+  *id = (long)d;
+  return true;
 }
 
-/* An application container running as the proxy's UID or GID would have its traffic
- * let through by the interception rules, unencrypted. */
+/* The proxy's UID and GID are what the interception rules let through, and its group
+ * reads the pod's private key: a container that runs as either (itself, or through the
+ * pod's securityContext), a pod whose every container gets the group (fsGroup,
+ * supplementalGroups), or an application container that mounts the certificate volume
+ * would bypass interception or read the key. Each is refused with what and where. */
 static bool check_identities(struct mutation *m) {
   const cJSON *pod_sc = cJSON_GetObjectItemCaseSensitive(m->spec, "securityContext");
-  const cJSON *c;
-  cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(m->spec, "containers")) {
-    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(c, "securityContext");
-    const char *name = string_member(c, "name");
-    static const char *const kKeys[] = {"runAsUser", "runAsGroup"};
-    for (size_t i = 0; i < 2; i++) {
-      long id = run_as(sc, kKeys[i]);
-      if (id < 0) {
-        id = run_as(pod_sc, kKeys[i]);
+  static const char *const kPodGroups[] = {"fsGroup", "supplementalGroups"};
+  for (size_t i = 0; i < 2; i++) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(pod_sc, kPodGroups[i]);
+    const cJSON *g = v;
+    bool listed = false;
+    if (cJSON_IsArray(v)) {
+      cJSON_ArrayForEach(g, v) {
+        listed |= cJSON_IsNumber(g) && g->valuedouble == PROXY_UID;
       }
-      if (id == PROXY_UID) {
-        return settle(m, INJECT_REFUSED,
-                      "container %s runs with %s %d, the proxy's: its traffic would bypass "
-                      "interception",
-                      name != NULL ? name : "?", kKeys[i], PROXY_UID);
+    }
+    if (listed || (cJSON_IsNumber(v) && v->valuedouble == PROXY_UID)) {
+      return settle(m, INJECT_REFUSED,
+                    "spec.securityContext.%s has %d, the proxy's group: every container "
+                    "would read the pod's private key and bypass interception",
+                    kPodGroups[i], PROXY_UID);
+    }
+  }
+  static const char *const kLists[] = {"initContainers", "containers"};
+  static const char *const kWhat[] = {"init container", "container"};
+  static const char *const kKeys[] = {"runAsUser", "runAsGroup"};
+  for (size_t l = 0; l < 2; l++) {
+    const cJSON *c;
+    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(m->spec, kLists[l])) {
+      const cJSON *sc = cJSON_GetObjectItemCaseSensitive(c, "securityContext");
+      const char *name = string_member(c, "name");
+      name = name != NULL ? name : "?";
+      for (size_t i = 0; i < 2; i++) {
+        long own, inherited;
+        if (!security_id(sc, kKeys[i], &own) || !security_id(pod_sc, kKeys[i], &inherited)) {
+          return settle(m, INJECT_REFUSED, "%s %s: securityContext.%s is not a user or group ID",
+                        kWhat[l], name, kKeys[i]);
+        }
+        long id = own >= 0 ? own : inherited;
+        if (id == PROXY_UID) {
+          return settle(m, INJECT_REFUSED,
+                        "%s %s runs with %s %d%s, the proxy's: its traffic would bypass "
+                        "interception",
+                        kWhat[l], name, kKeys[i], PROXY_UID,
+                        own >= 0 ? "" : " (from the pod's securityContext)");
+        }
+      }
+      const cJSON *mount;
+      cJSON_ArrayForEach(mount, cJSON_GetObjectItemCaseSensitive(c, "volumeMounts")) {
+        const char *volume = string_member(mount, "name");
+        if (volume != NULL && strcmp(volume, CERTS_VOLUME) == 0) {
+          return settle(m, INJECT_REFUSED,
+                        "%s %s mounts the volume %s, which holds the pod's private key",
+                        kWhat[l], name, CERTS_VOLUME);
+        }
       }
     }
   }
