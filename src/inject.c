@@ -420,7 +420,7 @@ static bool check_identities(struct mutation *m) {
   static const char *const kPodGroups[] = {"fsGroup", "supplementalGroups"};
   for (size_t i = 0; i < 2; i++) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(pod_sc, kPodGroups[i]);
-    const cJSON *g = v;
+    const cJSON *g;
     bool listed = false;
     if (cJSON_IsArray(v)) {
       cJSON_ArrayForEach(g, v) {
@@ -463,8 +463,8 @@ static bool check_identities(struct mutation *m) {
         const char *volume = string_member(mount, "name");
         if (volume != NULL && strcmp(volume, CERTS_VOLUME) == 0) {
           return settle(m, INJECT_REFUSED,
-                        "%s %s mounts the volume %s, which holds the pod's private key",
-                        kWhat[l], name, CERTS_VOLUME);
+                        "%s %s mounts the volume %s, which holds the pod's private key", kWhat[l],
+                        name, CERTS_VOLUME);
         }
       }
     }

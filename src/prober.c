@@ -32,6 +32,8 @@ enum { REDIRECTS_MAX = 10 };
 /* A HealthCheckResponse is a few bytes; anything much longer is not one. */
 enum { GRPC_MESSAGE_MAX = 1024 };
 enum { PATH_MAX_LEN = 2048 };
+/* A grpc-status that is no number: a failure whatever it says (the codes end at 16). */
+enum { GRPC_STATUS_UNREADABLE = 1000 };
 enum { READ_CHUNK = 16384 };
 
 /* What the kubelet sends as User-Agent (it adds its version; the probe's own httpHeaders
@@ -340,10 +342,26 @@ static bool parse_authority(const char *auth, size_t len, bool https, char *host
   return true;
 }
 
+/* Whether |location| can go into a request line: no control character, space or DEL,
+ * which would end the line early or smuggle another into it (Go's url.Parse refuses
+ * control characters too). */
+static bool location_is_clean(const char *location) {
+  for (const unsigned char *c = (const unsigned char *)location; *c != '\0'; c++) {
+    if (*c <= ' ' || *c == 0x7f) {
+      return false;
+    }
+  }
+  return true;
+}
+
 /* Follows a redirect as the kubelet does (Go's client): 301, 302, 303, 307 and 308 with a
  * Location are followed to the same host (any port or scheme), up to REDIRECTS_MAX; to
  * another host they are not, and the probe passes. */
 static void follow_redirect(struct prober *p, int status, const char *location) {
+  if (!location_is_clean(location)) {
+    finish(p, false, "HTTP %d to a malformed location", status);
+    return;
+  }
   char host[NETADDR_HOST_MAX];
   snprintf(host, sizeof(host), "%s", p->host);
   uint16_t port = p->port;
@@ -394,11 +412,27 @@ static void follow_redirect(struct prober *p, int status, const char *location) 
   close_socket(p, on_attempt_closed);
 }
 
+/* Reads the decimal number that is all of |s| (|len| bytes, at most |max|); -1 when it is
+ * anything else (a sign, a space, another character, nothing, too large). */
+static int parse_status(const char *s, size_t len, int max) {
+  int v = 0;
+  for (size_t i = 0; i < len; i++) {
+    if (s[i] < '0' || s[i] > '9' || v > (max - (s[i] - '0')) / 10) {
+      return -1;
+    }
+    v = v * 10 + (s[i] - '0');
+  }
+  return len > 0 ? v : -1;
+}
+
 /* Judges a complete response head. */
 static void http_response(struct prober *p) {
-  int status = 0;
-  if (p->in_len < 12 || memcmp(p->in, "HTTP/1.", 7) != 0 || p->in[8] != ' ' ||
-      sscanf(p->in + 9, "%3d", &status) != 1 || status < 100 || status > 999) {
+  /* "HTTP/1.x SSS" then a space or the end of the line: "2009" is not 200. */
+  int status = p->in_len >= 13 && memcmp(p->in, "HTTP/1.", 7) == 0 && p->in[8] == ' ' &&
+                       (p->in[12] == ' ' || p->in[12] == '\r')
+                   ? parse_status(p->in + 9, 3, 999)
+                   : -1;
+  if (status < 100) {
     finish(p, false, "not an HTTP response from %s:%u", p->host, p->port);
     return;
   }
@@ -448,14 +482,18 @@ static int h2_on_header(nghttp2_session *session, const nghttp2_frame *frame, co
   if (frame->hd.stream_id != p->stream_id) {
     return 0;
   }
-  char v[128];
-  snprintf(v, sizeof(v), "%.*s", (int)(value_len < 127 ? value_len : 127), (const char *)value);
+  const char *v = (const char *)value;
   if (name_len == 7 && memcmp(name, ":status", 7) == 0) {
-    p->http_status = atoi(v);
+    p->http_status = parse_status(v, value_len, 999);
   } else if (name_len == 11 && memcmp(name, "grpc-status", 11) == 0) {
-    p->grpc_status = atoi(v);
+    /* Not a status code (say "0x"): an error of its own, never OK. */
+    int code = parse_status(v, value_len, 1000);
+    p->grpc_status = code >= 0 ? code : GRPC_STATUS_UNREADABLE;
   } else if (name_len == 12 && memcmp(name, "grpc-message", 12) == 0) {
-    snprintf(p->grpc_message, sizeof(p->grpc_message), "%s", v);
+    snprintf(
+        p->grpc_message, sizeof(p->grpc_message), "%.*s",
+        (int)(value_len < sizeof(p->grpc_message) - 1 ? value_len : sizeof(p->grpc_message) - 1),
+        v);
   }
   return 0;
 }

@@ -96,6 +96,14 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif path == "/status-2009":
+            # Four digits: not a 200, whatever the first three say.
+            self.wfile.write(b"HTTP/1.1 2009 OK\r\nContent-Length: 0\r\n\r\n")
+        elif path == "/redirect-cr":
+            # A bare CR and a space in the Location: copied into the next request line,
+            # they would end it early and smuggle a header in.
+            self.wfile.write(b"HTTP/1.1 302 Found\r\nLocation: /ok HTTP/1.1\rX-Smuggled: 1\r\n"
+                             b"Content-Length: 0\r\n\r\n")
         elif path == "/slow":
             time.sleep(3)
             self.answer(200)
@@ -151,6 +159,8 @@ class HealthTest(unittest.TestCase):
             "schemeless/livez": http_probe("/redirect-scheme-relative", port),
             "choices/livez": http_probe("/multiple-choices", port),
             "bodyloc/livez": http_probe("/location-in-body", port),
+            "status2009/livez": http_probe("/status-2009", port),
+            "crloc/livez": http_probe("/redirect-cr", port),
             "slow/livez": http_probe("/slow", port),
             "headers/livez": http_probe("/headers", port,
                                         httpHeaders=[{"name": "X-Probe", "value": "yes"}]),
@@ -249,6 +259,8 @@ class HealthTest(unittest.TestCase):
             "schemeless/livez": (200, "another host (other.invalid)"),
             "choices/livez": (200, "HTTP 300"),
             "bodyloc/livez": (200, "HTTP 302"),
+            "status2009/livez": (503, "not an HTTP response"),
+            "crloc/livez": (503, "HTTP 302 to a malformed location"),
             "headers/livez": (200, "HTTP 200"),
             "noheaders/livez": (503, "status 400"),
             "https/livez": (200, "HTTP 200"),
