@@ -9,6 +9,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "mtlsd/json_syntax.h"
+
 #define REVIEW_VERSION "admission.k8s.io/v1"
 
 /* RFC 4648 base64 of |len| bytes, the form of the review's "patch"; the caller frees. */
@@ -149,9 +151,15 @@ static void decide(const struct inject_config *cfg, const cJSON *request, struct
 
 char *admission_review(const struct inject_config *cfg, const char *body, size_t len,
                        enum admission_result *result, char *msg, size_t msg_len) {
+  *result = ADMISSION_BAD_REVIEW;
+  size_t at;
+  const char *wrong;
+  if (json_syntax_locate(body, len, JSON_SYNTAX_NO_NUL, &at, &wrong)) {
+    snprintf(msg, msg_len, "not JSON: %s at byte %zu", wrong, at);
+    return NULL;
+  }
   const char *end = NULL;
   cJSON *review = cJSON_ParseWithLengthOpts(body, len, &end, false);
-  *result = ADMISSION_BAD_REVIEW;
   if (review == NULL) {
     snprintf(msg, msg_len, "not JSON: a syntax error near byte %td",
              end != NULL && end >= body ? end - body : 0);

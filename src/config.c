@@ -1912,7 +1912,7 @@ static cJSON *parse_document(struct parser *p, const char *json, size_t json_len
     size_t offset = end != NULL && end >= text ? (size_t)(end - text) : 0;
     const char *what = NULL;
     char problem[128];
-    if (!json_syntax_locate(text, json_len, &offset, &what)) {
+    if (!json_syntax_locate(text, json_len, 0, &offset, &what)) {
       what = "cannot parse it (or out of memory)";
     }
     (void)snprintf(problem, sizeof(problem), "JSON syntax error: %s", what);

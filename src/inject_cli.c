@@ -12,6 +12,7 @@
 #include "mtlsd/file.h"
 #include "mtlsd/inject.h"
 #include "mtlsd/injector.h"
+#include "mtlsd/json_syntax.h"
 #include "mtlsd/textbuf.h"
 #include "mtlsd/yaml.h"
 
@@ -175,7 +176,12 @@ static int inject_files(const char *file, const char *format, const struct injec
   bool json = *first == '{' || *first == '[';
   char err[300];
   cJSON *docs;
-  if (json) {
+  size_t at;
+  const char *what;
+  if (json && json_syntax_locate(text, len, JSON_SYNTAX_NO_NUL, &at, &what)) {
+    docs = NULL;
+    snprintf(err, sizeof(err), "not valid JSON: %s at byte %zu", what, at);
+  } else if (json) {
     const char *end = NULL;
     /* The terminator counts in the length, for cJSON to accept the end of the text. */
     cJSON *doc = cJSON_ParseWithLengthOpts(text, len + 1, &end, true);

@@ -25,6 +25,7 @@ enum { JSON_NESTING_MAX = CJSON_NESTING_LIMIT };
 struct jscan {
   const char *s;
   size_t len;
+  unsigned flags;
   size_t pos;
   size_t err_pos;
   const char *err;
@@ -67,6 +68,10 @@ static int js_hex4(const struct jscan *j, size_t at) {
   return v;
 }
 
+/* cJSON ends a string at a NUL, so a value that holds one would be read short. */
+static const char kNulInString[] =
+    "a NUL character (\\u0000) in a string: its value would be read only up to it";
+
 static bool js_string(struct jscan *j) {
   size_t start = j->pos++;
   for (;;) {
@@ -74,6 +79,9 @@ static bool js_string(struct jscan *j) {
       return js_fail(j, start, "unterminated string");
     }
     char c = j->s[j->pos];
+    if (c == '\0' && (j->flags & JSON_SYNTAX_NO_NUL) != 0) {
+      return js_fail(j, j->pos, kNulInString);
+    }
     if (c == '"') {
       j->pos++;
       return true;
@@ -96,6 +104,9 @@ static bool js_string(struct jscan *j) {
     int cp = js_hex4(j, j->pos + 2);
     if (cp < 0) {
       return js_fail(j, j->pos, "invalid \\u escape (expected four hex digits)");
+    }
+    if (cp == 0 && (j->flags & JSON_SYNTAX_NO_NUL) != 0) {
+      return js_fail(j, j->pos, kNulInString);
     }
     if (cp >= 0xdc00 && cp <= 0xdfff) {
       return js_fail(j, j->pos, "invalid \\u escape (unpaired UTF-16 surrogate)");
@@ -220,8 +231,9 @@ static bool js_value(struct jscan *j) {
                  c == '\'' ? "expected a value (strings take double quotes)" : "expected a value");
 }
 
-bool json_syntax_locate(const char *text, size_t len, size_t *offset, const char **what) {
-  struct jscan j = {.s = text, .len = len};
+bool json_syntax_locate(const char *text, size_t len, unsigned flags, size_t *offset,
+                        const char **what) {
+  struct jscan j = {.s = text, .len = len, .flags = flags};
   if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
     j.pos = 3; /* cJSON skips a UTF-8 byte order mark. */
   }

@@ -9,8 +9,16 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+/* Flags of json_syntax_locate. */
+enum {
+  /* A NUL in a string (escaped as \u0000, or raw) is an error too: cJSON would cut the
+   * string there, and a Kubernetes object must be read as the API server keeps it. */
+  JSON_SYNTAX_NO_NUL = 1 << 0,
+};
+
 /* json_syntax_locate sets |*offset| and |*what| (a static string) for the first syntax
  * error of the |len| bytes of |text|, or returns false when it finds none. */
-bool json_syntax_locate(const char *text, size_t len, size_t *offset, const char **what);
+bool json_syntax_locate(const char *text, size_t len, unsigned flags, size_t *offset,
+                        const char **what);
 
 #endif

@@ -174,7 +174,11 @@ TEST(bodies_that_are_no_review_are_named) {
     const char *body, *words;
   } kCases[] = {
       {"", "not JSON"},
-      {"{\"a\":", "not JSON"},
+      {"{\"a\":", "not JSON: unexpected end of file (expected a value) at byte 5"},
+      /* The API server keeps the whole value; cJSON would read it up to the NUL. */
+      {"{\"apiVersion\":\"admission.k8s.io/v1\",\"request\":{\"object\":{\"metadata\":{"
+       "\"annotations\":{\"mtlsd.io/allow\":\"spiffe://a/ns/b/sa/c\\u0000,*\"}}}}}",
+       "a NUL character (\\u0000) in a string: its value would be read only up to it at byte"},
       {"[]", "not a JSON object"},
       {"{\"apiVersion\":\"admission.k8s.io/v1beta1\",\"kind\":\"AdmissionReview\"}",
        "\"admission.k8s.io/v1beta1\" is not admission.k8s.io/v1"},
