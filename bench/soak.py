@@ -21,6 +21,7 @@ Usage: soak.py [--duration S] [--connections N] [--rotate S] [--report FILE] [--
 """
 
 import argparse
+import collections
 import hashlib
 import json
 import math
@@ -326,14 +327,21 @@ def run(args):
             reloads = {side: (metric(m, 'mtlsd_cert_reloads_total{result="ok"}'),
                               metric(m, 'mtlsd_cert_reloads_total{result="failed"}'))
                        for side, m in sidecars.items()}
+            # What each sidecar said of the connections that did not end "ok": a failed
+            # run names its cause.
+            results = {side: collections.Counter(e["result"] for e in m.access_log()
+                                                 if e["result"] != "ok")
+                       for side, m in sidecars.items()}
         finally:
             for m in sidecars.values():
                 m.stop()
             backend.stop()
-    return report(args, tally, samples, elapsed, certs, backend, baseline, idle_after, reloads)
+    return report(args, tally, samples, elapsed, certs, backend, baseline, idle_after, reloads,
+                  results)
 
 
-def report(args, tally, samples, elapsed, certs, backend, baseline, idle_after, reloads):
+def report(args, tally, samples, elapsed, certs, backend, baseline, idle_after, reloads,
+           results):
     warm = [s for s in samples if s[0] >= elapsed * 0.2] or samples
     rows = []
     verdict = []
@@ -353,7 +361,8 @@ def report(args, tally, samples, elapsed, certs, backend, baseline, idle_after, 
             "rss_idle_after_kib": idle_after[side][0], "rss_slope_kib_per_min": slope(rss),
             "fds_start": first[1], "fds_idle_after": idle_after[side][1],
             "fds_slope_per_min": slope(fds), "cpu_s_per_gb": cpu_per_gb,
-            "reloads_ok": reloads[side][0], "reloads_failed": reloads[side][1]})
+            "reloads_ok": reloads[side][0], "reloads_failed": reloads[side][1],
+            "results_not_ok": dict(results[side])})
         if reloads[side][1]:
             verdict.append(f"{side}: {reloads[side][1]:.0f} certificate sets refused")
         if idle_after[side][1] > first[1] + 2:
@@ -404,6 +413,8 @@ def render(r):
             f"| {s['fds_start']} → {s['fds_idle_after']} | {s['fds_slope_per_min']:+.1f}/min | "
             f"{s['cpu_s_per_gb'][0]:.2f}, {s['cpu_s_per_gb'][1]:.2f} | "
             f"{s['reloads_ok']:.0f} / {s['reloads_failed']:.0f} |")
+    lines += [""] + [f"{s['side']}: connections not ok by access-log result: "
+                     f"{s['results_not_ok'] or 'none'}" for s in r["sidecars"]]
     lines += ["", "Verdict: " + "; ".join(r["verdict"])]
     return "\n".join(lines)
 

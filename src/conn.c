@@ -82,6 +82,8 @@ static void start_connect(struct conn *c);
 static void start_handshake(struct conn *c);
 static void start_plaintext(struct conn *c);
 static void start_relay(struct conn *c);
+static void handshake_step(struct conn *c);
+static bool detect(struct conn *c);
 static void on_poll(uv_poll_t *handle, int status, int events);
 
 struct list_node *conn_link(struct conn *c) {
@@ -324,14 +326,25 @@ static void on_timer(uv_timer_t *timer) {
   struct conn *c = timer->data;
   switch (c->state) {
     case CONN_DETECTING:
-      /* Nothing came: a server-first protocol, which speaks plaintext. */
-      start_plaintext(c);
+      /* A loop that was held up runs its timers before it looks at the sockets: a first
+       * byte that came in time is read before the silence is judged. */
+      if (!detect(c)) {
+        /* Nothing came: a server-first protocol, which speaks plaintext. */
+        start_plaintext(c);
+      }
       return;
     case CONN_RESOLVING:
     case CONN_CONNECTING:
       upstream_failed(c, UPSTREAM_FAIL_TIMEOUT);
       return;
     case CONN_HANDSHAKING:
+      if (c->awaiting_hello) {
+        /* As for detection: a ClientHello that came in time is read first. */
+        handshake_step(c);
+        if (c->state != CONN_HANDSHAKING || !c->awaiting_hello) {
+          return;
+        }
+      }
       handshake_failed(
           c, TLS_FAIL_TIMEOUT,
           c->awaiting_hello ? "no ClientHello within limits.hello_timeout" : "handshake timed out");
@@ -593,12 +606,13 @@ static void start_plaintext(struct conn *c) {
 }
 
 /* Looks at the first byte without taking it: a TLS handshake record goes the mTLS way,
- * anything else (or the end of the stream) is plaintext. */
-static void detect(struct conn *c) {
+ * anything else (or the end of the stream) is plaintext. Returns false while nothing has
+ * come. */
+static bool detect(struct conn *c) {
   uint8_t first;
   ssize_t n = recv(c->down.xprt.fd, &first, 1, MSG_PEEK);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-    return;
+    return false;
   }
   if (n < 0) {
     conn_close(c, "reset");
@@ -608,12 +622,13 @@ static void detect(struct conn *c) {
     if (c->host->tls == NULL) {
       stats_add(c->l->stats, LC_REFUSED_FIRST + REFUSED_NO_CERT, 1);
       conn_close(c, refusal_name(REFUSED_NO_CERT));
-      return;
+      return true;
     }
     start_handshake(c);
   } else {
     start_plaintext(c);
   }
+  return true;
 }
 
 static void start_detecting(struct conn *c) {
