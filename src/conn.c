@@ -322,6 +322,12 @@ static void handshake_failed(struct conn *c, enum tls_failure failure, const cha
   conn_close(c, tls_failure_name(failure));
 }
 
+/* Whether the downstream socket holds a byte (or its end) that the loop has not read. */
+static bool peer_has_spoken(const struct conn *c) {
+  uint8_t first;
+  return recv(c->down.xprt.fd, &first, 1, MSG_PEEK | MSG_DONTWAIT) >= 0;
+}
+
 static void on_timer(uv_timer_t *timer) {
   struct conn *c = timer->data;
   switch (c->state) {
@@ -338,12 +344,10 @@ static void on_timer(uv_timer_t *timer) {
       upstream_failed(c, UPSTREAM_FAIL_TIMEOUT);
       return;
     case CONN_HANDSHAKING:
-      if (c->awaiting_hello) {
-        /* As for detection: a ClientHello that came in time is read first. */
+      if (c->awaiting_hello && peer_has_spoken(c)) {
+        /* As for detection: a ClientHello that came in time is read, not judged late. */
         handshake_step(c);
-        if (c->state != CONN_HANDSHAKING || !c->awaiting_hello) {
-          return;
-        }
+        return;
       }
       handshake_failed(
           c, TLS_FAIL_TIMEOUT,
