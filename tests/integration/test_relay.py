@@ -10,12 +10,13 @@ import socket
 import struct
 import ssl
 import subprocess
+import threading
 import time
 import unittest
 
 from harness import (Backend, Mtlsd, Pki, TempDir, client_context, echo_handler, free_port,
-                     http_get, listening_ports, prom_value, recv_all, run, sha256_handler, spiffe,
-                     two_sidecars, wait_until)
+                     http_get, listening_ports, prom_value, recv_all, run, server_sockets,
+                     sha256_handler, spiffe, two_sidecars, wait_until)
 
 
 class SelectorEchoBackend:
@@ -707,6 +708,39 @@ class PermissiveTest(SidecarCase):
         self.assertEqual((header[12], header[13]), (0x21, 0x11))
         self.assertEqual(struct.unpack(">H", header[14:16])[0], 12, "no TLV after the addresses")
         self.assertEqual(bytes(b.received[28:]), forged)
+
+    def test_a_first_byte_that_came_during_a_stall_is_not_judged_late(self):
+        # The sidecar is stopped (a loaded node, a paused container) while a mesh peer
+        # connects and sends its ClientHello; when it runs again its timers are due before
+        # it looks at the socket. The ClientHello arrived in time: on a strict listener it
+        # is no hello_timeout, on a permissive one it is mTLS, not plaintext.
+        for permissive in (False, True):
+            m, port = self.inbound(Backend(), permissive=permissive, detect_timeout="200ms")
+            ctx = client_context(self.client_dir)
+            result = {}
+
+            def call():
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+                        with ctx.wrap_socket(raw) as s:
+                            s.sendall(b"stalled")
+                            result["echo"] = recv_exactly(s, 7)
+                except OSError as e:
+                    result["error"] = e
+
+            os.kill(m.pid, signal.SIGSTOP)
+            try:
+                t = threading.Thread(target=call)
+                t.start()
+                # Past limits.detect_timeout and limits.hello_timeout (1 s) while stopped.
+                wait_until(lambda: server_sockets(port) == 1, what="the peer connected")
+                time.sleep(1.5)
+            finally:
+                os.kill(m.pid, signal.SIGCONT)
+            t.join(timeout=30)
+            self.assertEqual(result, {"echo": b"stalled"}, f"permissive={permissive}")
+            e = m.wait_access(lambda e: e["identity"] == spiffe("client"))
+            self.assertEqual(e["result"], "ok")
 
     def test_a_server_first_backend_greets_after_the_detect_timeout(self):
         m, port = self.inbound(Backend(greeter_handler))
