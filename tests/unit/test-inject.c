@@ -289,19 +289,23 @@ TEST(refusals_name_what_is_wrong) {
        "container app runs with runAsUser 1337 (from the pod's securityContext), the proxy's"},
       {DEPLOYMENT("", "'containers':[{'name':'app','securityContext':{'runAsGroup':1337}}]"),
        "container app runs with runAsGroup 1337"},
-      {DEPLOYMENT("", "'initContainers':[{'name':'setup','securityContext':{'runAsUser':1337}}],"
-                      "'containers':[{'name':'app'}]"),
+      {DEPLOYMENT("",
+                  "'initContainers':[{'name':'setup','securityContext':{'runAsUser':1337}}],"
+                  "'containers':[{'name':'app'}]"),
        "init container setup runs with runAsUser 1337"},
-      {DEPLOYMENT("", "'initContainers':[{'name':'log','restartPolicy':'Always'}],"
-                      "'securityContext':{'runAsGroup':1337},'containers':[{'name':'app'}]"),
+      {DEPLOYMENT("",
+                  "'initContainers':[{'name':'log','restartPolicy':'Always'}],"
+                  "'securityContext':{'runAsGroup':1337},'containers':[{'name':'app'}]"),
        "init container log runs with runAsGroup 1337 (from the pod's securityContext)"},
       {DEPLOYMENT("", "'securityContext':{'fsGroup':1337},'containers':[{'name':'app'}]"),
        "spec.securityContext.fsGroup has 1337, the proxy's group"},
-      {DEPLOYMENT("", "'securityContext':{'supplementalGroups':[5,1337]},"
-                      "'containers':[{'name':'app'}]"),
+      {DEPLOYMENT("",
+                  "'securityContext':{'supplementalGroups':[5,1337]},"
+                  "'containers':[{'name':'app'}]"),
        "spec.securityContext.supplementalGroups has 1337"},
-      {DEPLOYMENT("", "'containers':[{'name':'app','volumeMounts':[{'name':'mtlsd-certs',"
-                      "'mountPath':'/x'}]}]"),
+      {DEPLOYMENT("",
+                  "'containers':[{'name':'app','volumeMounts':[{'name':'mtlsd-certs',"
+                  "'mountPath':'/x'}]}]"),
        "container app mounts the volume mtlsd-certs, which holds the pod's private key"},
       {DEPLOYMENT("", "'containers':[{'name':'app','securityContext':{'runAsUser':1e400}}]"),
        "container app: securityContext.runAsUser is not a user or group ID"},
