@@ -34,6 +34,7 @@ void inject_config_default(struct inject_config *cfg) {
       .own_namespace = "mtlsd-system",
       .native_sidecar = true,
       .ipv6 = true,
+      .exclude_api_server = true,
       .cpu_request = "50m",
       .memory_request = "32Mi",
       .memory_limit = "256Mi",
@@ -686,7 +687,7 @@ static cJSON *init_container(const struct mutation *m) {
       {"exclude-inbound-ports", cfg->exclude_inbound_ports, NULL},
       {"exclude-outbound-ports", cfg->exclude_outbound_ports, NULL},
       {"inbound-ports", NULL, NULL},
-      {"exclude-outbound-cidrs", cfg->exclude_outbound_cidrs, cfg->api_server_cidr},
+      {"exclude-outbound-cidrs", cfg->exclude_outbound_cidrs, NULL},
       {"include-outbound-cidrs", cfg->include_outbound_cidrs, NULL},
   };
   cJSON *c = cJSON_CreateObject();
@@ -701,6 +702,9 @@ static cJSON *init_container(const struct mutation *m) {
   size_t base_count = sizeof(kBase) / sizeof(kBase[0]) - (m->cfg->ipv6 ? 0 : 1);
   for (size_t i = 0; i < base_count; i++) {
     json_append(args, cJSON_CreateString(kBase[i]));
+  }
+  if (!m->cfg->exclude_api_server) {
+    json_append(args, cJSON_CreateString("--no-exclude-api-server"));
   }
   for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
     char key[64], flag[64];

@@ -5,8 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "mtlsd/iptables.h"
-
 /* Takes the file's settings over the defaults in |cfg| (which then borrows |f|'s
  * strings). */
 static void apply_file(struct inject_config *cfg, const struct injector_file *f) {
@@ -37,20 +35,8 @@ static void apply_file(struct inject_config *cfg, const struct injector_file *f)
     cfg->native_sidecar = f->native_sidecar == 1;
   }
   cfg->ipv6 = f->ipv6;
+  cfg->exclude_api_server = f->exclude_api_server;
   cfg->sidecar_base = f->sidecar;
-}
-
-/* The API server's Service address as a one-address CIDR, or "" when the environment has
- * none (outside a cluster) or it is not an IP address. */
-static void api_server_cidr(char *out, size_t len) {
-  const char *host = getenv("KUBERNETES_SERVICE_HOST");
-  out[0] = '\0';
-  if (host != NULL && host[0] != '\0') {
-    snprintf(out, len, "%s/%s", host, strchr(host, ':') != NULL ? "128" : "32");
-    if (!iptables_cidr_valid(out)) {
-      out[0] = '\0';
-    }
-  }
 }
 
 bool injector_load(struct injector *inj, const char *path, char *err, size_t err_len) {
@@ -62,10 +48,6 @@ bool injector_load(struct injector *inj, const char *path, char *err, size_t err
       return false;
     }
     apply_file(&inj->cfg, inj->file);
-  }
-  api_server_cidr(inj->api_server_cidr, sizeof(inj->api_server_cidr));
-  if (inj->api_server_cidr[0] != '\0' && (inj->file == NULL || inj->file->exclude_api_server)) {
-    inj->cfg.api_server_cidr = inj->api_server_cidr;
   }
   return true;
 }

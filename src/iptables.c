@@ -23,6 +23,9 @@
 static const char *const own_chains[] = {"MTLSD_INBOUND", "MTLSD_IN_REDIRECT", "MTLSD_OUTPUT",
                                          "MTLSD_REDIRECT"};
 
+/* The filter chains that close IPv6 when it is not intercepted. */
+static const char *const closed_chains[] = {"MTLSD_IN_CLOSED", "MTLSD_OUT_CLOSED"};
+
 void iptables_default_opts(struct iptables_opts *opts) {
   memset(opts, 0, sizeof(*opts));
   opts->outbound_port = 15001;
@@ -30,6 +33,7 @@ void iptables_default_opts(struct iptables_opts *opts) {
   opts->admin_port = 15000;
   opts->proxy_uid = 1337;
   opts->proxy_gid = 1337;
+  opts->exclude_api_server = true;
 }
 
 /* Whether |installed| (iptables-save output) has a rule "-A CHAIN ... -j TARGET". */
@@ -60,16 +64,22 @@ static bool cidr_is_ipv6(const char *cidr) {
 }
 
 /* mtlsd's own ports, never redirected in |chain|: a connection to the admin or the
- * health port is for the sidecar itself, whichever way it goes. */
-static void own_ports(struct textbuf *t, const char *chain, const struct iptables_opts *o) {
+ * health port of the pod itself is for its sidecar. Inbound, every destination is the
+ * pod's own; outbound, only the pod's own addresses are (||local|: `addrtype LOCAL`), so
+ * that the same port of another host (Envoy's admin port, say) is intercepted like any
+ * other. */
+static void own_ports(struct textbuf *t, const char *chain, const struct iptables_opts *o,
+                      bool local) {
+  const char *only_local = local ? " -m addrtype --dst-type LOCAL" : "";
   textbuf_printf(t,
-                 "-A %s -p tcp --dport %u -m comment --comment \"mtlsd: admin port\" -j RETURN\n",
-                 chain, o->admin_port);
+                 "-A %s -p tcp --dport %u%s -m comment --comment \"mtlsd: admin port\" -j "
+                 "RETURN\n",
+                 chain, o->admin_port, only_local);
   if (o->health_port != 0) {
     textbuf_printf(t,
-                   "-A %s -p tcp --dport %u -m comment --comment \"mtlsd: health port\" -j "
+                   "-A %s -p tcp --dport %u%s -m comment --comment \"mtlsd: health port\" -j "
                    "RETURN\n",
-                   chain, o->health_port);
+                   chain, o->health_port, only_local);
   }
 }
 
@@ -96,7 +106,7 @@ char *iptables_render(const struct iptables_opts *o, bool ipv6, const char *inst
                    "-A PREROUTING -p tcp -m comment --comment \"mtlsd: inbound interception\" -j "
                    "MTLSD_INBOUND\n");
   }
-  own_ports(&t, "MTLSD_INBOUND", o);
+  own_ports(&t, "MTLSD_INBOUND", o, false);
   for (size_t i = 0; i < o->exclude_inbound_count; i++) {
     textbuf_printf(&t,
                    "-A MTLSD_INBOUND -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
@@ -136,7 +146,7 @@ char *iptables_render(const struct iptables_opts *o, bool ipv6, const char *inst
                  "-A MTLSD_OUTPUT -d %s -m comment --comment \"mtlsd: loopback traffic to the "
                  "app\" -j RETURN\n",
                  loopback);
-  own_ports(&t, "MTLSD_OUTPUT", o);
+  own_ports(&t, "MTLSD_OUTPUT", o, true);
   for (size_t i = 0; i < o->exclude_outbound_count; i++) {
     textbuf_printf(&t,
                    "-A MTLSD_OUTPUT -p tcp --dport %u -m comment --comment \"mtlsd: excluded "
@@ -171,31 +181,62 @@ char *iptables_render(const struct iptables_opts *o, bool ipv6, const char *inst
   return textbuf_finish(&t);
 }
 
-char *iptables_render_clean(const char *installed) {
+char *iptables_render_closed(const struct iptables_opts *o, const char *installed) {
   struct textbuf t = {0};
-  textbuf_printf(&t, "*nat\n");
+  textbuf_printf(&t, "*filter\n");
+  for (size_t i = 0; i < sizeof(closed_chains) / sizeof(closed_chains[0]); i++) {
+    textbuf_printf(&t, ":%s - [0:0]\n", closed_chains[i]);
+  }
+  if (!has_jump(installed, "INPUT", "MTLSD_IN_CLOSED")) {
+    textbuf_printf(&t,
+                   "-A INPUT -p tcp -m comment --comment \"mtlsd: IPv6 is not intercepted\" -j "
+                   "MTLSD_IN_CLOSED\n");
+  }
+  if (!has_jump(installed, "OUTPUT", "MTLSD_OUT_CLOSED")) {
+    textbuf_printf(&t,
+                   "-A OUTPUT -p tcp -m comment --comment \"mtlsd: IPv6 is not intercepted\" -j "
+                   "MTLSD_OUT_CLOSED\n");
+  }
+  /* New connections only (a SYN without ACK): the replies to the sidecar's own
+   * connections come in through INPUT too. */
+  textbuf_printf(&t,
+                 "-A MTLSD_IN_CLOSED -i lo -m comment --comment \"mtlsd: loopback\" -j RETURN\n"
+                 "-A MTLSD_IN_CLOSED -p tcp --syn -m comment --comment \"mtlsd: no inbound IPv6 "
+                 "without --ipv6\" -j REJECT --reject-with tcp-reset\n"
+                 "-A MTLSD_OUT_CLOSED -o lo -m comment --comment \"mtlsd: loopback\" -j RETURN\n"
+                 "-A MTLSD_OUT_CLOSED -m owner --uid-owner %u -m comment --comment \"mtlsd: the "
+                 "sidecar's own traffic\" -j RETURN\n"
+                 "-A MTLSD_OUT_CLOSED -p tcp --syn -m comment --comment \"mtlsd: no outbound IPv6 "
+                 "without --ipv6\" -j REJECT --reject-with tcp-reset\n",
+                 o->proxy_uid);
+  textbuf_printf(&t, "COMMIT\n");
+  return textbuf_finish(&t);
+}
+
+char *iptables_render_clean(const char *table, const char *installed) {
+  struct textbuf t = {0};
+  textbuf_printf(&t, "*%s\n", table);
   /* Jumps into our chains first: a chain cannot be deleted while referenced. */
   for (const char *line = installed != NULL ? installed : ""; *line != '\0';) {
     const char *end = strchr(line, '\n');
     size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
-    if ((strncmp(line, "-A PREROUTING ", 14) == 0 || strncmp(line, "-A OUTPUT ", 10) == 0) &&
+    if (strncmp(line, "-A ", 3) == 0 && strncmp(line + 3, "MTLSD_", 6) != 0 &&
         memmem(line, len, "-j MTLSD_", 9) != NULL) {
       textbuf_printf(&t, "-D%.*s\n", (int)(len - 2), line + 2);
     }
     line += len + (end != NULL ? 1 : 0);
   }
-  for (size_t i = 0; i < sizeof(own_chains) / sizeof(own_chains[0]); i++) {
-    char decl[64];
-    snprintf(decl, sizeof(decl), ":%s ", own_chains[i]);
-    if (installed != NULL && strstr(installed, decl) != NULL) {
-      textbuf_printf(&t, "-F %s\n", own_chains[i]);
-    }
-  }
-  for (size_t i = 0; i < sizeof(own_chains) / sizeof(own_chains[0]); i++) {
-    char decl[64];
-    snprintf(decl, sizeof(decl), ":%s ", own_chains[i]);
-    if (installed != NULL && strstr(installed, decl) != NULL) {
-      textbuf_printf(&t, "-X %s\n", own_chains[i]);
+  /* Then every chain of ours that is there, flushed before any is deleted (they jump to
+   * each other). */
+  for (int pass = 0; pass < 2; pass++) {
+    for (const char *line = installed != NULL ? installed : ""; *line != '\0';) {
+      const char *end = strchr(line, '\n');
+      size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+      if (strncmp(line, ":MTLSD_", 7) == 0) {
+        textbuf_printf(&t, "%s %.*s\n", pass == 0 ? "-F" : "-X", (int)strcspn(line + 1, " \n"),
+                       line + 1);
+      }
+      line += len + (end != NULL ? 1 : 0);
     }
   }
   textbuf_printf(&t, "COMMIT\n");
@@ -220,7 +261,10 @@ static const char usage_text[] =
     "  --exclude-outbound-ports P,P...\n"
     "  --exclude-outbound-cidrs C,C...  (IPv4 or IPv6 CIDRs)\n"
     "  --include-outbound-cidrs C,C...  redirect only connections to these (default: all)\n"
-    "  --ipv6                       also the IPv6 rules, through ip6tables-restore\n";
+    "  --no-exclude-api-server      intercept the API server too (by default its address,\n"
+    "                               KUBERNETES_SERVICE_HOST here, is excluded)\n"
+    "  --ipv6                       also the IPv6 rules, through ip6tables-restore; without\n"
+    "                               it, where the pod has IPv6, IPv6 TCP is rejected\n";
 
 static bool parse_u32(uint32_t *out, const char *s, uint32_t max) {
   if (*s == '\0') {
@@ -375,8 +419,11 @@ static bool feed(const char *command, const char *input) {
   return ok && status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-/* Applies (or cleans) one family's rules in one iptables-restore transaction. */
-static int apply_family(const struct iptables_opts *o, bool ipv6, bool clean) {
+/* What one iptables-restore transaction does. */
+enum rules { RULES_INTERCEPT, RULES_CLOSED, RULES_CLEAN };
+
+/* Applies |what| to one family's |table| in one iptables-restore transaction. */
+static int apply(const struct iptables_opts *o, bool ipv6, const char *table, enum rules what) {
   const char *tool = ipv6 ? "ip6tables" : "iptables";
   char cmd[128];
   snprintf(cmd, sizeof(cmd), "%s --version 2>/dev/null", tool);
@@ -391,9 +438,11 @@ static int apply_family(const struct iptables_opts *o, bool ipv6, bool clean) {
   fprintf(stderr, "mtlsd iptables: %s uses the %s backend\n", tool, backend);
   free(version);
 
-  snprintf(cmd, sizeof(cmd), "%s-save -t nat 2>/dev/null", tool);
+  snprintf(cmd, sizeof(cmd), "%s-save -t %s 2>/dev/null", tool, table);
   char *installed = capture(cmd);
-  char *rules = clean ? iptables_render_clean(installed) : iptables_render(o, ipv6, installed);
+  char *rules = what == RULES_CLEAN    ? iptables_render_clean(table, installed)
+                : what == RULES_CLOSED ? iptables_render_closed(o, installed)
+                                       : iptables_render(o, ipv6, installed);
   free(installed);
   if (rules == NULL) {
     fprintf(stderr, "mtlsd iptables: out of memory\n");
@@ -409,9 +458,58 @@ static int apply_family(const struct iptables_opts *o, bool ipv6, bool clean) {
             tool);
     return MTLSD_EXIT_FAILED;
   }
-  fprintf(stderr, "mtlsd iptables: %s the %s rules\n", clean ? "removed" : "applied",
-          ipv6 ? "IPv6" : "IPv4");
+  static const char *const kDone[] = {"applied the rules of", "closed (no --ipv6)",
+                                      "removed the rules of"};
+  fprintf(stderr, "mtlsd iptables: %s %s (%s table)\n", kDone[what], ipv6 ? "IPv6" : "IPv4", table);
   return MTLSD_EXIT_OK;
+}
+
+/* Whether this network namespace has IPv6 at all: an interface address other than
+ * loopback's, or at least the protocol (a pod may get its address later). */
+static bool has_ipv6(void) {
+  FILE *f = fopen("/proc/net/if_inet6", "r");
+  if (f == NULL) {
+    return false;
+  }
+  fclose(f);
+  return true;
+}
+
+/* Adds the API server's address, from this environment, to the excluded CIDRs; returns
+ * false (with the reason on stderr) when the list is full. */
+static bool exclude_api_server(struct iptables_opts *o) {
+  const char *host = getenv("KUBERNETES_SERVICE_HOST");
+  if (host == NULL || host[0] == '\0') {
+    fprintf(stderr,
+            "mtlsd iptables: KUBERNETES_SERVICE_HOST is not set: no API server to "
+            "exclude\n");
+    return true;
+  }
+  char cidr[80];
+  snprintf(cidr, sizeof(cidr), "%s/%s", host, strchr(host, ':') != NULL ? "128" : "32");
+  if (!iptables_cidr_valid(cidr)) {
+    fprintf(stderr,
+            "mtlsd iptables: KUBERNETES_SERVICE_HOST \"%.64s\" is not an IP address: the API "
+            "server is not excluded\n",
+            host);
+    return true;
+  }
+  struct iptables_cidrs *ex = &o->exclude_outbound_cidrs;
+  if (ex->count == IPTABLES_MAX_CIDRS) {
+    fprintf(stderr,
+            "mtlsd iptables: --exclude-outbound-cidrs: more than %d CIDRs with the API "
+            "server's\n",
+            IPTABLES_MAX_CIDRS);
+    return false;
+  }
+  ex->items[ex->count] = strdup(cidr);
+  if (ex->items[ex->count] == NULL) {
+    fprintf(stderr, "mtlsd iptables: out of memory\n");
+    return false;
+  }
+  ex->count++;
+  fprintf(stderr, "mtlsd iptables: excluding the API server, %s (KUBERNETES_SERVICE_HOST)\n", cidr);
+  return true;
 }
 
 int iptables_main(int argc, char **argv) {
@@ -426,7 +524,8 @@ int iptables_main(int argc, char **argv) {
     OPT_EX_IN,
     OPT_EX_OUT,
     OPT_EX_CIDR,
-    OPT_IN_CIDR
+    OPT_IN_CIDR,
+    OPT_NO_API
   };
   static const struct option long_opts[] = {
       {"print", no_argument, NULL, 'p'},
@@ -445,6 +544,7 @@ int iptables_main(int argc, char **argv) {
       {"exclude-outbound-ports", required_argument, NULL, OPT_EX_OUT},
       {"exclude-outbound-cidrs", required_argument, NULL, OPT_EX_CIDR},
       {"include-outbound-cidrs", required_argument, NULL, OPT_IN_CIDR},
+      {"no-exclude-api-server", no_argument, NULL, OPT_NO_API},
       {NULL, 0, NULL, 0},
   };
   struct iptables_opts o;
@@ -503,6 +603,9 @@ int iptables_main(int argc, char **argv) {
       case OPT_IN_CIDR:
         ok = parse_cidr_list(&o.include_outbound_cidrs, optarg);
         break;
+      case OPT_NO_API:
+        o.exclude_api_server = false;
+        break;
       default:
         fprintf(stderr, "mtlsd iptables: unknown or incomplete option \"%s\"\n", argv[optind - 1]);
         fputs(usage_text, stderr);
@@ -518,22 +621,46 @@ int iptables_main(int argc, char **argv) {
     goto out;
   }
 
+  if (action != 'c' && o.exclude_api_server && !exclude_api_server(&o)) {
+    code = MTLSD_EXIT_USAGE;
+    goto out;
+  }
   if (action == 'p') {
     code = MTLSD_EXIT_OK;
-    for (int family = 0; family < (ipv6 ? 2 : 1); family++) {
-      char *rules = iptables_render(&o, family == 1, NULL);
+    for (int family = 0; family < 2; family++) {
+      char *rules = family == 0 || ipv6 ? iptables_render(&o, family == 1, NULL)
+                                        : iptables_render_closed(&o, NULL);
       if (rules == NULL) {
         code = MTLSD_EXIT_FAILED;
         break;
       }
-      printf("# %s (iptables-restore --noflush)\n%s", family == 1 ? "IPv6" : "IPv4", rules);
+      printf("# %s (%s-restore --noflush)\n%s",
+             family == 0 ? "IPv4"
+             : ipv6      ? "IPv6"
+                         : "IPv6, closed without --ipv6",
+             family == 0 ? "iptables" : "ip6tables", rules);
       free(rules);
     }
     goto out;
   }
-  code = apply_family(&o, false, action == 'c');
+  if (action == 'c') {
+    code = apply(&o, false, "nat", RULES_CLEAN);
+    if (code == MTLSD_EXIT_OK && has_ipv6()) {
+      code = apply(&o, true, "nat", RULES_CLEAN);
+      if (code == MTLSD_EXIT_OK) {
+        code = apply(&o, true, "filter", RULES_CLEAN);
+      }
+    }
+    goto out;
+  }
+  code = apply(&o, false, "nat", RULES_INTERCEPT);
   if (code == MTLSD_EXIT_OK && ipv6) {
-    code = apply_family(&o, true, action == 'c');
+    code = apply(&o, true, "nat", RULES_INTERCEPT);
+  } else if (code == MTLSD_EXIT_OK && has_ipv6()) {
+    /* Not intercepted, so not open either: the pod's IPv6 would bypass the sidecar. */
+    code = apply(&o, true, "filter", RULES_CLOSED);
+  } else if (code == MTLSD_EXIT_OK) {
+    fprintf(stderr, "mtlsd iptables: no IPv6 in this network namespace: nothing to close\n");
   }
 out:
   free_cidrs(&o.exclude_outbound_cidrs);

@@ -208,8 +208,10 @@ struct injector_file {
   char *csi_driver;
   char *exclude_inbound_ports, *exclude_outbound_ports;
   char *exclude_outbound_cidrs, *include_outbound_cidrs;
-  bool exclude_api_server; /* Default true: KUBERNETES_SERVICE_HOST joins the exclusions. */
-  bool ipv6;               /* Default true: IPv6 is intercepted and listened on too. */
+  /* Default true: the init container excludes the API server it sees; false adds
+   * --no-exclude-api-server to it. */
+  bool exclude_api_server;
+  bool ipv6;     /* Default true: IPv6 is intercepted and listened on too. */
   char *sidecar; /* JSON text of the sidecars' base configuration, validated; NULL: none. */
 };
 

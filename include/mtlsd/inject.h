@@ -32,8 +32,9 @@ struct inject_config {
   /* Defaults of the exclusion annotations (comma-separated; NULL: none). */
   const char *exclude_inbound_ports, *exclude_outbound_ports;
   const char *exclude_outbound_cidrs, *include_outbound_cidrs;
-  /* Excluded whatever the pod says: the cluster's API server, no mesh peer (NULL: none). */
-  const char *api_server_cidr;
+  /* The init container excludes the API server it sees (KUBERNETES_SERVICE_HOST in the
+   * pod, at run time); false adds --no-exclude-api-server. */
+  bool exclude_api_server;
   bool ipv6; /* Intercept IPv6 and listen on it too (off where pods have no IPv6). */
   /* A JSON object of sidecar settings (tls, limits, ...) that MTLSD_CONFIG starts from;
    * the injection sets the addresses, listeners and certificates over it. NULL: none. */

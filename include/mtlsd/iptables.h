@@ -38,6 +38,9 @@ struct iptables_opts {
   struct iptables_cidrs exclude_outbound_cidrs;
   /* When any are given, only outbound connections to these are redirected. */
   struct iptables_cidrs include_outbound_cidrs;
+  /* The cluster's API server (KUBERNETES_SERVICE_HOST where the rules are made) joins the
+   * excluded CIDRs: it is no mesh peer (true unless --no-exclude-api-server). */
+  bool exclude_api_server;
 };
 
 /* iptables_cidr_valid tells whether |cidr| is an IPv4 or IPv6 address with an optional
@@ -60,9 +63,16 @@ void iptables_default_opts(struct iptables_opts *opts);
  * makes applying twice leave the same rules. Returns NULL on allocation failure. */
 char *iptables_render(const struct iptables_opts *opts, bool ipv6, const char *installed);
 
-/* iptables_render_clean returns the iptables-restore input that removes everything
- * iptables_render installs, given the |installed| rules. */
-char *iptables_render_clean(const char *installed);
+/* iptables_render_closed returns the ip6tables-restore input (filter table) that closes
+ * IPv6 where it is not intercepted (no --ipv6): new TCP connections in and out are
+ * rejected, loopback and the sidecar's own excepted, so that nothing passes in plaintext
+ * around the sidecar. |installed| as for iptables_render (`ip6tables-save -t filter`). */
+char *iptables_render_closed(const struct iptables_opts *opts, const char *installed);
+
+/* iptables_render_clean returns the restore input that removes, from |table| ("nat" or
+ * "filter"), every MTLSD_ chain and every jump to one, given the |installed| rules of
+ * that table: what iptables_render and iptables_render_closed install. */
+char *iptables_render_clean(const char *table, const char *installed);
 
 /* iptables_main runs `mtlsd iptables ...`: |argv[0]| is "iptables". Returns the exit
  * code (0 ok, 1 when applying failed, 2 on a usage error). */

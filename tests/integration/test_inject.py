@@ -190,7 +190,9 @@ class InjectTest(unittest.TestCase):
                 self.assertEqual(r.returncode, 2)
                 self.assertTrue(r.stderr.startswith(f"{path}: {message}"), r.stderr)
 
-    def test_the_api_server_is_always_excluded(self):
+    def test_the_api_server_is_excluded_where_the_pod_runs(self):
+        # What inject writes does not depend on where it runs (a laptop, another
+        # cluster's CI): the init container excludes the API server it sees itself.
         def init_args(env, *args, pod=DEPLOYMENT):
             r = subprocess.run([MTLSD, "inject", "-o", "json", *args], input=pod,
                                capture_output=True, text=True, timeout=30,
@@ -199,28 +201,43 @@ class InjectTest(unittest.TestCase):
             first, _ = json.JSONDecoder().raw_decode(r.stdout)  # the Deployment
             spec = first["spec"]["template"]["spec"]
             init = next(c for c in spec["initContainers"] if c["name"] == "mtlsd-init")
-            return " ".join(init["args"])
+            return init["args"]
 
-        self.assertNotIn("--exclude-outbound-cidrs", init_args({}))
-        self.assertIn("--exclude-outbound-cidrs 10.96.0.1/32",
-                      init_args({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}))
-        self.assertIn("--exclude-outbound-cidrs fd00:10:96::1/128",
-                      init_args({"KUBERNETES_SERVICE_HOST": "fd00:10:96::1"}))
-        # Whatever else the pod excludes, the API server stays excluded.
-        pod = yaml_docs(DEPLOYMENT)[0]
-        pod["spec"]["template"]["metadata"]["annotations"][
-            "mtlsd.io/exclude-outbound-cidrs"] = "192.0.2.0/24"
-        self.assertIn("--exclude-outbound-cidrs 192.0.2.0/24,10.96.0.1/32",
-                      init_args({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, pod=json.dumps(pod)))
-        # Not an address: nothing to exclude. Turned off in the configuration: not excluded.
-        self.assertNotIn("--exclude-outbound-cidrs",
-                         init_args({"KUBERNETES_SERVICE_HOST": "kubernetes.default"}))
+        self.assertEqual(init_args({}), init_args({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}))
+        self.assertNotIn("--no-exclude-api-server", init_args({}))
         with TempDir() as tmp:
             path = os.path.join(tmp, "injector.json")
             with open(path, "w") as f:
                 json.dump({"exclude_api_server": False}, f)
-            self.assertNotIn("--exclude-outbound-cidrs",
-                             init_args({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "--config", path))
+            self.assertIn("--no-exclude-api-server", init_args({}, "--config", path))
+
+        # The init container's own environment decides, --print and --apply alike.
+        def printed(env, *args):
+            r = subprocess.run([MTLSD, "iptables", "--print", *args], capture_output=True,
+                               text=True, timeout=30, env={**os.environ, **env})
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return r.stdout, r.stderr
+
+        rule = "-A MTLSD_OUTPUT -d {} -m comment --comment \"mtlsd: excluded outbound CIDR\""
+        out, err = printed({"KUBERNETES_SERVICE_HOST": "10.96.0.1"})
+        self.assertIn(rule.format("10.96.0.1/32"), out)
+        self.assertIn("excluding the API server, 10.96.0.1/32 (KUBERNETES_SERVICE_HOST)", err)
+        out, _ = printed({"KUBERNETES_SERVICE_HOST": "fd00:10:96::1"}, "--ipv6")
+        ipv6 = out.split("# IPv6")[1]
+        self.assertIn(rule.format("fd00:10:96::1/128"), ipv6)
+        # Whatever else the pod excludes, the API server is excluded too.
+        out, _ = printed({"KUBERNETES_SERVICE_HOST": "10.96.0.1"},
+                         "--exclude-outbound-cidrs", "192.0.2.0/24")
+        self.assertIn(rule.format("192.0.2.0/24"), out)
+        self.assertIn(rule.format("10.96.0.1/32"), out)
+        # Not an address, not set, or turned off: not excluded, and said so.
+        out, err = printed({"KUBERNETES_SERVICE_HOST": "kubernetes.default"})
+        self.assertNotIn("excluded outbound CIDR", out)
+        self.assertIn('KUBERNETES_SERVICE_HOST "kubernetes.default" is not an IP address', err)
+        out, err = printed({})
+        self.assertIn("KUBERNETES_SERVICE_HOST is not set", err)
+        out, _ = printed({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, "--no-exclude-api-server")
+        self.assertNotIn("10.96.0.1", out)
 
     def test_the_sidecar_base_and_ipv6_off(self):
         def injected(config):

@@ -20,6 +20,9 @@ PROXY_UID = 1337
 A4, B4 = "198.51.100.1", "198.51.100.2"
 A6, B6 = "2001:db8:7::1", "2001:db8:7::2"
 APP_PORT, EXCLUDED_PORT = 8080, 9999
+# Another host's port that is also mtlsd's admin port (Envoy's admin port, say): pod B's
+# app listens on it on its address.
+OTHER_ADMIN_PORT = 15000
 # Pod B also has a port the app bound to loopback only, an explicit outbound listener
 # (SPEC's "to-payments") and its admin port on a port that the rules' --admin-port does
 # not name: none of them may be reached from the mesh.
@@ -44,12 +47,12 @@ def serve(family, addr, port):
                     if not d: return
                     log.write(d); c.sendall(d)
         threading.Thread(target=echo, daemon=True).start()
-for port in (%d, %d):
+for port in (%d, %d, %d):
     threading.Thread(target=serve, args=(socket.AF_INET, "0.0.0.0", port), daemon=True).start()
     threading.Thread(target=serve, args=(socket.AF_INET6, "::", port), daemon=True).start()
 threading.Thread(target=serve, args=(socket.AF_INET, "127.0.0.1", %d), daemon=True).start()
 threading.Event().wait(600)
-""" % (APP_PORT, EXCLUDED_PORT, LOOPBACK_ONLY_PORT)
+""" % (APP_PORT, EXCLUDED_PORT, OTHER_ADMIN_PORT, LOOPBACK_ONLY_PORT)
 
 # An app's single request: connect, send, read the echo, print it.
 CLIENT = r"""
@@ -86,10 +89,13 @@ except (OSError, ssl.SSLError) as e:
 
 
 
-class TwoPodsTest(PodPairCase):
+class PodsBase(PodPairCase):
+    """Two pods with an app in B and sidecars in both, IPv6 intercepted (--ipv6) unless
+    IPV6 is false."""
     NS_PREFIX = "mtlsd-"
     VETH_PREFIX = "mv"
     ADDRS = {"a": [f"{A4}/24", f"{A6}/64"], "b": [f"{B4}/24", f"{B6}/64"]}
+    IPV6 = True
 
     @classmethod
     def setUpClass(cls):
@@ -129,8 +135,8 @@ class TwoPodsTest(PodPairCase):
                 f.write(text)
 
         for pod in "ab":
-            args = ["--apply", "--ipv6", "--proxy-uid", str(PROXY_UID), "--proxy-gid",
-                    str(PROXY_UID)]
+            args = ["--apply", *(["--ipv6"] if cls.IPV6 else []), "--proxy-uid",
+                    str(PROXY_UID), "--proxy-gid", str(PROXY_UID)]
             args += ["--exclude-outbound-ports" if pod == "a" else "--exclude-inbound-ports",
                      str(EXCLUDED_PORT)]
             sh(*cls.netns(pod, MTLSD, "iptables", *args))
@@ -156,6 +162,8 @@ class TwoPodsTest(PodPairCase):
                      "upstream": f"127.0.0.1:{EXCLUDED_PORT}", "server_identity": spiffe("pay")},
                 ],
             }
+            if not cls.IPV6:
+                cfg["listeners"] = [l for l in cfg["listeners"] if "6" not in l["name"]]
             m = Mtlsd(cls.tmp, cfg, name=f"sidecar-{pod}", prefix=cls.as_proxy(pod))
             cls.procs.append(m)
             cls.sidecar[pod] = m
@@ -211,7 +219,9 @@ class TwoPodsTest(PodPairCase):
         with open(self.app_log, "rb") as f:
             return f.read()
 
-    # ---- tests ----
+
+
+class TwoPodsTest(PodsBase):
 
     def test_plaintext_app_traffic_crosses_as_mtls_only(self):
         for dest in (B4, B6):
@@ -285,6 +295,19 @@ class TwoPodsTest(PodPairCase):
         marker = f"STILL-REACHABLE-{time.monotonic_ns()}"
         self.assertEqual(self.app_request("a", B4, APP_PORT, marker), marker)
 
+    def test_another_hosts_admin_port_is_intercepted(self):
+        # mtlsd's own ports are exempt only on the pod's own addresses: pod B's port 15000
+        # is any other destination for pod A, so A's sidecar carries the call (as mTLS,
+        # which B's plain listener there does not speak), never A's app in plaintext.
+        marker = f"OTHER-ADMIN-{time.monotonic_ns()}"
+        cap, path = self.capture()
+        out = self.app_request("a", B4, OTHER_ADMIN_PORT, marker)
+        pcap = self.stop_capture(cap, path)
+        self.assertNotIn(marker, out)
+        self.assertNotIn(marker.encode(), pcap, "plaintext to another host's port 15000")
+        self.sidecar["a"].wait_access(
+            lambda e: e["listener"] == "outbound" and e["upstream"] == f"{B4}:{OTHER_ADMIN_PORT}")
+
     def test_excluded_port_bypasses_the_sidecars(self):
         before = len(self.sidecar["a"].access_log())
         marker = f"EXCLUDED-PORT-{time.monotonic_ns()}"
@@ -306,3 +329,34 @@ class TwoPodsTest(PodPairCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Ipv6ClosedTest(PodsBase):
+    """Without --ipv6, IPv6 is closed, not open: a dual-stack pod's IPv6 would otherwise
+    bypass its sidecar in both directions."""
+    NS_PREFIX = "mtlsd6-"
+    VETH_PREFIX = "mw"
+    IPV6 = False
+
+    def test_ipv6_is_closed_both_ways_and_ipv4_is_meshed(self):
+        marker = f"IPV4-{time.monotonic_ns()}"
+        self.assertEqual(self.app_request("a", B4, APP_PORT, marker), marker)
+        self.sidecar["a"].wait_access(lambda e: e["result"] == "ok" and e["identity"] == spiffe("b"))
+        # A's app cannot leave over IPv6, and B refuses new IPv6 connections even from a
+        # process that A's rules let out (the proxy's UID).
+        for as_proxy in (False, True):
+            with self.subTest(as_proxy=as_proxy):
+                marker = f"IPV6-{as_proxy}-{time.monotonic_ns()}"
+                r = sh(*(self.as_proxy if as_proxy else self.netns)(
+                    "a", sys.executable, os.path.join(self.tmp, "client.py"), B6, str(APP_PORT),
+                    marker), check=False)
+                self.assertNotEqual(r.returncode, 0)
+                self.assertIn("ConnectionRefusedError", r.stderr)
+        self.assertNotIn(b"IPV6-", self.received_by_app())
+        # Loopback over IPv6 inside the pod still works.
+        marker = f"LOOPBACK6-{time.monotonic_ns()}"
+        self.assertEqual(self.app_request("b", "::1", APP_PORT, marker), marker)
+        # Cleaning removes the IPv6 rules too.
+        sh(*self.netns("a", MTLSD, "iptables", "--clean"))
+        self.assertNotIn("MTLSD", sh(*self.netns("a", "ip6tables-save")).stdout)
+        self.assertNotIn("MTLSD", sh(*self.netns("a", "iptables-save")).stdout)

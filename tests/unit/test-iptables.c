@@ -30,9 +30,8 @@ TEST(default_rules) {
   CHECK(strstr(r, "--gid-owner 1337") != NULL);
   CHECK(strstr(r, "-A MTLSD_OUTPUT -o lo") != NULL);
   CHECK(strstr(r, "-d 127.0.0.1/32") != NULL);
-  /* The admin port is excluded both ways. */
-  CHECK_INTEQ(
-      count_lines_with(r, "--dport 15000 -m comment --comment \"mtlsd: admin port\" -j RETURN"), 2);
+  /* The admin port is excluded both ways (outbound, on the pod's own addresses). */
+  CHECK_INTEQ(count_lines_with(r, "--comment \"mtlsd: admin port\" -j RETURN"), 2);
   /* Every rule says what it is for. */
   for (const char *line = r; *line != '\0'; line = strchr(line, '\n') + 1) {
     if (strncmp(line, "-A ", 3) == 0) {
@@ -157,7 +156,7 @@ TEST(applying_twice_adds_no_second_jump) {
 }
 
 TEST(clean_removes_exactly_ours) {
-  char *r = iptables_render_clean(installed);
+  char *r = iptables_render_clean("nat", installed);
   CHECK(strstr(r,
                "-D PREROUTING -p tcp -m comment --comment \"mtlsd: inbound interception\" -j "
                "MTLSD_INBOUND\n") != NULL);
@@ -170,8 +169,59 @@ TEST(clean_removes_exactly_ours) {
   const char *x = strstr(r, "-X ");
   CHECK(del != NULL && x != NULL && del < x);
   free(r);
-  r = iptables_render_clean("*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
+  r = iptables_render_clean("nat", "*nat\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n");
   CHECK_STREQ(r, "*nat\nCOMMIT\n");
+  free(r);
+}
+
+/* Outbound, mtlsd's own ports are exempt only on the pod's own addresses: another host's
+ * port 15000 (Envoy's admin port) is intercepted like any other. */
+TEST(own_ports_are_exempt_only_on_the_pods_addresses) {
+  struct iptables_opts o;
+  iptables_default_opts(&o);
+  o.health_port = 15020;
+  char *r = iptables_render(&o, false, NULL);
+  CHECK(strstr(r, "-A MTLSD_OUTPUT -p tcp --dport 15000 -m addrtype --dst-type LOCAL ") != NULL);
+  CHECK(strstr(r, "-A MTLSD_OUTPUT -p tcp --dport 15020 -m addrtype --dst-type LOCAL ") != NULL);
+  CHECK(strstr(r, "-A MTLSD_INBOUND -p tcp --dport 15000 -m comment") != NULL);
+  CHECK_INTEQ(count_lines_with(r, "-A MTLSD_OUTPUT -p tcp --dport 15000 -m comment"), 0);
+  free(r);
+}
+
+/* Without --ipv6, IPv6 is closed, not open: new TCP connections either way are reset,
+ * loopback and the sidecar's own traffic excepted; re-applying adds no second jump, and
+ * cleaning removes it all. */
+TEST(ipv6_closed_without_ipv6) {
+  struct iptables_opts o;
+  iptables_default_opts(&o);
+  char *r = iptables_render_closed(&o, NULL);
+  CHECK(strncmp(r, "*filter\n", 8) == 0);
+  CHECK(strstr(r, "-A INPUT -p tcp ") != NULL && strstr(r, "-j MTLSD_IN_CLOSED\n") != NULL);
+  CHECK(strstr(r, "-A OUTPUT -p tcp ") != NULL && strstr(r, "-j MTLSD_OUT_CLOSED\n") != NULL);
+  const char *lo = strstr(r, "-A MTLSD_OUT_CLOSED -o lo ");
+  const char *uid = strstr(r, "-A MTLSD_OUT_CLOSED -m owner --uid-owner 1337 ");
+  const char *reject = strstr(r, "-A MTLSD_OUT_CLOSED -p tcp --syn ");
+  CHECK(lo != NULL && uid != NULL && reject != NULL && lo < reject && uid < reject);
+  CHECK(strstr(r, "-A MTLSD_IN_CLOSED -p tcp --syn ") != NULL);
+  CHECK_INTEQ(count_lines_with(r, "-j REJECT --reject-with tcp-reset"), 2);
+  free(r);
+  static const char filter[] =
+      "*filter\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:MTLSD_IN_CLOSED - [0:0]\n"
+      ":MTLSD_OUT_CLOSED - [0:0]\n"
+      "-A INPUT -p tcp -m comment --comment \"mtlsd: IPv6 is not intercepted\" -j "
+      "MTLSD_IN_CLOSED\n"
+      "-A OUTPUT -p tcp -m comment --comment \"mtlsd: IPv6 is not intercepted\" -j "
+      "MTLSD_OUT_CLOSED\n"
+      "-A OUTPUT -p tcp -j ACCEPT\nCOMMIT\n";
+  r = iptables_render_closed(&o, filter);
+  CHECK(strstr(r, "-A INPUT") == NULL && strstr(r, "-A OUTPUT") == NULL);
+  free(r);
+  r = iptables_render_clean("filter", filter);
+  CHECK(strncmp(r, "*filter\n", 8) == 0);
+  CHECK(strstr(r, "-D INPUT -p tcp -m comment") != NULL);
+  CHECK(strstr(r, "-D OUTPUT -p tcp -m comment") != NULL);
+  CHECK(strstr(r, "-D OUTPUT -p tcp -j ACCEPT") == NULL);
+  CHECK(strstr(r, "-F MTLSD_OUT_CLOSED\n") != NULL && strstr(r, "-X MTLSD_IN_CLOSED\n") != NULL);
   free(r);
 }
 
@@ -198,4 +248,5 @@ TEST(lists_refuse_empty_items_and_overflow) {
 TEST_MAIN(TEST_ENTRY(default_rules), TEST_ENTRY(the_uid_return_comes_before_the_redirect),
           TEST_ENTRY(health_port_and_include_cidrs), TEST_ENTRY(options_and_exclusions),
           TEST_ENTRY(applying_twice_adds_no_second_jump), TEST_ENTRY(clean_removes_exactly_ours),
-          TEST_ENTRY(lists_refuse_empty_items_and_overflow))
+          TEST_ENTRY(own_ports_are_exempt_only_on_the_pods_addresses),
+          TEST_ENTRY(ipv6_closed_without_ipv6), TEST_ENTRY(lists_refuse_empty_items_and_overflow))
