@@ -40,7 +40,7 @@ static const struct http_server_limits kHealthLimits = {
     .max_per_source = 16,
     .max_body = HTTP_MAX_BODY,
     .max_output_in_flight = (uint64_t)4 << 20,
-    .send_buffer = 32 * 1024,
+    .send_buffer = 16 * 1024,
     .timeout_ms = 4000,
     .linger_ms = 1000,
 };

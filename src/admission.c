@@ -154,7 +154,7 @@ char *admission_review(const struct inject_config *cfg, const char *body, size_t
   *result = ADMISSION_BAD_REVIEW;
   size_t at;
   const char *wrong;
-  if (json_syntax_locate(body, len, JSON_SYNTAX_NO_NUL, &at, &wrong)) {
+  if (json_syntax_locate(body, len, JSON_SYNTAX_NO_NUL | JSON_SYNTAX_BOUNDED, &at, &wrong)) {
     snprintf(msg, msg_len, "not JSON: %s at byte %zu", wrong, at);
     return NULL;
   }

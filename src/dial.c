@@ -30,23 +30,28 @@ bool dial_original_destination(int fd, const struct sockaddr_storage *local,
   return ok;
 }
 
-/* Tells whether |sa| is one of this network namespace's own addresses: binding to it
- * succeeds exactly then. */
+/* Tells whether |sa| is one of this network namespace's own addresses: the kernel routes
+ * a local address to itself, so a UDP socket "connected" to it (no packet is sent) takes
+ * that very address as its source. No bind: the sandbox allows none once serving. */
 static bool is_local_address(const struct sockaddr_storage *sa) {
   struct sockaddr_storage probe = *sa;
   socklen_t len;
   if (probe.ss_family == AF_INET) {
-    ((struct sockaddr_in *)&probe)->sin_port = 0;
+    ((struct sockaddr_in *)&probe)->sin_port = htons(9); /* Any port: nothing is sent. */
     len = sizeof(struct sockaddr_in);
   } else {
-    ((struct sockaddr_in6 *)&probe)->sin6_port = 0;
+    ((struct sockaddr_in6 *)&probe)->sin6_port = htons(9);
     len = sizeof(struct sockaddr_in6);
   }
-  int fd = socket(probe.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = socket(probe.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     return true; /* Cannot tell: refusing is the safe side. */
   }
-  bool local = bind(fd, (struct sockaddr *)&probe, len) == 0 || errno != EADDRNOTAVAIL;
+  struct sockaddr_storage source;
+  socklen_t source_len = sizeof(source);
+  bool local = connect(fd, (struct sockaddr *)&probe, len) != 0 ||
+               getsockname(fd, (struct sockaddr *)&source, &source_len) != 0 ||
+               netaddr_same_host((const struct sockaddr *)&source, (const struct sockaddr *)sa);
   close(fd);
   return local;
 }

@@ -60,9 +60,9 @@ enum { LINGER_READS = 16 };
 /* A client address and how many connections it has open: what max_per_source counts,
  * and how much of the port a client holds when the port is full. */
 struct http_source {
-  struct list_node link; /* In server->sources while it has connections. */
   struct sockaddr_storage addr;
   size_t count;
+  struct list_node link; /* In server->sources while it has connections. */
 };
 
 struct http_server {
@@ -118,6 +118,7 @@ struct http_exchange {
   bool eof;               /* The client will send nothing more. */
   bool head_only;         /* The current request is a HEAD: answers carry no body. */
   bool deferred; /* The route answers later (http_defer); nothing more is read until then. */
+  bool served;   /* An answer has been written: silence now is a kept-alive connection's. */
   bool in_route; /* A route is running: an answer now is not a late one. */
 
   size_t len; /* Bytes in |buf|: the current request's head, then what followed. */
@@ -165,6 +166,7 @@ static void output_release(struct http_exchange *c) {
   c->server->output_bytes -= c->out_charge;
   c->out_charge = 0;
   c->since = uv_now(c->server->loop);
+  c->served = true;
   free(c->out.data);
   c->out = (struct textbuf){0};
   c->out_off = 0;
@@ -390,13 +392,12 @@ static void on_conn_closed(uv_handle_t *handle) {
   server_release(server);
 }
 
-/* Stops counting |c| for its address (NULL: not counted). */
-static void source_release(struct http_exchange *c) {
-  if (c->source != NULL && --c->source->count == 0) {
-    list_remove(&c->source->link);
-    free(c->source);
+/* Stops counting one connection of |src|, which goes with its last. */
+static void source_put(struct http_source *src) {
+  if (--src->count == 0) {
+    list_remove(&src->link);
+    free(src);
   }
-  c->source = NULL;
 }
 
 static void conn_close(struct http_exchange *c) {
@@ -408,7 +409,8 @@ static void conn_close(struct http_exchange *c) {
   struct http_server *server = c->server;
   list_remove(&c->link);
   server->conn_count--;
-  source_release(c);
+  source_put(c->source);
+  c->source = NULL;
   c->pending_closes = 2;
   uv_close((uv_handle_t *)&c->poll, on_conn_closed);
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
@@ -784,22 +786,27 @@ static void refuse_connection(struct http_server *server, int fd) {
   close(fd);
 }
 
-/* Which connections give their place to a newcomer, first to last: one lingering (its
- * last answer is written), one idle (between requests, or silent before its TLS
- * handshake), one whose request is still arriving (or handshake under way), one whose
- * answer the client is slow to read, and last one whose answer a route is preparing
- * (http_defer: a probe runs for it). So a flood of any shape, from one address or many,
- * only displaces itself: a newcomer whose request arrives promptly is served. */
+/* What a connection is doing, for choosing which gives its place to a newcomer
+ * (sooner_victim): its last answer written and closing (lingering); nothing (idle:
+ * between requests, or silent past FRESH_MS); or something, from the least to the most
+ * deserving of its place: a request still arriving (or a handshake under way), an answer
+ * the client is slow to read, just accepted and not heard from yet (a kubelet's probe
+ * sends its request at once, but the loop may not have read it before the next accept),
+ * an answer a route is preparing (http_defer: a probe runs for it). */
 enum victim_rank {
   RANK_LINGERING,
   RANK_IDLE,
   RANK_RECEIVING,
   RANK_ANSWERING,
+  RANK_FRESH,
   RANK_DEFERRED,
   RANK_NEVER /* A route runs for it right now. */
 };
 
-static enum victim_rank victim_rank(const struct http_exchange *c) {
+/* How long a new connection may be silent and still count as one about to speak. */
+enum { FRESH_MS = 1000 };
+
+static enum victim_rank victim_rank(const struct http_exchange *c, uint64_t now) {
   if (c->lingering) {
     return RANK_LINGERING;
   }
@@ -809,8 +816,12 @@ static enum victim_rank victim_rank(const struct http_exchange *c) {
   if (c->deferred) {
     return RANK_DEFERRED;
   }
+  bool silent = c->handshaking ? !c->hello_seen : !c->served && c->len == 0 && !c->head_done;
+  if (silent) {
+    return now - c->since < FRESH_MS ? RANK_FRESH : RANK_IDLE;
+  }
   if (c->handshaking) {
-    return c->hello_seen ? RANK_RECEIVING : RANK_IDLE;
+    return RANK_RECEIVING;
   }
   if (answering(c) || c->close_after_write) {
     return RANK_ANSWERING;
@@ -818,73 +829,70 @@ static enum victim_rank victim_rank(const struct http_exchange *c) {
   return c->len == 0 && !c->head_done ? RANK_IDLE : RANK_RECEIVING;
 }
 
-static bool same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
-  if (a->ss_family != b->ss_family) {
-    return false;
-  }
-  if (a->ss_family == AF_INET) {
-    return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
-           ((const struct sockaddr_in *)b)->sin_addr.s_addr;
-  }
-  return a->ss_family == AF_INET6 &&
-         memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
-                &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
-}
-
-/* The entry of |addr| (NULL: it has no connection open). A linear search: a port has a
- * few hundred connections at most, and this runs once per accept. */
-static struct http_source *source_find(struct http_server *server,
-                                       const struct sockaddr_storage *addr) {
+/* Finds the entry of |addr| into |*out|; false when it has no connection open. A linear
+ * search: a port has a few hundred connections at most, and this runs once per
+ * accept. */
+static bool source_find(struct http_server *server, const struct sockaddr_storage *addr,
+                        struct http_source **out) {
   for (struct list_node *n = server->sources.next; n != &server->sources; n = n->next) {
     struct http_source *src = LIST_ENTRY(n, struct http_source, link);
-    if (same_address(&src->addr, addr)) {
-      return src;
+    if (netaddr_same_host((const struct sockaddr *)&src->addr, (const struct sockaddr *)addr)) {
+      *out = src;
+      return true;
     }
   }
-  return NULL;
+  *out = NULL;
+  return false;
 }
 
-/* Whether |a| should give its place before |b| (NULL: none yet): by victim_rank; of two
- * of a rank, the one whose address holds more connections (so that many clients with
- * a few connections each are not pushed out by one with many, nor one with a few by a
- * flood from many addresses), then the one longest in its state. Candidates are
+/* Whether |a| should give its place before |b| (NULL: none yet). A lingering connection
+ * first, then an idle one, then one doing something; within idle and within busy, the
+ * one whose address holds the most connections (so that no flood, from one address or
+ * many, pushes out a client with a few: the kubelet, the API server's requests in
+ * flight), then by victim_rank, then the one longest in its state. Candidates are
  * visited from the oldest on, so of two alike the older one, found first, stays
  * chosen. */
-static bool sooner_victim(const struct http_exchange *a, const struct http_exchange *b) {
-  enum victim_rank ra = victim_rank(a);
+static bool sooner_victim(const struct http_exchange *a, const struct http_exchange *b,
+                          uint64_t now) {
+  enum victim_rank ra = victim_rank(a, now);
   if (ra == RANK_NEVER) {
     return false;
   }
   if (b == NULL) {
     return true;
   }
-  enum victim_rank rb = victim_rank(b);
-  if (ra != rb) {
-    return ra < rb;
+  enum victim_rank rb = victim_rank(b, now);
+  int tier_a = ra == RANK_LINGERING ? 0 : ra == RANK_IDLE ? 1 : 2;
+  int tier_b = rb == RANK_LINGERING ? 0 : rb == RANK_IDLE ? 1 : 2;
+  if (tier_a != tier_b) {
+    return tier_a < tier_b;
   }
   if (a->source->count != b->source->count) {
     return a->source->count > b->source->count;
   }
+  if (ra != rb) {
+    return ra < rb;
+  }
   return a->since < b->since;
 }
 
-/* Makes room for a newcomer from |peer|: past limits.max_per_source connections from
- * that address, one of them is closed; past limits.max_connections, one of all
- * (sooner_victim chooses). Returns false (nothing closed) when the newcomer must be
- * refused because a route runs for every candidate (which cannot happen between two
- * loop callbacks, but costs nothing to respect). */
-static bool make_room(struct http_server *server, const struct sockaddr_storage *peer) {
+/* Makes room for a newcomer from |src| (NULL: an address with no connection yet): past
+ * limits.max_per_source connections from that address, one of them is closed; past
+ * limits.max_connections, one of all (sooner_victim chooses). Returns false (nothing closed) when
+ * the newcomer must be refused because a route runs for every candidate (which cannot happen
+ * between two loop callbacks, but costs nothing to respect). */
+static bool make_room(struct http_server *server, struct http_source *src) {
   const struct http_server_limits *limits = &server->cfg.limits;
-  struct http_source *src = source_find(server, peer);
   bool over_source =
       limits->max_per_source != 0 && src != NULL && src->count >= limits->max_per_source;
   if (!over_source && server->conn_count < limits->max_connections) {
     return true;
   }
   struct http_exchange *victim = NULL;
+  uint64_t now = uv_now(server->loop);
   for (struct list_node *n = server->conns.prev; n != &server->conns; n = n->prev) {
     struct http_exchange *c = LIST_ENTRY(n, struct http_exchange, link);
-    if ((!over_source || c->source == src) && sooner_victim(c, victim)) {
+    if ((!over_source || c->source == src) && sooner_victim(c, victim, now)) {
       victim = c;
     }
   }
@@ -896,21 +904,21 @@ static bool make_room(struct http_server *server, const struct sockaddr_storage 
   return true;
 }
 
-/* Counts a new connection of |c| for its address |addr|; false when out of memory. */
-static bool source_add(struct http_server *server, struct http_exchange *c,
-                       const struct sockaddr_storage *addr) {
-  struct http_source *src = source_find(server, addr);
-  if (src == NULL) {
+/* The entry of |addr|, counting one more connection; made when it has none yet. NULL
+ * when out of memory. */
+static struct http_source *source_get(struct http_server *server,
+                                      const struct sockaddr_storage *addr) {
+  struct http_source *src;
+  if (!source_find(server, addr, &src)) {
     src = calloc(1, sizeof(*src));
     if (src == NULL) {
-      return false;
+      return NULL;
     }
     src->addr = *addr;
     list_insert_head(&server->sources, &src->link);
   }
   src->count++;
-  c->source = src;
-  return true;
+  return src;
 }
 
 static void on_accept(struct acceptor *a, int fd) {
@@ -925,8 +933,15 @@ static void on_accept(struct acceptor *a, int fd) {
     close(fd); /* Reset before it was accepted. */
     return;
   }
-  if (!make_room(server, &peer)) {
+  struct http_source *known;
+  source_find(server, &peer, &known);
+  if (!make_room(server, known)) {
     LOG_DEBUGF(server->cfg.name, "refusing a connection: %zu open", server->conn_count);
+    refuse_connection(server, fd);
+    return;
+  }
+  struct http_source *src = source_get(server, &peer);
+  if (src == NULL) {
     refuse_connection(server, fd);
     return;
   }
@@ -935,6 +950,7 @@ static void on_accept(struct acceptor *a, int fd) {
     ctxs = server->cfg.tls(server->cfg.arg);
     if (ctxs == NULL) {
       LOG_DEBUGF(server->cfg.name, "refusing a connection: no certificate loaded");
+      source_put(src);
       close(fd);
       return;
     }
@@ -944,11 +960,8 @@ static void on_accept(struct acceptor *a, int fd) {
   static const struct tls_peer_policy kPolicy = {.session_context = "http_server"};
   struct tls_conn *tls = ctxs != NULL && c != NULL ? tls_conn_new_server(ctxs, fd, &kPolicy) : NULL;
   tls_contexts_free(ctxs);
-  if (c == NULL || (ctxs != NULL && tls == NULL) || !source_add(server, c, &peer) ||
-      uv_poll_init(server->loop, &c->poll, fd) != 0) {
-    if (c != NULL) {
-      source_release(c);
-    }
+  if (c == NULL || (ctxs != NULL && tls == NULL) || uv_poll_init(server->loop, &c->poll, fd) != 0) {
+    source_put(src);
     tls_conn_free(tls);
     free(c);
     refuse_connection(server, fd);
@@ -956,6 +969,7 @@ static void on_accept(struct acceptor *a, int fd) {
   }
   c->fd = fd;
   c->server = server;
+  c->source = src;
   c->tls = tls;
   c->since = uv_now(server->loop);
   c->handshaking = tls != NULL;

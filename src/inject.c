@@ -473,6 +473,48 @@ static bool check_identities(struct mutation *m) {
   return true;
 }
 
+/* Beyond these a pod is no pod this injector handles: refused with the reason, before any
+ * work in proportion to its size (the webhook's memory and time per review stay bounded
+ * whatever the API server sends; a real pod has a handful of containers). */
+enum { CONTAINERS_MAX = 100, PROBE_BYTES_MAX = 4096 };
+
+/* About the bytes |v| would take as JSON (strings, keys and a few per value), without
+ * printing it; counting stops past |limit|. */
+static size_t json_weight(const cJSON *v, size_t limit) {
+  size_t weight = 4 + (v->string != NULL ? strlen(v->string) + 3 : 0) +
+                  (cJSON_IsString(v) && v->valuestring != NULL ? strlen(v->valuestring) : 0);
+  for (const cJSON *c = v->child; c != NULL && weight <= limit; c = c->next) {
+    weight += json_weight(c, limit - weight);
+  }
+  return weight;
+}
+
+static bool check_shape(struct mutation *m) {
+  static const char *const kLists[] = {"initContainers", "containers"};
+  static const char *const kProbes[] = {"livenessProbe", "readinessProbe", "startupProbe"};
+  for (size_t l = 0; l < 2; l++) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(m->spec, kLists[l]);
+    size_t count = 0;
+    const cJSON *c;
+    cJSON_ArrayForEach(c, list) {
+      if (++count > CONTAINERS_MAX) {
+        return settle(m, INJECT_REFUSED, "spec.%s has more than %d entries: not a pod to mesh",
+                      kLists[l], CONTAINERS_MAX);
+      }
+      for (size_t p = 0; p < 3; p++) {
+        const cJSON *probe = cJSON_GetObjectItemCaseSensitive(c, kProbes[p]);
+        if (probe != NULL && json_weight(probe, PROBE_BYTES_MAX) > PROBE_BYTES_MAX) {
+          const char *name = string_member(c, "name");
+          return settle(m, INJECT_REFUSED, "%s %s: %s is over %d bytes: not a probe to rewrite",
+                        l == 0 ? "init container" : "container", name != NULL ? name : "?",
+                        kProbes[p], PROBE_BYTES_MAX);
+        }
+      }
+    }
+  }
+  return true;
+}
+
 /* ---- The probe rewrite ---- */
 
 /* Resolves a named port of |probe_handler| against |container|'s ports, in place. */
@@ -946,7 +988,7 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
     ns = string_member(cJSON_GetObjectItemCaseSensitive(object, "metadata"), "namespace");
   }
   ns = ns != NULL ? ns : "default";
-  if (should_skip(&m, ns) || !check_annotations(&m) || !check_identities(&m)) {
+  if (should_skip(&m, ns) || !check_shape(&m) || !check_annotations(&m) || !check_identities(&m)) {
     return true;
   }
   /* cJSON's builders drop what they could not allocate without a word: a failure counted

@@ -26,6 +26,7 @@ struct jscan {
   const char *s;
   size_t len;
   unsigned flags;
+  size_t values; /* Counted for JSON_SYNTAX_BOUNDED. */
   size_t pos;
   size_t err_pos;
   const char *err;
@@ -203,6 +204,9 @@ static bool js_members(struct jscan *j, char close) {
 
 static bool js_value(struct jscan *j) {
   static const char *const kLiterals[] = {"null", "false", "true"};
+  if ((j->flags & JSON_SYNTAX_BOUNDED) != 0 && ++j->values > JSON_SYNTAX_VALUES_MAX) {
+    return js_fail(j, j->pos, "more JSON values than " JSON_SYNTAX_VALUES_MAX_TEXT);
+  }
   js_skip_space(j);
   if (j->pos >= j->len) {
     return js_fail(j, j->pos, "unexpected end of file (expected a value)");

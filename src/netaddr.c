@@ -235,6 +235,19 @@ uint16_t netaddr_port(const struct sockaddr *sa) {
   }
 }
 
+bool netaddr_same_host(const struct sockaddr *a, const struct sockaddr *b) {
+  if (a->sa_family != b->sa_family) {
+    return false;
+  }
+  if (a->sa_family == AF_INET) {
+    return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+           ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+  }
+  return a->sa_family == AF_INET6 &&
+         memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+                &((const struct sockaddr_in6 *)b)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
 bool netaddr_is_loopback(const struct sockaddr *sa) {
   if (sa == NULL) {
     return false;

@@ -5,17 +5,20 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/landlock.h>
+#include <linux/netlink.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/ucontext.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <seccomp.h>
@@ -180,7 +183,6 @@ static const char *const kAllowed[] = {
     "readlink",
     "readlinkat",
     "fcntl",
-    "ioctl",
     "dup",
     "dup2",
     "dup3",
@@ -192,11 +194,11 @@ static const char *const kAllowed[] = {
     "fsync",
     "fdatasync",
     "close_range",
-    /* Sockets (socket itself is filtered by family below). */
+    /* Sockets (socket itself is filtered by family below; no bind after start: every
+     * listening socket is bound before, and a socket bound later would be a new service). */
     "connect",
     "accept",
     "accept4",
-    "bind",
     "shutdown",
     "sendto",
     "recvfrom",
@@ -208,7 +210,6 @@ static const char *const kAllowed[] = {
     "setsockopt",
     "getsockname",
     "getpeername",
-    "socketpair",
     /* The event loop and the certificate watch. */
     "epoll_create",
     "epoll_create1",
@@ -390,13 +391,40 @@ static struct scmp_arg_cmp arg0(enum scmp_compare op, scmp_datum_t a, scmp_datum
   return (struct scmp_arg_cmp){.arg = 0, .op = op, .datum_a = a, .datum_b = b};
 }
 
-/* The rules with conditions: socket families, thread-only clone, signals to ourselves. */
+/* A condition on the argument |arg|: it equals |value|. */
+static struct scmp_arg_cmp arg_eq(unsigned arg, scmp_datum_t value) {
+  return (struct scmp_arg_cmp){.arg = arg, .op = SCMP_CMP_EQ, .datum_a = value};
+}
+
+/* The ioctl requests mtlsd makes: libuv's non-blocking and close-on-exec switches, the
+ * bytes waiting on a socket, and the C library's "is this a terminal" (TCGETS). Never
+ * TIOCSTI, which pushes keystrokes into the terminal of whoever started the process. */
+static const unsigned long kIoctls[] = {FIONBIO, FIOCLEX, FIONCLEX, FIONREAD, TCGETS};
+
+/* The rules with conditions: socket families, ioctl requests, thread-only clone, signals
+ * to ourselves. */
 static int add_conditional_rules(scmp_filter_ctx ctx) {
-  static const int kFamilies[] = {AF_UNIX, AF_INET, AF_INET6, AF_NETLINK};
+  /* TCP and UDP (name resolution) over IPv4 and IPv6, and of netlink the routing family
+   * only (interface addresses; not inet_diag, which lists every socket of the
+   * namespace). UNIX sockets fail quietly, so that the C library's nscd lookup falls
+   * back: none of them, abstract or on a path, is anything mtlsd talks to. */
+  static const int kFamilies[] = {AF_INET, AF_INET6};
   int r = 0;
   for (size_t i = 0; r == 0 && i < sizeof(kFamilies) / sizeof(kFamilies[0]); i++) {
     r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1,
                          arg0(SCMP_CMP_EQ, (scmp_datum_t)kFamilies[i], 0));
+  }
+  if (r == 0) {
+    r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 2, arg0(SCMP_CMP_EQ, AF_NETLINK, 0),
+                         arg_eq(2, NETLINK_ROUTE));
+  }
+  if (r == 0) {
+    r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EAFNOSUPPORT), SCMP_SYS(socket), 1,
+                         arg0(SCMP_CMP_EQ, AF_UNIX, 0));
+  }
+  for (size_t i = 0; r == 0 && i < sizeof(kIoctls) / sizeof(kIoctls[0]); i++) {
+    r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+                         arg_eq(1, (scmp_datum_t)kIoctls[i]));
   }
   /* Threads, never a new process; clone3 hides its flags in memory the filter cannot
    * read, so it says "not here" and the C library falls back to clone. */

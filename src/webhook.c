@@ -26,20 +26,24 @@
  * port is a kubelet and a Prometheus. A review arrives in full within five seconds (the
  * API server's own default timeout) or the connection is cut, so a slow or idle client
  * holds nothing for long; a pod's AdmissionReview is tens of KiB, and 10 MiB is the
- * bound SPEC section 9 sets. */
+ * bound SPEC section 9 sets. What all of it may hold at once is sized for the chart's
+ * 128 MiB memory limit (docs/injection.md): 384 connections of at most some 115 KiB
+ * each (buffers, TLS, the uncharged first 64 KiB of a body) is 43 MiB, bodies beyond
+ * that 16 MiB, answers 8 MiB, and the one review being processed at most 25 MiB (the
+ * value bound of admission_review). */
 static const struct http_server_limits kWebhookLimits = {
-    .max_connections = 512,
+    .max_connections = 384,
     /* The API server is one address (or one per replica), and keeps as many connections
      * as it has reviews in flight; any pod can reach the port too, so one address holds
-     * half of it at most. */
+     * two thirds of it at most, and the address holding the most gives way first. */
     .max_per_source = 256,
-    .max_output_in_flight = (uint64_t)16 << 20,
+    .max_output_in_flight = (uint64_t)8 << 20,
     .send_buffer = 64 * 1024,
     .max_body = (uint64_t)10 << 20,
-    /* Beyond 64 KiB each, a handful of the largest reviews at once (the API server sends
-     * one per pod creation, rarely over 100 KiB): a flood of large bodies gets 503, not
-     * the memory. */
-    .max_body_in_flight = (uint64_t)64 << 20,
+    /* Beyond 64 KiB each, one review of the largest size at once and more of the usual
+     * (the API server sends one per pod creation, rarely over 100 KiB): a flood of large
+     * bodies gets 503, not the memory. */
+    .max_body_in_flight = (uint64_t)16 << 20,
     .timeout_ms = 5000,
     .linger_ms = 1000,
 };

@@ -24,9 +24,11 @@
 #define HTTP_CT_JSON "application/json"
 #define HTTP_CT_PROMETHEUS "text/plain; version=0.0.4; charset=utf-8"
 
-/* The listen backlog: the clients of these ports are few (a kubelet, a Prometheus, an
- * operator), so a short queue is plenty. */
-#define HTTP_SERVER_BACKLOG 128
+/* The listen backlog. The clients of these ports are few (a kubelet, a Prometheus, an
+ * operator), but a flood must not fill the queue: a caller the kernel cannot queue waits
+ * a second for its SYN to be sent again, while one that is queued is accepted within
+ * milliseconds, ahead of the flood's next connections (the port makes room for it). */
+#define HTTP_SERVER_BACKLOG 4096
 
 struct http_server;
 struct http_exchange;

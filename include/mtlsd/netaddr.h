@@ -51,6 +51,10 @@ uint16_t netaddr_port(const struct sockaddr *sa);
  * loopback address mapped into IPv6, as a dual-stack socket reports it). */
 bool netaddr_is_loopback(const struct sockaddr *sa);
 
+/* netaddr_same_host returns whether |a| and |b| are the same IPv4 or IPv6 address, ports
+ * aside. */
+bool netaddr_same_host(const struct sockaddr *a, const struct sockaddr *b);
+
 /* netaddr_valid_dns_name returns whether |name| is a syntactically valid DNS host name
  * (labels of 1-63 letters, digits and hyphens, not starting or ending with a hyphen,
  * 253 characters at most; a trailing dot is allowed; the last label is not all digits,

@@ -24,6 +24,9 @@ import unittest
 import urllib.request
 
 MTLSD = os.environ.get("MTLSD_BIN", "mtlsd")
+# The release build of tests/run.sh, for figures the sanitizers would distort (memory).
+RELEASE_BIN = os.environ.get("MTLSD_RELEASE_BIN", os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "gcc", "mtlsd"))
 # The injector excludes the cluster's API server named here: tests that run inside a pod
 # must see the same output as those that do not (test_inject sets it where it tests it).
 os.environ.pop("KUBERNETES_SERVICE_HOST", None)
@@ -131,6 +134,62 @@ def server_sockets(port):
         except FileNotFoundError:
             pass
     return count
+
+
+class MemoryCgroup:
+    """A memory cgroup of its own with LIMIT bytes, for a process that must live within
+    a container's memory limit: cgroup v2 (memory.max) where it is mounted with the memory
+    controller, else v1 (memory.limit_in_bytes). add(pid) moves a process in; oom_kills()
+    says how many the kernel killed for the limit."""
+
+    def __init__(self, limit):
+        self.path = None
+        for root, limit_file in (("/sys/fs/cgroup", "memory.max"),
+                                 ("/sys/fs/cgroup/unified", "memory.max"),
+                                 ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")):
+            controllers = os.path.join(root, "cgroup.controllers")
+            v2 = limit_file == "memory.max"
+            if v2 and not (os.path.exists(controllers) and "memory" in open(controllers).read()):
+                continue
+            if not v2 and not os.path.exists(os.path.join(root, limit_file)):
+                continue
+            path = os.path.join(root, f"mtlsd-test-{os.getpid()}-{time.monotonic_ns()}")
+            os.mkdir(path)
+            with open(os.path.join(path, limit_file), "w") as f:
+                f.write(str(limit))
+            self.path, self.v2 = path, v2
+            return
+        raise AssertionError("no memory cgroup controller to test a memory limit with")
+
+    def add(self, pid):
+        with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+    def oom_kills(self):
+        name = "memory.events" if self.v2 else "memory.oom_control"
+        with open(os.path.join(self.path, name)) as f:
+            for line in f:
+                if line.startswith("oom_kill "):
+                    return int(line.split()[1])
+        return 0
+
+    def peak(self):
+        """The most memory the cgroup held (bytes), where the kernel says."""
+        name = "memory.peak" if self.v2 else "memory.max_usage_in_bytes"
+        try:
+            with open(os.path.join(self.path, name)) as f:
+                return int(f.read().split()[0])
+        except FileNotFoundError:
+            return 0
+
+    def remove(self):
+        if self.path is not None:
+            for _ in range(100):
+                try:
+                    os.rmdir(self.path)
+                    return
+                except OSError:
+                    time.sleep(0.05)  # Its last process is still exiting.
 
 
 def spiffe(sa, ns="default", td=TRUST_DOMAIN):

@@ -653,16 +653,22 @@ class AdminTest(unittest.TestCase):
         held = []
         try:
             # 64 connections, the older half in the middle of a request, the newer half
-            # idle: a newcomer is served, and the oldest idle connection gives way...
+            # kept alive after an answer: a newcomer is served, and the oldest idle
+            # connection gives way...
             for i in range(64):
                 s = socket.create_connection(("127.0.0.1", self.admin_port), timeout=5)
                 if i < 32:
                     s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n")
+                else:
+                    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+                    self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200 OK"))
                 held.append(s)
             wait_until(lambda: server_sockets(self.admin_port) == 64, timeout=10,
                        what="64 connections held")
             self.assertEqual(request(self.admin_port, "GET", "/healthz")[0], 200)
             self.assertEqual(held[32].recv(100), b"", "the oldest idle connection gave way")
+            held[33].sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+            self.assertTrue(held[33].recv(4096).startswith(b"HTTP/1.1 200 OK"), "others stay")
             # ...and with none idle left, the oldest of those whose request is still
             # arriving.
             for s in held[33:]:

@@ -17,13 +17,11 @@ import threading
 import time
 import unittest
 
-from harness import Mtlsd, Pki, TempDir, free_port, http_get, wait_until
+from harness import RELEASE_BIN, Mtlsd, Pki, TempDir, free_port, http_get, wait_until
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))
-# The release build of tests/run.sh, for figures the sanitizers would distort.
-RELEASE_BIN = os.environ.get("MTLSD_RELEASE_BIN",
-                             os.path.join(HERE, "..", "..", "build", "gcc", "mtlsd"))
+
 
 
 class App(http.server.ThreadingHTTPServer):

@@ -12,6 +12,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,10 +23,11 @@ import threading
 import time
 import unittest
 
-from harness import (MTLSD, Mtlsd, Pki, TempDir, free_port, listening_ports, prom_value, run,
-                     wait_until)
+from harness import (MTLSD, RELEASE_BIN, MemoryCgroup, Mtlsd, Pki, TempDir, free_port,
+                     listening_ports, prom_value, run, wait_until)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
+HERE = os.path.dirname(os.path.abspath(__file__))
 SERVICE_DNS = "mtlsd-webhook.mtlsd-system.svc"
 
 POD = {
@@ -303,7 +305,7 @@ class WebhookTest(WebhookBase):
 
     def test_large_bodies_in_flight_are_bounded(self):
         # Eight clients send 9 MiB of a 10 MiB body each and hold it: together they would
-        # take 72 MiB (more, as bodies grow), past the 64 MiB all bodies may hold at once.
+        # take 72 MiB (more, as bodies grow), past the 16 MiB all bodies may hold at once.
         def hold(_):
             conn = self.connection(timeout=30)
             conn.putrequest("POST", "/inject")
@@ -621,6 +623,130 @@ class WebhookLifecycleTest(unittest.TestCase):
                     r = run([MTLSD, *args], check=False)
                     self.assertEqual(r.returncode, 2, r.stderr)
                     self.assertIn(words, r.stderr)
+
+
+def dense_review(containers, env_per_container):
+    """An AdmissionReview whose pod has many small values: the shape that costs the most
+    memory per byte once parsed."""
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x", "namespace": "shop"},
+           "spec": {"containers": [
+               {"name": f"c{i}", "image": "registry.example.com/team/app:1.0.0",
+                "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}},
+                "env": [{"name": f"E{j}", "value": "v"} for j in range(env_per_container)]}
+               for i in range(containers)]}}
+    return json.dumps(review(pod)).encode()
+
+
+class WebhookMemoryTest(unittest.TestCase):
+    """The injector's memory and time per review are bounded: a 3 MiB review is refused
+    or answered within 64 MiB and 100 ms, and the release build survives every body it
+    accepts, together, within the memory limit the chart gives it (a real memory
+    cgroup)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = TempDir()
+        cls.tmp = cls._tmp.__enter__()
+        cls.pki = Pki(cls.tmp)
+        cls.certs = cls.pki.issue("webhook", dns=[SERVICE_DNS])
+        values = open(os.path.join(HERE, "..", "..", "helm", "mtlsd", "values.yaml")).read()
+        cls.chart_limit_mib = int(re.search(r"limits: \{memory: (\d+)Mi\}", values).group(1))
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.__exit__(None, None, None)
+
+    def start(self):
+        port = free_port()
+        wh = Mtlsd(self.tmp, {}, name="webhook-mem", log_format="text", binary=RELEASE_BIN,
+                   command=("webhook", "--listen", f"127.0.0.1:{port}", "--certs", self.certs))
+        self.addCleanup(wh.stop, timeout=20)
+        wait_until(lambda: port in listening_ports(wh.pid), timeout=15, what="the webhook")
+        return wh, port
+
+    def post(self, port, body, timeout=30):
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout,
+                                           context=ssl._create_unverified_context())
+        try:
+            conn.request("POST", "/inject", body=body,
+                         headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            return r.status, r.read()
+        finally:
+            conn.close()
+
+    def server_seconds(self, port):
+        status, body = https(port, "/metrics")
+        text = body.decode()
+        return (prom_value(text, "mtlsd_webhook_request_duration_seconds_sum"),
+                prom_value(text, "mtlsd_webhook_request_duration_seconds_count"))
+
+    def test_a_3_mib_review_is_refused_within_64_mib_and_100_ms(self):
+        wh, port = self.start()
+        for containers, env in ((12000, 8), (100, 320)):
+            body = dense_review(containers, env)
+            before = self.server_seconds(port)
+            status, answer = self.post(port, body)
+            after = self.server_seconds(port)
+            took = after[0] - before[0] - 0.0  # The review alone: the metrics GETs are apart.
+            hwm = int(re.search(r"VmHWM:\s+(\d+)", open(f"/proc/{wh.pid}/status").read())
+                      .group(1))
+            sys.stderr.write(f"\n  {len(body) / 1048576:.2f} MiB review of {containers} "
+                             f"containers: HTTP {status} in {took * 1000:.0f} ms (server side, "
+                             f"receiving included), peak RSS {hwm / 1024:.1f} MiB\n")
+            self.assertLess(hwm, 64 * 1024)
+            # The 100 ms figure is the benchmark's (bench/webhook.py, a quiet machine); a
+            # test's bound must hold on a loaded one too, and includes receiving the body.
+            self.assertLess(took, 1.0)
+            if containers > 100:
+                self.assertEqual(status, 400)
+                self.assertIn(b"more JSON values than", answer)
+            else:
+                self.assertEqual(status, 200)
+
+    def test_every_body_it_accepts_fits_the_charts_memory_limit(self):
+        limit = self.chart_limit_mib << 20
+        cgroup = MemoryCgroup(limit)
+        self.addCleanup(cgroup.remove)
+        wh, port = self.start()
+        cgroup.add(wh.pid)
+        big = json.dumps(review({"apiVersion": "v1", "kind": "Pod",
+                                 "metadata": {"name": "x", "namespace": "shop"},
+                                 "spec": {"containers": [
+                                     {"name": f"c{i}", "image": "a:1",
+                                      "env": [{"name": "B", "value": "x" * 100000}]}
+                                     for i in range(95)]}})).encode()
+        dense = dense_review(100, 320)
+        held = []
+        try:
+            # Slow clients hold the uncharged first 64 KiB of a body on most connections...
+            for _ in range(250):
+                s = ssl._create_unverified_context().wrap_socket(
+                    socket.create_connection(("127.0.0.1", port), timeout=10))
+                s.sendall(b"POST /inject HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                          b"\r\n" + b"x" * 60000)
+                held.append(s)
+            # ...while the largest bodies it takes and the densest reviews come at once.
+            def one(i):
+                try:
+                    return self.post(port, big if i % 2 else dense)[0]
+                except (OSError, http.client.HTTPException):
+                    # A 503 for the body budget comes while the client still sends: the
+                    # close that follows it may reach the client first, as a reset.
+                    return "reset"
+
+            with concurrent.futures.ThreadPoolExecutor(12) as pool:
+                results = list(pool.map(one, range(24)))
+            self.assertTrue(all(code in (200, 503, "reset") for code in results), results)
+            self.assertIn(200, results)
+        finally:
+            for s in held:
+                s.close()
+        self.assertIsNone(wh.proc.poll(), "the webhook died")
+        self.assertEqual(cgroup.oom_kills(), 0)
+        self.assertEqual(self.post(port, json.dumps(review(POD)).encode())[0], 200)
+        sys.stderr.write(f"\n  peak {cgroup.peak() / 1048576:.1f} MiB of the chart's "
+                         f"{self.chart_limit_mib} MiB; answers {sorted(map(str, results))}\n")
 
 
 if __name__ == "__main__":
