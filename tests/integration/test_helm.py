@@ -42,6 +42,7 @@ VALUE_SETS = {
     "helm certificates": ["-f", os.path.join(VALUES, "helm-certs.yaml")],
     "monitoring and the mesh CA": ["-f", os.path.join(VALUES, "monitoring.yaml")],
     "custom image and injector": ["-f", os.path.join(VALUES, "custom.yaml")],
+    "network policy": ["-f", os.path.join(VALUES, "network-policy.yaml")],
 }
 
 
@@ -159,6 +160,23 @@ class HelmChartTest(unittest.TestCase):
         spec = one(self.renderings["one replica"], "Deployment")["spec"]["template"]["spec"]
         self.assertNotIn("topologySpreadConstraints", spec)
 
+    def test_the_network_policy_admits_the_api_server_and_prometheus_only(self):
+        self.assertFalse([o for o in self.renderings["defaults"] if o["kind"] == "NetworkPolicy"])
+        policy = one(self.renderings["network policy"], "NetworkPolicy")
+        deployment = one(self.renderings["network policy"], "Deployment")
+        self.assertEqual(policy["spec"]["podSelector"]["matchLabels"],
+                         deployment["spec"]["selector"]["matchLabels"])
+        self.assertEqual(policy["spec"]["policyTypes"], ["Ingress"])
+        api, metrics = policy["spec"]["ingress"]
+        self.assertEqual([f["ipBlock"]["cidr"] for f in api["from"]],
+                         ["10.0.0.10/32", "fd00:10::1/128"])
+        self.assertEqual(api["ports"], [{"port": "https", "protocol": "TCP"}])
+        peer = metrics["from"][0]
+        self.assertEqual(peer["podSelector"]["matchLabels"],
+                         {"app.kubernetes.io/name": "prometheus"})
+        self.assertEqual(peer["namespaceSelector"]["matchLabels"],
+                         {"kubernetes.io/metadata.name": "monitoring"})
+
     def test_the_injector_runs_under_the_restricted_profile(self):
         deployment = one(self.renderings["defaults"], "Deployment")
         pod = deployment["spec"]["template"]
@@ -197,6 +215,11 @@ class HelmChartTest(unittest.TestCase):
             (["--set", "webhook.listen=localhost"], "webhook.listen"),
             (["--set", "monitoring.prometheusRule.handshakeFailureRatio=2"],
              "handshakeFailureRatio"),
+            (["--set-json", 'webhook.networkPolicy.apiServerCIDRs=["api.example"]'],
+             "apiServerCIDRs"),
+            # On without the API server's addresses, it would refuse every pod creation.
+            (["--set", "webhook.networkPolicy.enabled=true"],
+             "webhook.networkPolicy.enabled needs webhook.networkPolicy.apiServerCIDRs"),
         ]
         for values, words in cases:
             with self.subTest(values=values):
