@@ -17,6 +17,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -134,6 +135,34 @@ def server_sockets(port):
         except FileNotFoundError:
             pass
     return count
+
+
+class Flood:
+    """An attacker's flood of 127.0.0.1:PORT (flood.py, in a process of its own) as a
+    context manager: it holds PER_SOURCE connections of SHAPE from each of SOURCES
+    addresses 127.0.0.FIRST on, renewing each as soon as the server closes it, until the
+    block ends; `summary` then says how many it opened and the server closed."""
+
+    def __init__(self, port, shape, path="/", first=1, sources=1, per_source=1, tls=False):
+        self.args = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                                  "flood.py"),
+                     str(port), shape, path, str(first), str(sources), str(per_source), "300",
+                     *(["tls"] if tls else [])]
+        self.summary = ""
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+        line = self.proc.stdout.readline()
+        if not line.startswith("holding"):
+            self.__exit__()
+            raise AssertionError(f"the flood did not start: {line!r}")
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.stdin.close()
+        self.summary = self.proc.stdout.read().strip()
+        self.proc.wait(timeout=60)
 
 
 class MemoryCgroup:

@@ -17,7 +17,7 @@ import threading
 import time
 import unittest
 
-from harness import RELEASE_BIN, Mtlsd, Pki, TempDir, free_port, http_get, wait_until
+from harness import RELEASE_BIN, Flood, Mtlsd, Pki, TempDir, free_port, http_get, wait_until
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -119,6 +119,19 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
             self.answer(404)
 
 
+def health_config(tmp):
+    """A sidecar with its admin and health ports and no certificate: the health port's
+    routes need none."""
+    return {
+        "admin": {"listen": f"127.0.0.1:{free_port()}"},
+        "health": {"listen": f"127.0.0.1:{free_port()}"},
+        "certs": {"dir": os.path.join(tmp, "no-certs")},
+        "listeners": [{"name": "out", "mode": "outbound", "listen": f"127.0.0.1:{free_port()}",
+                       "transparent": True}],
+        "workers": 1,
+    }
+
+
 def http_probe(path, port, **extra):
     return {"httpGet": {"path": path, "port": port, **extra}, "timeoutSeconds": 1}
 
@@ -173,14 +186,7 @@ class HealthTest(unittest.TestCase):
             "grpcnone/livez": {"grpc": {"port": cls.grpc_port, "service": "nope"}},
             "grpcdown/livez": {"grpc": {"port": closed_port}},
         }
-        cls.config = {
-            "admin": {"listen": f"127.0.0.1:{free_port()}"},
-            "health": {"listen": f"127.0.0.1:{free_port()}"},
-            "certs": {"dir": os.path.join(cls.tmp, "no-certs")},
-            "listeners": [{"name": "out", "mode": "outbound",
-                           "listen": f"127.0.0.1:{free_port()}", "transparent": True}],
-            "workers": 1,
-        }
+        cls.config = health_config(cls.tmp)
         cls.mtlsd = Mtlsd(cls.tmp, cls.config,
                           env={"MTLSD_APP_PROBES": json.dumps(cls.probes), "POD_IP": "127.0.0.1"})
         cls.mtlsd.wait_listening(admin=True)
@@ -387,14 +393,7 @@ class HealthFloodTest(unittest.TestCase):
         cls.app = App()
         cls.probes = {"ok/livez": http_probe("/ok", cls.app.port),
                       "slow/livez": http_probe("/slow", cls.app.port)}
-        cls.config = {
-            "admin": {"listen": f"127.0.0.1:{free_port()}"},
-            "health": {"listen": f"127.0.0.1:{free_port()}"},
-            "certs": {"dir": os.path.join(cls.tmp, "no-certs")},
-            "listeners": [{"name": "out", "mode": "outbound",
-                           "listen": f"127.0.0.1:{free_port()}", "transparent": True}],
-            "workers": 1,
-        }
+        cls.config = health_config(cls.tmp)
 
     @classmethod
     def tearDownClass(cls):
@@ -409,19 +408,7 @@ class HealthFloodTest(unittest.TestCase):
 
     def flood(self, shape, path, first, sources, per_source):
         port = int(self.config["health"]["listen"].rsplit(":", 1)[1])
-        p = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "http_flood.py"), str(port), shape, path,
-             str(first), str(sources), str(per_source), "120"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.assertTrue(p.stdout.readline().startswith("holding"))
-        return p
-
-    @staticmethod
-    def stop_flood(p):
-        p.stdin.close()
-        summary = p.stdout.read().strip()
-        p.wait(timeout=30)
-        return summary
+        return Flood(port, shape, path, first, sources, per_source)
 
     def kubelet_probe(self, path):
         """A probe as the kubelet sends it: a new connection from the node's address (here
@@ -451,8 +438,7 @@ class HealthFloodTest(unittest.TestCase):
         figures = []
         for shape, path in self.SHAPES:
             for layout, first, sources, per_source in self.LAYOUTS:
-                p = self.flood(shape, path, first, sources, per_source)
-                try:
+                with self.flood(shape, path, first, sources, per_source) as flood:
                     slowest = 0.0
                     for i in range(10):
                         for probe in ("/app-health/ok/livez", "/healthz"):
@@ -460,10 +446,8 @@ class HealthFloodTest(unittest.TestCase):
                             self.assertEqual(status, b"200", f"{probe} #{i} under a {shape} "
                                              f"flood from {layout}")
                             slowest = max(slowest, took)
-                finally:
-                    summary = self.stop_flood(p)
                 figures.append(f"{shape}/{layout}: 10/10, slowest {slowest * 1000:.0f} ms "
-                               f"({summary})")
+                               f"({flood.summary})")
         sys.stderr.write("\n  " + "\n  ".join(figures) + "\n")
 
     def test_memory_stays_bounded_under_a_flood(self):
@@ -473,15 +457,12 @@ class HealthFloodTest(unittest.TestCase):
         peak = base
         for shape, path in (("pipeline", "/metrics"), ("request", "/app-health/slow/livez"),
                             ("slowloris", "/healthz")):
-            p = self.flood(shape, path, 10, 50, 10)
-            try:
+            with self.flood(shape, path, 10, 50, 10):
                 deadline = time.monotonic() + 3
                 while time.monotonic() < deadline:
                     peak = max(peak, rss_kib(m.pid))
                     time.sleep(0.05)
                 self.assertEqual(self.kubelet_probe("/healthz")[0], b"200")
-            finally:
-                self.stop_flood(p)
         sys.stderr.write(f"\n  RSS {base} KiB idle, {peak} KiB at most under the floods\n")
         self.assertLess(peak, 32 * 1024)
 

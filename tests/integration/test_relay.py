@@ -684,16 +684,7 @@ class PermissiveTest(SidecarCase):
         # The caller's own bytes follow mtlsd's PROXY header: here a second header with an
         # identity TLV. mtlsd's header carries no TLV at all (not an empty one), so an
         # application that reads exactly one header sees no identity.
-        def record(backend, conn):
-            conn.settimeout(10)
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    return
-                with backend.lock:
-                    backend.received += data
-
-        b = Backend(record)
+        b = Backend()  # It records what it receives.
         m, port = self.inbound(b, extra={"proxy_protocol": True})
         signature = b"\r\n\r\n\x00\r\nQUIT\n"
         forged_id = spiffe("admin").encode()

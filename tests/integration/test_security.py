@@ -12,12 +12,11 @@ import signal
 import socket
 import ssl
 import struct
-import subprocess
 import sys
 import time
 import unittest
 
-from harness import (Backend, Mtlsd, Pki, TempDir, client_context, free_port, http_get,
+from harness import (Backend, Flood, Mtlsd, Pki, TempDir, client_context, free_port, http_get,
                      recv_all, run, spiffe, tls_echo, wait_until)
 
 PROXY_V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -480,15 +479,10 @@ class SecurityTest(unittest.TestCase):
         m = self.start(cfg)
         ctx = client_context(self.pki.issue("pod-a", spiffe("a")))
         established = self.open_echoed(in_port, ctx, 5)
-        flood_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "idle_flood.py")
         figures = []
         try:
             for size in (10, 50, 280, 1000):
-                flood = subprocess.Popen(
-                    [sys.executable, flood_script, str(in_port), str(size), "120"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                try:
-                    self.assertEqual(flood.stdout.readline().strip(), "holding")
+                with Flood(in_port, "idle", per_source=size) as flood:
                     worst = 0.0
                     for i in range(10):
                         start = time.monotonic()
@@ -509,12 +503,8 @@ class SecurityTest(unittest.TestCase):
                     wait_until(lambda: self.metric(m, "mtlsd_handshake_failures_total",
                                                    listener="in", reason="timeout") > 0,
                                timeout=15, what="a silent connection closed at hello_timeout")
-                finally:
-                    flood.stdin.close()
-                    summary = flood.stdout.read().strip()
-                    flood.wait(timeout=30)
                 figures.append(f"{size} idle: 10/10 newcomers, slowest {worst * 1000:.0f} ms, "
-                               f"flood {summary}")
+                               f"flood {flood.summary}")
         finally:
             for s in established:
                 s.close()

@@ -23,7 +23,7 @@ import threading
 import time
 import unittest
 
-from harness import (MTLSD, RELEASE_BIN, MemoryCgroup, Mtlsd, Pki, TempDir, free_port,
+from harness import (MTLSD, RELEASE_BIN, Flood, MemoryCgroup, Mtlsd, Pki, TempDir, free_port,
                      listening_ports, prom_value, run, wait_until)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -108,10 +108,9 @@ def https(port, path, method="GET", body=None):
         conn.close()
 
 
-class WebhookBase(unittest.TestCase):
-    """One webhook with a certificate from a development CA, serving 127.0.0.1."""
-
-    injector_config = {"namespace": "mtlsd-system", "exclude_outbound_ports": [5432]}
+class WebhookCertsBase(unittest.TestCase):
+    """A temporary directory and a serving certificate for the Service's name from a
+    development CA."""
 
     @classmethod
     def setUpClass(cls):
@@ -119,6 +118,20 @@ class WebhookBase(unittest.TestCase):
         cls.tmp = cls._tmp.__enter__()
         cls.pki = Pki(cls.tmp)
         cls.certs = cls.pki.issue("webhook", dns=[SERVICE_DNS])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls._tmp.__exit__(None, None, None)
+
+
+class WebhookBase(WebhookCertsBase):
+    """One webhook with a certificate from a development CA, serving 127.0.0.1."""
+
+    injector_config = {"namespace": "mtlsd-system", "exclude_outbound_ports": [5432]}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
         cls.wh, cls.port = start_webhook(cls.tmp, cls.certs, cls.injector_config)
 
     @classmethod
@@ -126,7 +139,7 @@ class WebhookBase(unittest.TestCase):
         try:
             cls.wh.stop(timeout=20)
         finally:
-            cls._tmp.__exit__(None, None, None)
+            super().tearDownClass()
 
     def context(self):
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -433,18 +446,12 @@ class WebhookTest(WebhookBase):
         # Connections held and renewed as fast as one client can, from one address and
         # from many, more than the port has: the API server's reviews (each on a new
         # connection, as after an idle keep-alive was closed) are all answered.
-        flood_script = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                    "http_flood.py")
         figures = []
         for shape in ("idle", "keepalive", "slowloris"):
             for layout, first, sources, per_source in (("one address", 2, 1, 600),
                                                        ("50 addresses", 10, 50, 12)):
-                flood = subprocess.Popen(
-                    [sys.executable, flood_script, str(self.port), shape, "/healthz",
-                     str(first), str(sources), str(per_source), "120", "tls"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-                try:
-                    self.assertTrue(flood.stdout.readline().startswith("holding"))
+                with Flood(self.port, shape, "/healthz", first, sources, per_source,
+                           tls=True) as flood:
                     slowest = 0.0
                     for i in range(10):
                         start = time.monotonic()
@@ -456,12 +463,8 @@ class WebhookTest(WebhookBase):
                         slowest = max(slowest, time.monotonic() - start)
                         self.assertEqual(response["uid"], uid)
                     self.assertLess(slowest, 5, f"{shape} from {layout}")
-                finally:
-                    flood.stdin.close()
-                    summary = flood.stdout.read().strip()
-                    flood.wait(timeout=60)
                 figures.append(f"{shape}/{layout}: 10/10, slowest {slowest * 1000:.0f} ms "
-                               f"({summary})")
+                               f"({flood.summary})")
         sys.stderr.write("\n  " + "\n  ".join(figures) + "\n")
 
     def test_keep_alive_and_metrics(self):
@@ -637,7 +640,7 @@ def dense_review(containers, env_per_container):
     return json.dumps(review(pod)).encode()
 
 
-class WebhookMemoryTest(unittest.TestCase):
+class WebhookMemoryTest(WebhookCertsBase):
     """The injector's memory and time per review are bounded: a 3 MiB review is refused
     or answered within 64 MiB and 100 ms, and the release build survives every body it
     accepts, together, within the memory limit the chart gives it (a real memory
@@ -645,16 +648,10 @@ class WebhookMemoryTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls._tmp = TempDir()
-        cls.tmp = cls._tmp.__enter__()
-        cls.pki = Pki(cls.tmp)
-        cls.certs = cls.pki.issue("webhook", dns=[SERVICE_DNS])
-        values = open(os.path.join(HERE, "..", "..", "helm", "mtlsd", "values.yaml")).read()
+        super().setUpClass()
+        with open(os.path.join(HERE, "..", "..", "helm", "mtlsd", "values.yaml")) as f:
+            values = f.read()
         cls.chart_limit_mib = int(re.search(r"limits: \{memory: (\d+)Mi\}", values).group(1))
-
-    @classmethod
-    def tearDownClass(cls):
-        cls._tmp.__exit__(None, None, None)
 
     def start(self):
         port = free_port()

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""An attacker's flood of an HTTP port, run as its own process (no shared GIL with the
-test's clients). It holds PER_SOURCE connections from each of SOURCES loopback addresses
+"""An attacker's flood of a TCP port (an HTTP one for every shape but idle), run as its
+own process (no shared GIL with the test's clients); harness.Flood runs it. It holds PER_SOURCE connections from each of SOURCES loopback addresses
 (127.0.0.FIRST, FIRST+1, ...) to 127.0.0.1:PORT, all of one SHAPE, and opens a new one
 as soon as the server closes one, as fast as one client can:
 
@@ -10,10 +10,11 @@ as soon as the server closes one, as fast as one client can:
   pipeline   100 pipelined `GET PATH` requests at once, answers never read
   request    `GET PATH` once, answer not read (a slow probe's deferred answer)
 
-Usage: http_flood.py PORT SHAPE PATH FIRST SOURCES PER_SOURCE SECONDS [tls]
+Usage: flood.py PORT SHAPE PATH FIRST SOURCES PER_SOURCE SECONDS [tls]
 With "tls", each connection completes a TLS handshake first (not verifying), except for
-the idle shape, which stays silent before it. It prints "holding N" once its connections are open, then, when SECONDS have passed or
-its standard input closes, "opened N closed-by-server M" and exits.
+the idle shape, which stays silent before it. It prints "holding N" once its connections
+are open, then, when SECONDS have passed or its standard input closes, "opened N
+closed-by-server M" and exits.
 """
 import select
 import selectors
