@@ -45,6 +45,13 @@ MAX_SIZE = 16 << 20
 HEADER = struct.Struct("!QBI")  # request size, mode, reply offset
 MODE_CLIENT_ENDS, MODE_SERVER_ENDS = 0, 1
 CHUNK = 256 << 10
+# The soak counts what rotation, CA rotation and restarts lose, so the inbound sidecar gives
+# its peer as long for the ClientHello as for the whole handshake; the default 1 s
+# limits.hello_timeout (an attacker's idle connections are its target; the security tests
+# check it) also closes an honest peer whose sidecar, starved on a machine running two
+# suites at once, paused over a second between connect and ClientHello. That is by design,
+# and not what the soak measures.
+SOAK_LIMITS = {"hello_timeout": "10s"}  # the default limits.handshake_timeout
 
 
 def shared_buffer():
@@ -274,7 +281,7 @@ def run(args):
         backend.start()
         out, inb, port = two_sidecars(tmp, certs.old, backend.port,
                                       cert_dirs=(certs.dir("client"), certs.dir("server")),
-                                      in_workers=2)
+                                      in_workers=2, limits=SOAK_LIMITS)
         sidecars = {"outbound": out, "inbound": inb}
         baseline = {side: (m.rss_kib(), descriptors(m.pid)) for side, m in sidecars.items()}
         tally = Tally()
