@@ -104,14 +104,21 @@ static bool fill_response(cJSON *response, const struct inject_result *r) {
     return ok;
   }
   ok = cJSON_AddTrueToObject(response, "allowed") != NULL;
-  if (r->outcome == INJECT_SKIPPED && !r->already_injected) {
-    char warning[600];
-    snprintf(warning, sizeof(warning), "mtlsd: not injected: %s", r->reason);
+  bool skipped = r->outcome == INJECT_SKIPPED && !r->already_injected;
+  if (skipped || r->warning_count > 0) {
+    /* kubectl prints each as "Warning: ...": why a pod was skipped, and what the user
+     * should know of one injected. */
     cJSON *warnings = cJSON_AddArrayToObject(response, "warnings");
-    cJSON *w = cJSON_CreateString(warning);
-    ok = ok && warnings != NULL && w != NULL && cJSON_AddItemToArray(warnings, w);
-    if (w != NULL && warnings == NULL) {
-      cJSON_Delete(w);
+    ok = ok && warnings != NULL;
+    char warning[600];
+    for (size_t i = 0; ok && i < (skipped ? 1 : r->warning_count); i++) {
+      snprintf(warning, sizeof(warning), "mtlsd: %s%s", skipped ? "not injected: " : "",
+               skipped ? r->reason : r->warnings[i]);
+      cJSON *w = cJSON_CreateString(warning);
+      ok = w != NULL && cJSON_AddItemToArray(warnings, w);
+      if (w != NULL && !ok) {
+        cJSON_Delete(w);
+      }
     }
   }
   if (r->outcome == INJECT_INJECTED) {

@@ -1,9 +1,10 @@
 /* inject: the mutation of a pod (see mtlsd/inject.h).
  *
  * The operations come in an order that keeps every path valid when they are applied one
- * after the other: the annotations, the probe rewrites of the application containers
- * (at their original indices), the volume, the init containers, and last, without native
- * sidecars, the sidecar at the front of the containers. */
+ * after the other: the annotations and the label, the rewrites of probes and hooks of the
+ * application containers and native sidecars (at their original indices), the volume, the
+ * pod's fsGroup, the init containers, and last, without native sidecars, the sidecar at
+ * the front of the containers. */
 #include "mtlsd/inject.h"
 
 #include "mtlsd/json_alloc.h"
@@ -23,6 +24,9 @@
 #define CERTS_PATH "/var/run/mtlsd/certs"
 #define SIDECAR_NAME "mtlsd"
 #define INIT_NAME "mtlsd-init"
+#define INJECTED_LABEL "mtlsd.io/injected"
+/* The kubelet's default terminationGracePeriodSeconds. */
+#define DEFAULT_GRACE_SECONDS 30
 
 enum { POINTER_MAX = 512 };
 
@@ -71,6 +75,21 @@ static void json_replace(cJSON *obj, const char *key, cJSON *item) {
   }
 }
 
+/* Sets |obj|'s member |key| to |value|, replacing one that is there. */
+static void set_member(cJSON *obj, const char *key, cJSON *value) {
+  if (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL) {
+    json_replace(obj, key, value);
+  } else {
+    json_attach(obj, key, value);
+  }
+}
+
+/* |obj|'s object member |key|, added when missing. */
+static cJSON *object_member(cJSON *obj, const char *key) {
+  cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  return cJSON_IsObject(v) ? v : cJSON_AddObjectToObject(obj, key);
+}
+
 /* ---- JSON pointers (RFC 6901) ---- */
 
 /* Appends "/token" to |ptr|, escaping "~" and "/"; false when it does not fit. */
@@ -112,9 +131,12 @@ struct mutation {
   const cJSON *spec;
   const cJSON *annotations;
   const cJSON *labels;
+  bool job; /* A Job's or CronJob's pod: it must end for the Job to complete. */
   bool native;
   bool rewrite_probes;
-  cJSON *app_probes; /* MTLSD_APP_PROBES, built while rewriting. */
+  double grace_seconds; /* The pod's terminationGracePeriodSeconds: a hook's timeout. */
+  cJSON *app_probes;    /* MTLSD_APP_PROBES, built while rewriting. */
+  cJSON *app_metrics;   /* MTLSD_APP_METRICS, or NULL. */
 };
 
 static bool settle(struct mutation *m, enum inject_outcome outcome, const char *fmt, ...)
@@ -133,8 +155,27 @@ static bool settle(struct mutation *m, enum inject_outcome outcome, const char *
   return false;
 }
 
+/* |obj|'s member |key|, NULL when it is absent or null: Kubernetes reads a null as an
+ * absent field ("annotations:" with nothing under it, as Helm renders an empty value). */
+static cJSON *field(const cJSON *obj, const char *key) {
+  cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  return cJSON_IsNull(v) ? NULL : v;
+}
+
+static void warn(struct mutation *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void warn(struct mutation *m, const char *fmt, ...) {
+  struct inject_result *r = m->out;
+  if (r->warning_count < INJECT_WARNINGS_MAX) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->warnings[r->warning_count++], sizeof(r->warnings[0]), fmt, ap);
+    va_end(ap);
+  }
+}
+
 static const char *string_member(const cJSON *obj, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+  const cJSON *v = field(obj, key);
   return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
@@ -157,44 +198,68 @@ static bool add_op(struct mutation *m, const char *path, cJSON *value) {
   return true;
 }
 
-/* Finds the pod template of |object| by its kind. */
+/* The API group of |object|'s apiVersion ("apps" of "apps/v1", "" of "v1"); NULL when it
+ * has none. */
+static const char *api_group(const cJSON *object, char *buf, size_t len) {
+  const char *version = string_member(object, "apiVersion");
+  if (version == NULL) {
+    return NULL;
+  }
+  const char *slash = strchr(version, '/');
+  snprintf(buf, len, "%.*s", slash != NULL ? (int)(slash - version) : 0, version);
+  return buf;
+}
+
+/* Finds the pod template of |object| by its kind and API group: a custom resource named
+ * like a workload (Volcano's batch.volcano.sh Job) is none of these. An object without an
+ * apiVersion (a fragment) is matched by its kind alone. */
 static bool find_template(struct mutation *m, const cJSON *object) {
   static const struct {
     const char *kind;
+    const char *group;
     const char *path; /* Of the pod template; "" for a Pod itself. */
   } kKinds[] = {
-      {"Pod", ""},
-      {"Deployment", "/spec/template"},
-      {"StatefulSet", "/spec/template"},
-      {"DaemonSet", "/spec/template"},
-      {"ReplicaSet", "/spec/template"},
-      {"Job", "/spec/template"},
-      {"CronJob", "/spec/jobTemplate/spec/template"},
+      {"Pod", "", ""},
+      {"Deployment", "apps", "/spec/template"},
+      {"StatefulSet", "apps", "/spec/template"},
+      {"DaemonSet", "apps", "/spec/template"},
+      {"ReplicaSet", "apps", "/spec/template"},
+      {"ReplicationController", "", "/spec/template"},
+      {"Job", "batch", "/spec/template"},
+      {"CronJob", "batch", "/spec/jobTemplate/spec/template"},
+      {"DeploymentConfig", "apps.openshift.io", "/spec/template"},
   };
   const char *kind = string_member(object, "kind");
+  char group_buf[256];
+  const char *group = api_group(object, group_buf, sizeof(group_buf));
+  bool named_like_one = false;
   for (size_t i = 0; kind != NULL && i < sizeof(kKinds) / sizeof(kKinds[0]); i++) {
     if (strcmp(kind, kKinds[i].kind) != 0) {
       continue;
     }
+    named_like_one = true;
+    if (group != NULL && strcmp(group, kKinds[i].group) != 0) {
+      continue;
+    }
+    m->job = strcmp(kKinds[i].group, "batch") == 0;
     const cJSON *tmpl = object;
     char path[64];
     snprintf(path, sizeof(path), "%s", kKinds[i].path);
     char *save = NULL;
     for (char *tok = strtok_r(path, "/", &save); tok != NULL && tmpl != NULL;
          tok = strtok_r(NULL, "/", &save)) {
-      tmpl = cJSON_GetObjectItemCaseSensitive(tmpl, tok);
+      tmpl = field(tmpl, tok);
     }
     snprintf(m->meta_ptr, sizeof(m->meta_ptr), "%s/metadata", kKinds[i].path);
     snprintf(m->spec_ptr, sizeof(m->spec_ptr), "%s/spec", kKinds[i].path);
-    m->meta = cJSON_GetObjectItemCaseSensitive(tmpl, "metadata");
-    m->spec = cJSON_GetObjectItemCaseSensitive(tmpl, "spec");
-    if (!cJSON_IsObject(m->spec) ||
-        !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(m->spec, "containers"))) {
+    m->meta = field(tmpl, "metadata");
+    m->spec = field(tmpl, "spec");
+    if (!cJSON_IsObject(m->spec) || !cJSON_IsArray(field(m->spec, "containers"))) {
       return settle(m, INJECT_REFUSED, "%s has no pod spec with containers at %s/spec", kind,
                     kKinds[i].path[0] != '\0' ? kKinds[i].path : "");
     }
-    m->annotations = cJSON_GetObjectItemCaseSensitive(m->meta, "annotations");
-    m->labels = cJSON_GetObjectItemCaseSensitive(m->meta, "labels");
+    m->annotations = field(m->meta, "annotations");
+    m->labels = field(m->meta, "labels");
     /* What the patch adds to must have the type the API gives it: adding to anything
      * else would replace it. */
     static const struct {
@@ -205,9 +270,8 @@ static bool find_template(struct mutation *m, const cJSON *object) {
                    {"metadata.labels", false},
                    {"spec.initContainers", true},
                    {"spec.volumes", true}};
-    const cJSON *nodes[] = {m->meta, m->annotations, m->labels,
-                            cJSON_GetObjectItemCaseSensitive(m->spec, "initContainers"),
-                            cJSON_GetObjectItemCaseSensitive(m->spec, "volumes")};
+    const cJSON *nodes[] = {m->meta, m->annotations, m->labels, field(m->spec, "initContainers"),
+                            field(m->spec, "volumes")};
     for (size_t s = 0; s < sizeof(kShapes) / sizeof(kShapes[0]); s++) {
       if (nodes[s] != NULL &&
           !(kShapes[s].array ? cJSON_IsArray(nodes[s]) : cJSON_IsObject(nodes[s]))) {
@@ -218,34 +282,50 @@ static bool find_template(struct mutation *m, const cJSON *object) {
     }
     return true;
   }
-  snprintf(m->out->reason, sizeof(m->out->reason), "a %s is not a pod or a workload",
-           kind != NULL ? kind : "document without a kind");
+  if (named_like_one) {
+    snprintf(m->out->reason, sizeof(m->out->reason),
+             "a %s of the API group %s is a custom resource, not a pod or a workload", kind, group);
+  } else {
+    snprintf(m->out->reason, sizeof(m->out->reason), "a %s is not a pod or a workload",
+             kind != NULL ? kind : "document without a kind");
+  }
   return false;
 }
 
 /* ---- Annotations ---- */
 
-/* Calls |valid| on each comma-separated item of |s| (which must have one at least). */
-static bool each_valid(const char *s, bool (*valid)(const char *item)) {
-  if (s[0] == '\0') {
+/* Copies the next comma-separated item of |*p| into |item|, the spaces and tabs around it
+ * trimmed (people write "a, b"), and moves |*p| past it; false at the end of the list.
+ * An item too long for |item| comes out empty, which every check refuses. */
+static bool next_item(const char **p, char *item, size_t cap) {
+  if (*p == NULL) {
     return false;
   }
-  char item[300];
-  for (const char *p = s;;) {
-    size_t len = strcspn(p, ",");
-    if (len == 0 || len >= sizeof(item)) {
-      return false;
-    }
-    memcpy(item, p, len);
-    item[len] = '\0';
-    if (!valid(item)) {
-      return false;
-    }
-    if (p[len] == '\0') {
-      return true;
-    }
-    p += len + 1;
+  size_t len = strcspn(*p, ",");
+  const char *start = *p;
+  *p = start[len] == ',' ? start + len + 1 : NULL;
+  while (len > 0 && (*start == ' ' || *start == '\t')) {
+    start++;
+    len--;
   }
+  while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t')) {
+    len--;
+  }
+  snprintf(item, cap, "%.*s", len < cap ? (int)len : 0, start);
+  return true;
+}
+
+/* Calls |valid| on each comma-separated item of |s| (which must have one at least); the
+ * first it refuses goes to |bad|. */
+static bool each_valid(const char *s, bool (*valid)(const char *item), char *bad, size_t bad_len) {
+  char item[300];
+  for (const char *p = s; next_item(&p, item, sizeof(item));) {
+    if (item[0] == '\0' || !valid(item)) {
+      snprintf(bad, bad_len, "\"%s\" is not one", item);
+      return false;
+    }
+  }
+  return true;
 }
 
 static bool allow_entry_valid(const char *item) {
@@ -323,6 +403,7 @@ static bool check_annotations(struct mutation *m) {
       {"rewrite-probes", "\"true\" or \"false\""},
       {"cert-secret", "a Secret's name"},
       {"log-level", "debug, info, warn or error"},
+      {"identity", "a SPIFFE ID"},
       {"status", "(set by the injector)"},
   };
   for (const cJSON *a = m->annotations != NULL ? m->annotations->child : NULL; a != NULL;
@@ -340,16 +421,21 @@ static bool check_annotations(struct mutation *m) {
     }
     const char *v = cJSON_IsString(a) ? a->valuestring : NULL;
     bool ok = v != NULL;
+    char why[200] = "";
     if (ok && strstr(key, "ports") != NULL) {
-      ok = iptables_port_list_valid(v);
+      ok = iptables_port_list_check(v, why, sizeof(why));
     } else if (ok && strstr(key, "cidrs") != NULL) {
-      ok = iptables_cidr_list_valid(v);
+      ok = iptables_cidr_list_check(v, why, sizeof(why));
     } else if (ok && strcmp(key, "inject") == 0) {
       ok = one_of(v, kInject);
     } else if (ok && strcmp(key, "inbound-mode") == 0) {
       ok = one_of(v, kModes);
     } else if (ok && strcmp(key, "allow") == 0) {
-      ok = each_valid(v, allow_entry_valid);
+      ok = each_valid(v, allow_entry_valid, why, sizeof(why));
+    } else if (ok && strcmp(key, "identity") == 0) {
+      const char *problem = NULL;
+      ok = identity_spiffe_valid(v, &problem);
+      snprintf(why, sizeof(why), "%s", ok || problem == NULL ? "" : problem);
     } else if (ok && strncmp(key, "proxy-", 6) == 0) {
       ok = inject_quantity_valid(v);
     } else if (ok && (strcmp(key, "native-sidecar") == 0 || strcmp(key, "rewrite-probes") == 0)) {
@@ -360,8 +446,9 @@ static bool check_annotations(struct mutation *m) {
       ok = one_of(v, kLevels);
     }
     if (!ok) {
-      return settle(m, INJECT_REFUSED, "annotation %s: \"%.200s\" is not %s", a->string,
-                    v != NULL ? v : "(not a string)", kKnown[known].expected);
+      return settle(m, INJECT_REFUSED, "annotation %s: \"%.200s\" is not %s%s%s", a->string,
+                    v != NULL ? v : "(not a string)", kKnown[known].expected,
+                    why[0] != '\0' ? ": " : "", why);
     }
   }
   const char *native = annotation(m, ANNOTATION_PREFIX "native-sidecar");
@@ -373,13 +460,61 @@ static bool check_annotations(struct mutation *m) {
 
 /* ---- Skips and refusals ---- */
 
+static bool is_windows(const cJSON *v) {
+  return cJSON_IsString(v) && strcmp(v->valuestring, "windows") == 0;
+}
+
+/* Whether the node selector term |term| keeps the pod on Windows nodes: an expression
+ * "kubernetes.io/os In" whose values are all "windows". */
+static bool term_requires_windows(const cJSON *term) {
+  const cJSON *e;
+  cJSON_ArrayForEach(e, field(term, "matchExpressions")) {
+    const char *key = string_member(e, "key");
+    const char *op = string_member(e, "operator");
+    const cJSON *values = field(e, "values");
+    if (key == NULL || op == NULL || strcmp(key, "kubernetes.io/os") != 0 ||
+        strcmp(op, "In") != 0 || !cJSON_IsArray(values) || values->child == NULL) {
+      continue;
+    }
+    bool all = true;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, values) {
+      all = all && is_windows(v);
+    }
+    if (all) {
+      return true;
+    }
+  }
+  return false;
+}
+
+/* What makes the pod a Windows pod (spec.os, the node selector, or a required node
+ * affinity every term of which asks for Windows), or NULL. */
+static const char *windows_marker(const cJSON *spec) {
+  if (is_windows(field(field(spec, "os"), "name"))) {
+    return "spec.os.name: windows";
+  }
+  if (is_windows(field(field(spec, "nodeSelector"), "kubernetes.io/os"))) {
+    return "nodeSelector kubernetes.io/os: windows";
+  }
+  const cJSON *terms = field(field(field(field(spec, "affinity"), "nodeAffinity"),
+                                   "requiredDuringSchedulingIgnoredDuringExecution"),
+                             "nodeSelectorTerms");
+  bool all = cJSON_IsArray(terms) && terms->child != NULL;
+  const cJSON *t;
+  cJSON_ArrayForEach(t, terms) {
+    all = all && term_requires_windows(t);
+  }
+  return all ? "a required node affinity for kubernetes.io/os windows" : NULL;
+}
+
 static bool should_skip(struct mutation *m, const char *ns) {
   static const char *const kSystem[] = {"kube-system", "kube-public", "kube-node-lease", NULL};
   if (annotation(m, ANNOTATION_PREFIX "status") != NULL) {
     m->out->already_injected = true;
     return !settle(m, INJECT_SKIPPED, "already injected (it has %sstatus)", ANNOTATION_PREFIX);
   }
-  if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m->spec, "hostNetwork"))) {
+  if (cJSON_IsTrue(field(m->spec, "hostNetwork"))) {
     return !settle(m, INJECT_SKIPPED, "a hostNetwork pod shares the node's network");
   }
   const char *label = string_member(m->labels, ANNOTATION_PREFIX "inject");
@@ -391,6 +526,11 @@ static bool should_skip(struct mutation *m, const char *ns) {
   if (one_of(ns, kSystem) || strcmp(ns, m->cfg->own_namespace) == 0) {
     return !settle(m, INJECT_SKIPPED, "namespace %s is never injected", ns);
   }
+  const char *windows = windows_marker(m->spec);
+  if (windows != NULL) {
+    return !settle(m, INJECT_SKIPPED,
+                   "a Windows pod (%s): the sidecar and its interception are Linux-only", windows);
+  }
   return false;
 }
 
@@ -398,7 +538,7 @@ static bool should_skip(struct mutation *m, const char *ns) {
  * ID (not an integer from 0 to 2^31 - 1, which the API server would refuse too); |*id| is
  * -1 when it is absent. */
 static bool security_id(const cJSON *security, const char *key, long *id) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(security, key);
+  const cJSON *v = field(security, key);
   *id = -1;
   if (v == NULL || cJSON_IsNull(v)) {
     return true;
@@ -411,16 +551,20 @@ static bool security_id(const cJSON *security, const char *key, long *id) {
   return true;
 }
 
-/* The proxy's UID and GID are what the interception rules let through, and its group
- * reads the pod's private key: a container that runs as either (itself, or through the
- * pod's securityContext), a pod whose every container gets the group (fsGroup,
- * supplementalGroups), or an application container that mounts the certificate volume
- * would bypass interception or read the key. Each is refused with what and where. */
+/* The proxy's UID and GID are what the interception rules let through (the rules match
+ * the primary group only), and with csi-driver-spiffe its group reads the pod's private
+ * key: a container that runs as either (itself, or through the pod's securityContext), a
+ * pod whose every container gets the group (fsGroup, supplementalGroups) while the key is
+ * the CSI volume's, or an application container that mounts the certificate volume would
+ * bypass interception or read the key. Each is refused with what and where. A Secret's
+ * files belong to the pod's fsGroup whatever it is, so with mtlsd.io/cert-secret every
+ * container of the pod reads them anyway, and fsGroup 1337 is what the injection sets. */
 static bool check_identities(struct mutation *m) {
-  const cJSON *pod_sc = cJSON_GetObjectItemCaseSensitive(m->spec, "securityContext");
+  const cJSON *pod_sc = field(m->spec, "securityContext");
   static const char *const kPodGroups[] = {"fsGroup", "supplementalGroups"};
-  for (size_t i = 0; i < 2; i++) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(pod_sc, kPodGroups[i]);
+  bool csi = annotation(m, ANNOTATION_PREFIX "cert-secret") == NULL;
+  for (size_t i = 0; csi && i < 2; i++) {
+    const cJSON *v = field(pod_sc, kPodGroups[i]);
     const cJSON *g;
     bool listed = false;
     if (cJSON_IsArray(v)) {
@@ -431,7 +575,7 @@ static bool check_identities(struct mutation *m) {
     if (listed || (cJSON_IsNumber(v) && v->valuedouble == PROXY_UID)) {
       return settle(m, INJECT_REFUSED,
                     "spec.securityContext.%s has %d, the proxy's group: every container "
-                    "would read the pod's private key and bypass interception",
+                    "would read the pod's private key",
                     kPodGroups[i], PROXY_UID);
     }
   }
@@ -440,8 +584,8 @@ static bool check_identities(struct mutation *m) {
   static const char *const kKeys[] = {"runAsUser", "runAsGroup"};
   for (size_t l = 0; l < 2; l++) {
     const cJSON *c;
-    cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(m->spec, kLists[l])) {
-      const cJSON *sc = cJSON_GetObjectItemCaseSensitive(c, "securityContext");
+    cJSON_ArrayForEach(c, field(m->spec, kLists[l])) {
+      const cJSON *sc = field(c, "securityContext");
       const char *name = string_member(c, "name");
       name = name != NULL ? name : "?";
       for (size_t i = 0; i < 2; i++) {
@@ -460,7 +604,7 @@ static bool check_identities(struct mutation *m) {
         }
       }
       const cJSON *mount;
-      cJSON_ArrayForEach(mount, cJSON_GetObjectItemCaseSensitive(c, "volumeMounts")) {
+      cJSON_ArrayForEach(mount, field(c, "volumeMounts")) {
         const char *volume = string_member(mount, "name");
         if (volume != NULL && strcmp(volume, CERTS_VOLUME) == 0) {
           return settle(m, INJECT_REFUSED,
@@ -468,6 +612,72 @@ static bool check_identities(struct mutation *m) {
                         name, CERTS_VOLUME);
         }
       }
+    }
+  }
+  return true;
+}
+
+/* Another mesh's proxy binds the same ports and redirects the same traffic, so one of the
+ * two could not start: refused, as Linkerd refuses a pod Istio has injected. So are the
+ * names and ports the injection adds, which the API server (a second container or volume
+ * of the same name) or the sidecar (a port already bound) would refuse later, with less
+ * to say about why. */
+static bool check_conflicts(struct mutation *m) {
+  static const char *const kMeshAnnotations[] = {"sidecar.istio.io/status",
+                                                 "linkerd.io/proxy-version"};
+  static const char *const kMeshContainers[] = {"istio-proxy", "istio-init", "linkerd-proxy",
+                                                "linkerd-init", NULL};
+  static const char *const kOurs[] = {SIDECAR_NAME, INIT_NAME, NULL};
+  static const struct {
+    int port;
+    const char *what;
+  } kOwnPorts[] = {
+      {15000, "admin"}, {15001, "outbound"}, {15006, "inbound"}, {HEALTH_PORT, "health"}};
+  for (size_t i = 0; i < sizeof(kMeshAnnotations) / sizeof(kMeshAnnotations[0]); i++) {
+    if (field(m->annotations, kMeshAnnotations[i]) != NULL) {
+      return settle(m, INJECT_REFUSED,
+                    "it already carries another mesh's proxy (annotation %s): the two would "
+                    "take the same ports and traffic",
+                    kMeshAnnotations[i]);
+    }
+  }
+  static const char *const kLists[] = {"initContainers", "containers"};
+  static const char *const kWhat[] = {"init container", "container"};
+  for (size_t l = 0; l < 2; l++) {
+    const cJSON *c;
+    cJSON_ArrayForEach(c, field(m->spec, kLists[l])) {
+      const char *name = string_member(c, "name");
+      if (name != NULL && one_of(name, kMeshContainers)) {
+        return settle(m, INJECT_REFUSED,
+                      "%s %s is another mesh's proxy: the two would take the same ports and "
+                      "traffic",
+                      kWhat[l], name);
+      }
+      if (name != NULL && one_of(name, kOurs)) {
+        return settle(m, INJECT_REFUSED, "%s %s has the name of mtlsd's own", kWhat[l], name);
+      }
+      const cJSON *port;
+      cJSON_ArrayForEach(port, field(c, "ports")) {
+        const cJSON *number = field(port, "containerPort");
+        const char *protocol = string_member(port, "protocol");
+        for (size_t k = 0;
+             cJSON_IsNumber(number) && (protocol == NULL || strcmp(protocol, "TCP") == 0) &&
+             k < sizeof(kOwnPorts) / sizeof(kOwnPorts[0]);
+             k++) {
+          if (number->valuedouble == kOwnPorts[k].port) {
+            return settle(m, INJECT_REFUSED, "%s %s: port %d is the sidecar's %s port", kWhat[l],
+                          name != NULL ? name : "?", kOwnPorts[k].port, kOwnPorts[k].what);
+          }
+        }
+      }
+    }
+  }
+  const cJSON *v;
+  cJSON_ArrayForEach(v, field(m->spec, "volumes")) {
+    const char *name = string_member(v, "name");
+    if (name != NULL && strcmp(name, CERTS_VOLUME) == 0) {
+      return settle(m, INJECT_REFUSED,
+                    "spec.volumes has %s, the name of mtlsd's certificate volume", CERTS_VOLUME);
     }
   }
   return true;
@@ -493,7 +703,7 @@ static bool check_shape(struct mutation *m) {
   static const char *const kLists[] = {"initContainers", "containers"};
   static const char *const kProbes[] = {"livenessProbe", "readinessProbe", "startupProbe"};
   for (size_t l = 0; l < 2; l++) {
-    const cJSON *list = cJSON_GetObjectItemCaseSensitive(m->spec, kLists[l]);
+    const cJSON *list = field(m->spec, kLists[l]);
     size_t count = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, list) {
@@ -502,7 +712,7 @@ static bool check_shape(struct mutation *m) {
                       kLists[l], CONTAINERS_MAX);
       }
       for (size_t p = 0; p < 3; p++) {
-        const cJSON *probe = cJSON_GetObjectItemCaseSensitive(c, kProbes[p]);
+        const cJSON *probe = field(c, kProbes[p]);
         if (probe != NULL && json_weight(probe, PROBE_BYTES_MAX) > PROBE_BYTES_MAX) {
           const char *name = string_member(c, "name");
           return settle(m, INJECT_REFUSED, "%s %s: %s is over %d bytes: not a probe to rewrite",
@@ -520,15 +730,15 @@ static bool check_shape(struct mutation *m) {
 /* Resolves a named port of |probe_handler| against |container|'s ports, in place. */
 static bool resolve_port(struct mutation *m, const cJSON *container, cJSON *handler,
                          const char *where) {
-  cJSON *port = cJSON_GetObjectItemCaseSensitive(handler, "port");
+  cJSON *port = field(handler, "port");
   if (cJSON_IsNumber(port)) {
     return true;
   }
   const char *name = cJSON_IsString(port) ? port->valuestring : NULL;
   const cJSON *p;
-  cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(container, "ports")) {
+  cJSON_ArrayForEach(p, field(container, "ports")) {
     const char *pname = string_member(p, "name");
-    const cJSON *number = cJSON_GetObjectItemCaseSensitive(p, "containerPort");
+    const cJSON *number = field(p, "containerPort");
     if (name != NULL && pname != NULL && strcmp(name, pname) == 0 && cJSON_IsNumber(number)) {
       json_replace(handler, "port", cJSON_CreateNumber(number->valuedouble));
       return true;
@@ -539,76 +749,122 @@ static bool resolve_port(struct mutation *m, const cJSON *container, cJSON *hand
                 name != NULL ? "\"" : "");
 }
 
-/* Rewrites one probe of container |index| to the health port, keeping its timing, and
- * records the original (its named port resolved) in MTLSD_APP_PROBES. */
-static bool rewrite_probe(struct mutation *m, const cJSON *container, size_t index,
-                          const char *field, const char *kind) {
+/* What the kubelet calls on the pod's network, and where the rewrite sends it. */
+static const struct action {
+  const char *parent; /* The member holding it ("lifecycle"), or NULL. */
+  const char *member;
+  const char *route; /* The health port's path: /<route>/<container>/<kind>. */
+  const char *kind;
+  bool probe; /* A probe keeps its timing and may be grpc; a lifecycle hook has neither. */
+} kActions[] = {
+    {NULL, "livenessProbe", "app-health", "livez", true},
+    {NULL, "readinessProbe", "app-health", "readyz", true},
+    {NULL, "startupProbe", "app-health", "startupz", true},
+    {"lifecycle", "postStart", "app-lifecycle", "poststartz", false},
+    {"lifecycle", "preStop", "app-lifecycle", "prestopz", false},
+};
+
+/* The member of |action| that the health port can run for the kubelet (httpGet,
+ * tcpSocket, or a probe's grpc), or NULL: exec and sleep run in the container itself, and
+ * a handler with a host of its own does not call the pod. */
+static const char *network_handler(const cJSON *action, bool probe) {
   static const char *const kHandlers[] = {"httpGet", "tcpSocket", "grpc"};
+  const char *found = NULL;
+  for (size_t i = 0; i < (probe ? 3U : 2U); i++) {
+    if (field(action, kHandlers[i]) != NULL) {
+      found = kHandlers[i];
+    }
+  }
+  return found != NULL && field(field(action, found), "host") == NULL ? found : NULL;
+}
+
+/* The container being rewritten: |list|[|index|] of the pod spec. */
+struct target {
+  const cJSON *container;
+  const char *name;
+  const char *list;
+  const char *what; /* "container" or "init container", for messages. */
+  size_t index;
+};
+
+/* Rewrites the action |a| of |t| to an httpGet on the health port, keeping a probe's
+ * timing, and records the original (its named port resolved) in MTLSD_APP_PROBES. A
+ * lifecycle hook has no timeout of its own: the kubelet bounds a preStop hook by the
+ * pod's grace period, which becomes the hook's timeoutSeconds. */
+static bool rewrite_action(struct mutation *m, const struct target *t, const struct action *a) {
   static const char *const kTiming[] = {"initialDelaySeconds", "timeoutSeconds",
                                         "periodSeconds",       "successThreshold",
                                         "failureThreshold",    "terminationGracePeriodSeconds"};
-  const cJSON *probe = cJSON_GetObjectItemCaseSensitive(container, field);
-  const char *name = string_member(container, "name");
-  if (probe == NULL || name == NULL) {
+  const cJSON *action =
+      field(a->parent != NULL ? field(t->container, a->parent) : t->container, a->member);
+  const char *handler_key = network_handler(action, a->probe);
+  if (handler_key == NULL) {
     return true;
   }
-  const char *handler_key = NULL;
-  for (size_t i = 0; i < 3; i++) {
-    if (cJSON_GetObjectItemCaseSensitive(probe, kHandlers[i]) != NULL) {
-      handler_key = kHandlers[i];
-    }
-  }
-  const cJSON *handler =
-      handler_key != NULL ? cJSON_GetObjectItemCaseSensitive(probe, handler_key) : NULL;
-  /* exec probes run in the container itself; a probe with its own host is not the pod's. */
-  if (handler == NULL || cJSON_GetObjectItemCaseSensitive(handler, "host") != NULL) {
-    return true;
-  }
-  cJSON *original = cJSON_Duplicate(probe, true);
-  char where[160];
-  snprintf(where, sizeof(where), "container %s: %s.%s", name, field, handler_key);
-  if (original == NULL ||
-      !resolve_port(m, container, cJSON_GetObjectItemCaseSensitive(original, handler_key), where)) {
+  cJSON *original = cJSON_Duplicate(action, true);
+  char where[200];
+  snprintf(where, sizeof(where), "%s %s: %s%s%s.%s", t->what, t->name,
+           a->parent != NULL ? a->parent : "", a->parent != NULL ? "." : "", a->member,
+           handler_key);
+  if (original == NULL || !resolve_port(m, t->container, field(original, handler_key), where)) {
     cJSON_Delete(original);
     return false;
   }
+  if (!a->probe) {
+    set_member(original, "timeoutSeconds", cJSON_CreateNumber(m->grace_seconds));
+  }
   char key[128];
-  snprintf(key, sizeof(key), "%s/%s", name, kind);
+  snprintf(key, sizeof(key), "%s/%s", t->name, a->kind);
   json_attach(m->app_probes, key, original);
 
   cJSON *rewritten = cJSON_CreateObject();
   cJSON *get = cJSON_AddObjectToObject(rewritten, "httpGet");
   char path[200];
-  snprintf(path, sizeof(path), "/app-health/%s/%s", name, kind);
+  snprintf(path, sizeof(path), "/%s/%s/%s", a->route, t->name, a->kind);
   cJSON_AddStringToObject(get, "path", path);
   cJSON_AddNumberToObject(get, "port", HEALTH_PORT);
   cJSON_AddStringToObject(get, "scheme", "HTTP");
-  for (size_t i = 0; i < sizeof(kTiming) / sizeof(kTiming[0]); i++) {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(probe, kTiming[i]);
-    if (t != NULL) {
-      json_attach(rewritten, kTiming[i], cJSON_Duplicate(t, true));
+  for (size_t i = 0; a->probe && i < sizeof(kTiming) / sizeof(kTiming[0]); i++) {
+    const cJSON *timing = field(action, kTiming[i]);
+    if (timing != NULL) {
+      json_attach(rewritten, kTiming[i], cJSON_Duplicate(timing, true));
     }
   }
   char ptr[POINTER_MAX], idx[24];
-  snprintf(idx, sizeof(idx), "%zu", index);
-  ptr_join(ptr, m->spec_ptr, "containers");
+  snprintf(idx, sizeof(idx), "%zu", t->index);
+  ptr_join(ptr, m->spec_ptr, t->list);
   ptr_push(ptr, idx);
-  ptr_push(ptr, field);
+  if (a->parent != NULL) {
+    ptr_push(ptr, a->parent);
+  }
+  ptr_push(ptr, a->member);
   return add_op(m, ptr, rewritten);
 }
 
+/* A native sidecar: an init container that keeps running beside the application. */
+static bool is_native_sidecar(const cJSON *container) {
+  const char *policy = string_member(container, "restartPolicy");
+  return policy != NULL && strcmp(policy, "Always") == 0;
+}
+
+/* Rewrites what the kubelet calls on the application containers and the native sidecars
+ * (an init container that runs to completion is never probed and has no hooks). */
 static bool rewrite_probes(struct mutation *m) {
-  static const char *const kProbes[][2] = {
-      {"livenessProbe", "livez"}, {"readinessProbe", "readyz"}, {"startupProbe", "startupz"}};
-  size_t i = 0;
-  const cJSON *c;
-  cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(m->spec, "containers")) {
-    for (size_t k = 0; k < 3; k++) {
-      if (!rewrite_probe(m, c, i, kProbes[k][0], kProbes[k][1])) {
-        return false;
+  static const char *const kLists[] = {"initContainers", "containers"};
+  static const char *const kWhat[] = {"init container", "container"};
+  for (size_t l = 0; l < 2; l++) {
+    struct target t = {.list = kLists[l], .what = kWhat[l]};
+    cJSON_ArrayForEach(t.container, field(m->spec, kLists[l])) {
+      t.name = string_member(t.container, "name");
+      for (size_t a = 0; t.name != NULL && (l == 1 || is_native_sidecar(t.container)) &&
+                         a < sizeof(kActions) / sizeof(kActions[0]);
+           a++) {
+        if (!rewrite_action(m, &t, &kActions[a])) {
+          return false;
+        }
       }
+      t.index++;
     }
-    i++;
   }
   return true;
 }
@@ -625,21 +881,6 @@ static cJSON *string_array(const char *const *items, size_t count) {
 
 /* The sidecar's configuration (MTLSD_CONFIG): the image's built-in one, with the pod's
  * allow list and inbound mode, and the IPv6 outbound listener the --ipv6 rules need. */
-/* Sets |obj|'s member |key| to |value|, replacing one that is there. */
-static void set_member(cJSON *obj, const char *key, cJSON *value) {
-  if (cJSON_GetObjectItemCaseSensitive(obj, key) != NULL) {
-    json_replace(obj, key, value);
-  } else {
-    json_attach(obj, key, value);
-  }
-}
-
-/* |obj|'s object member |key|, added when missing. */
-static cJSON *object_member(cJSON *obj, const char *key) {
-  cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-  return cJSON_IsObject(v) ? v : cJSON_AddObjectToObject(obj, key);
-}
-
 static char *sidecar_config(const struct mutation *m) {
   const char *allow = annotation(m, ANNOTATION_PREFIX "allow");
   const char *mode = annotation(m, ANNOTATION_PREFIX "inbound-mode");
@@ -674,14 +915,8 @@ static char *sidecar_config(const struct mutation *m) {
       if (allow != NULL) {
         cJSON *list = cJSON_AddArrayToObject(l, "allow");
         char item[300];
-        for (const char *p = allow;;) {
-          size_t len = strcspn(p, ",");
-          snprintf(item, sizeof(item), "%.*s", (int)len, p);
+        for (const char *p = allow; next_item(&p, item, sizeof(item));) {
           json_append(list, cJSON_CreateString(item));
-          if (p[len] == '\0') {
-            break;
-          }
-          p += len + 1;
         }
       }
       if (mode != NULL && strcmp(mode, "permissive") == 0) {
@@ -690,10 +925,10 @@ static char *sidecar_config(const struct mutation *m) {
     }
     json_append(listeners, l);
   }
-  if (cJSON_GetObjectItemCaseSensitive(cfg, "workers") == NULL) {
+  if (field(cfg, "workers") == NULL) {
     cJSON_AddNumberToObject(cfg, "workers", 2);
   }
-  if (cJSON_GetObjectItemCaseSensitive(cfg, "access_log") == NULL) {
+  if (field(cfg, "access_log") == NULL) {
     cJSON_AddStringToObject(cfg, "access_log", "stdout");
   }
   char *text = cJSON_PrintUnformatted(cfg);
@@ -813,7 +1048,7 @@ static cJSON *resources(const struct mutation *m) {
     const char *v = annotation(m, key);
     v = v != NULL ? v : defaults[i];
     if (v != NULL) {
-      cJSON *part = cJSON_GetObjectItemCaseSensitive(r, kParts[i][0]);
+      cJSON *part = field(r, kParts[i][0]);
       if (part == NULL) {
         part = cJSON_AddObjectToObject(r, kParts[i][0]);
       }
@@ -849,10 +1084,17 @@ static cJSON *sidecar_container(struct mutation *m) {
   char *config = sidecar_config(m);
   json_append(env, env_value("MTLSD_CONFIG", config != NULL ? config : "{}"));
   free(config);
-  if (m->app_probes->child != NULL) {
-    char *probes = cJSON_PrintUnformatted(m->app_probes);
-    json_append(env, env_value("MTLSD_APP_PROBES", probes != NULL ? probes : "{}"));
-    free(probes);
+  const struct {
+    const char *name;
+    const cJSON *value;
+  } kFromPod[] = {{"MTLSD_APP_PROBES", m->app_probes->child != NULL ? m->app_probes : NULL},
+                  {"MTLSD_APP_METRICS", m->app_metrics}};
+  for (size_t i = 0; i < 2; i++) {
+    if (kFromPod[i].value != NULL) {
+      char *text = cJSON_PrintUnformatted(kFromPod[i].value);
+      json_append(env, env_value(kFromPod[i].name, text != NULL ? text : "{}"));
+      free(text);
+    }
   }
   json_append(env, env_from_field("POD_NAME", "metadata.name"));
   json_append(env, env_from_field("POD_NAMESPACE", "metadata.namespace"));
@@ -905,7 +1147,7 @@ static bool add_to_array(struct mutation *m, const cJSON *parent, const char *pa
                          const char *key, long index, cJSON *value) {
   char ptr[POINTER_MAX];
   ptr_join(ptr, parent_ptr, key);
-  if (value != NULL && !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(parent, key))) {
+  if (value != NULL && !cJSON_IsArray(field(parent, key))) {
     cJSON *array = cJSON_CreateArray();
     json_append(array, value);
     return add_op(m, ptr, array);
@@ -914,6 +1156,43 @@ static bool add_to_array(struct mutation *m, const cJSON *parent, const char *pa
   snprintf(idx, sizeof(idx), index < 0 ? "-" : "%ld", index);
   ptr_push(ptr, idx);
   return add_op(m, ptr, value);
+}
+
+/* A pod that Prometheus scrapes itself (prometheus.io/port) would lose its metrics behind
+ * strict inbound mTLS: the port and path move to MTLSD_APP_METRICS and the annotations
+ * point at the health port, which serves mtlsd's metrics and the application's after
+ * them (one scrape target, docs/admin.md). Not when scraping is off; not over https,
+ * which the health port does not fetch (said in a warning). */
+static bool merge_app_metrics(struct mutation *m, const char *base) {
+  const char *port = annotation(m, "prometheus.io/port");
+  const char *scrape = annotation(m, "prometheus.io/scrape");
+  const char *scheme = annotation(m, "prometheus.io/scheme");
+  const char *path = annotation(m, "prometheus.io/path");
+  char *end = NULL;
+  long number = port != NULL ? strtol(port, &end, 10) : 0;
+  if (port == NULL || end == port || *end != '\0' || number < 1 || number > 65535 ||
+      number == HEALTH_PORT || (scrape != NULL && strcmp(scrape, "false") == 0)) {
+    return true;
+  }
+  if ((scheme != NULL && strcmp(scheme, "http") != 0) || (path != NULL && path[0] != '/')) {
+    warn(m,
+         "the application's metrics (prometheus.io/port %ld, %s) stay where they are, behind "
+         "inbound mTLS: the health port fetches only http and a path; exclude the port with "
+         "%sexclude-inbound-ports",
+         number, scheme != NULL && strcmp(scheme, "http") != 0 ? "scheme" : "path",
+         ANNOTATION_PREFIX);
+    return true;
+  }
+  m->app_metrics = cJSON_CreateObject();
+  if (m->app_metrics == NULL || cJSON_AddNumberToObject(m->app_metrics, "port", number) == NULL ||
+      cJSON_AddStringToObject(m->app_metrics, "path", path != NULL ? path : "/metrics") == NULL) {
+    return settle(m, INJECT_REFUSED, "out of memory");
+  }
+  char ptr[POINTER_MAX];
+  ptr_join(ptr, base, "prometheus.io/port");
+  bool ok = add_op(m, ptr, cJSON_CreateString("15020"));
+  ptr_join(ptr, base, "prometheus.io/path");
+  return ok && add_op(m, ptr, cJSON_CreateString("/metrics"));
 }
 
 static bool has_prometheus_annotation(const struct mutation *m) {
@@ -957,8 +1236,7 @@ static bool add_annotations(struct mutation *m) {
   ptr_join(ptr, base, ANNOTATION_PREFIX "status");
   bool ok = text != NULL && add_op(m, ptr, cJSON_CreateString(text));
   free(text);
-  const cJSON *first =
-      cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(m->spec, "containers"), 0);
+  const cJSON *first = cJSON_GetArrayItem(field(m->spec, "containers"), 0);
   const char *first_name = string_member(first, "name");
   if (ok && first_name != NULL &&
       annotation(m, "kubectl.kubernetes.io/default-container") == NULL) {
@@ -973,8 +1251,60 @@ static bool add_annotations(struct mutation *m) {
       ptr_join(ptr, base, kProm[i][0]);
       ok = add_op(m, ptr, cJSON_CreateString(kProm[i][1]));
     }
+  } else if (ok) {
+    ok = merge_app_metrics(m, base);
   }
   return ok;
+}
+
+/* The label the mesh directory watches (docs/directory.md): this pod has a sidecar. */
+static bool add_label(struct mutation *m) {
+  char ptr[POINTER_MAX];
+  ptr_join(ptr, m->meta_ptr, "labels");
+  if (!cJSON_IsObject(m->labels)) {
+    cJSON *labels = cJSON_CreateObject();
+    cJSON_AddStringToObject(labels, INJECTED_LABEL, "true");
+    return add_op(m, ptr, labels);
+  }
+  ptr_push(ptr, INJECTED_LABEL);
+  return add_op(m, ptr, cJSON_CreateString("true"));
+}
+
+/* A Secret volume's files are root's, readable by the pod's fsGroup (defaultMode 0440):
+ * without one the sidecar (UID 1337) could not read its key. Every container of the pod
+ * has the fsGroup, so the others can read it too; which is why csi-driver-spiffe, whose
+ * files are group 1337 without an fsGroup, is the default. */
+static bool set_fs_group(struct mutation *m) {
+  const char *secret = annotation(m, ANNOTATION_PREFIX "cert-secret");
+  if (secret == NULL) {
+    return true;
+  }
+  const cJSON *sc = field(m->spec, "securityContext");
+  const cJSON *group = field(sc, "fsGroup");
+  if (group != NULL) {
+    if (!cJSON_IsNumber(group) || group->valuedouble != PROXY_UID) {
+      warn(m,
+           "the Secret %s is read through the pod's fsGroup, which every container of the pod "
+           "has: they can all read its private key",
+           secret);
+    }
+    return true;
+  }
+  char ptr[POINTER_MAX];
+  ptr_join(ptr, m->spec_ptr, "securityContext");
+  cJSON *value = cJSON_CreateNumber(PROXY_UID);
+  if (sc != NULL) {
+    ptr_push(ptr, "fsGroup");
+  } else {
+    cJSON *context = cJSON_CreateObject();
+    json_attach(context, "fsGroup", value);
+    value = context;
+  }
+  warn(m,
+       "spec.securityContext.fsGroup set to %d, so that the sidecar reads the Secret %s "
+       "(every container of the pod can read it)",
+       PROXY_UID, secret);
+  return add_op(m, ptr, value);
 }
 
 bool inject_object(const struct inject_config *cfg, const cJSON *object, const char *ns,
@@ -985,22 +1315,33 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
     return out->outcome == INJECT_REFUSED;
   }
   if (ns == NULL) {
-    ns = string_member(cJSON_GetObjectItemCaseSensitive(object, "metadata"), "namespace");
+    ns = string_member(field(object, "metadata"), "namespace");
   }
   ns = ns != NULL ? ns : "default";
-  if (should_skip(&m, ns) || !check_shape(&m) || !check_annotations(&m) || !check_identities(&m)) {
+  if (should_skip(&m, ns) || !check_shape(&m) || !check_annotations(&m) || !check_conflicts(&m) ||
+      !check_identities(&m)) {
     return true;
   }
   /* cJSON's builders drop what they could not allocate without a word: a failure counted
    * while the patch is built refuses it whole rather than hand out a pod with a piece
    * missing. */
+  if (m.job && !m.native) {
+    warn(&m,
+         "a Job's pod with the sidecar as a regular container (%snative-sidecar: \"false\") "
+         "never completes by itself: its application must end the sidecar with POST "
+         "/quitquitquit on 127.0.0.1:15000",
+         ANNOTATION_PREFIX);
+  }
+  const cJSON *grace = field(m.spec, "terminationGracePeriodSeconds");
+  m.grace_seconds =
+      cJSON_IsNumber(grace) && grace->valuedouble >= 1 ? grace->valuedouble : DEFAULT_GRACE_SECONDS;
   unsigned long failures = json_alloc_failures();
   m.patch = cJSON_CreateArray();
   m.app_probes = cJSON_CreateObject();
   const cJSON *spec = m.spec;
-  bool ok = m.patch != NULL && m.app_probes != NULL && add_annotations(&m) &&
+  bool ok = m.patch != NULL && m.app_probes != NULL && add_annotations(&m) && add_label(&m) &&
             (!m.rewrite_probes || rewrite_probes(&m)) &&
-            add_to_array(&m, spec, m.spec_ptr, "volumes", -1, certs_volume(&m));
+            add_to_array(&m, spec, m.spec_ptr, "volumes", -1, certs_volume(&m)) && set_fs_group(&m);
   if (ok && m.native) {
     ok = add_to_array(&m, spec, m.spec_ptr, "initContainers", 0, init_container(&m));
     /* Right after mtlsd-init: element 1 once the first add has made the array. */
@@ -1015,6 +1356,7 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
          add_to_array(&m, spec, m.spec_ptr, "containers", 0, sidecar_container(&m));
   }
   cJSON_Delete(m.app_probes);
+  cJSON_Delete(m.app_metrics);
   if (!ok || json_alloc_failures() != failures) {
     cJSON_Delete(m.patch);
     if (out->reason[0] == '\0') {

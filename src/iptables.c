@@ -289,47 +289,71 @@ static bool parse_port(uint16_t *out, const char *s) {
   return true;
 }
 
-/* Calls |take| on each comma-separated item of |list| until one fails; false when one
- * did, when an item is empty ("80,,81", "80,") or when the list has none. The list is
- * copied whole: a fixed buffer would cut a long one short, silently. */
-static bool each_item(const char *list, bool (*take)(void *arg, const char *item), void *arg) {
+/* Calls |take| on each comma-separated item of |list|, spaces and tabs around it trimmed
+ * ("5432, 6379" is how people write lists), until one fails; false when one did, when an
+ * item is empty ("80,,81", "80,") or when the list has none, with the item and its
+ * problem in |err|. The list is copied whole: a fixed buffer would cut a long one short,
+ * silently. |take| returns NULL when it took the item, else what is wrong with it. */
+static bool each_item(const char *list, const char *(*take)(void *arg, const char *item), void *arg,
+                      char *err, size_t err_len) {
   char *buf = strdup(list);
   if (buf == NULL) {
+    snprintf(err, err_len, "out of memory");
     return false;
   }
-  bool ok = true;
-  for (char *item = buf; ok;) {
+  const char *problem = NULL;
+  for (char *item = buf; problem == NULL;) {
     char *comma = strchr(item, ',');
     if (comma != NULL) {
       *comma = '\0';
     }
-    ok = item[0] != '\0' && take(arg, item);
+    item += strspn(item, " \t");
+    size_t len = strlen(item);
+    while (len > 0 && (item[len - 1] == ' ' || item[len - 1] == '\t')) {
+      item[--len] = '\0';
+    }
+    if (len == 0) {
+      snprintf(err, err_len, "an empty item (two commas in a row, or one at an end)");
+      free(buf);
+      return false;
+    }
+    problem = take(arg, item);
+    if (problem != NULL) {
+      snprintf(err, err_len, "\"%.100s\" %s", item, problem);
+    }
     if (comma == NULL) {
       break;
     }
     item = comma + 1;
   }
   free(buf);
-  return ok;
+  return problem == NULL;
 }
+
+#define TEXT_OF_(x) #x
+#define TEXT_OF(x) TEXT_OF_(x)
 
 struct port_list {
   uint16_t *ports;
   size_t *count;
 };
 
-static bool take_port(void *arg, const char *item) {
+static const char *take_port(void *arg, const char *item) {
   struct port_list *l = arg;
-  if (*l->count >= IPTABLES_MAX_PORTS || !parse_port(&l->ports[*l->count], item)) {
-    return false;
+  if (*l->count >= IPTABLES_MAX_PORTS) {
+    return "is one port too many (at most " TEXT_OF(IPTABLES_MAX_PORTS) ")";
+  }
+  if (!parse_port(&l->ports[*l->count], item)) {
+    return "is not a port (1 to 65535)";
   }
   (*l->count)++;
-  return true;
+  return NULL;
 }
 
-static bool parse_port_list(uint16_t *ports, size_t *count, const char *list) {
+static bool parse_port_list(uint16_t *ports, size_t *count, const char *list, char *err,
+                            size_t err_len) {
   struct port_list l = {ports, count};
-  return each_item(list, take_port, &l);
+  return each_item(list, take_port, &l, err, err_len);
 }
 
 bool iptables_cidr_valid(const char *cidr) {
@@ -350,21 +374,25 @@ bool iptables_cidr_valid(const char *cidr) {
   return slash == NULL || parse_u32(&prefix, slash + 1, v6 ? 128 : 32);
 }
 
-static bool take_cidr(void *arg, const char *item) {
+static const char *take_cidr(void *arg, const char *item) {
   struct iptables_cidrs *cidrs = arg;
-  if (cidrs->count >= IPTABLES_MAX_CIDRS || !iptables_cidr_valid(item)) {
-    return false;
+  if (cidrs->count >= IPTABLES_MAX_CIDRS) {
+    return "is one CIDR too many (at most " TEXT_OF(IPTABLES_MAX_CIDRS) ")";
+  }
+  if (!iptables_cidr_valid(item)) {
+    return "is not an IPv4 or IPv6 address with an optional /prefix";
   }
   cidrs->items[cidrs->count] = strdup(item);
   if (cidrs->items[cidrs->count] == NULL) {
-    return false;
+    return "could not be stored (out of memory)";
   }
   cidrs->count++;
-  return true;
+  return NULL;
 }
 
-static bool parse_cidr_list(struct iptables_cidrs *cidrs, const char *list) {
-  return each_item(list, take_cidr, cidrs);
+static bool parse_cidr_list(struct iptables_cidrs *cidrs, const char *list, char *err,
+                            size_t err_len) {
+  return each_item(list, take_cidr, cidrs, err, err_len);
 }
 
 static void free_cidrs(struct iptables_cidrs *cidrs) {
@@ -374,15 +402,15 @@ static void free_cidrs(struct iptables_cidrs *cidrs) {
   cidrs->count = 0;
 }
 
-bool iptables_port_list_valid(const char *list) {
+bool iptables_port_list_check(const char *list, char *err, size_t err_len) {
   uint16_t ports[IPTABLES_MAX_PORTS];
   size_t count = 0;
-  return parse_port_list(ports, &count, list);
+  return parse_port_list(ports, &count, list, err, err_len);
 }
 
-bool iptables_cidr_list_valid(const char *list) {
+bool iptables_cidr_list_check(const char *list, char *err, size_t err_len) {
   struct iptables_cidrs cidrs = {0};
-  bool ok = parse_cidr_list(&cidrs, list);
+  bool ok = parse_cidr_list(&cidrs, list, err, err_len);
   free_cidrs(&cidrs);
   return ok;
 }
@@ -552,6 +580,7 @@ int iptables_main(int argc, char **argv) {
   char action = 'p';
   bool ipv6 = false;
   bool ok = true;
+  char why[160] = "";
   int code = MTLSD_EXIT_USAGE;
   optind = 1;
   opterr = 0;
@@ -589,19 +618,21 @@ int iptables_main(int argc, char **argv) {
         ok = parse_u32(&o.proxy_gid, optarg, UINT32_MAX - 1);
         break;
       case OPT_IN_PORTS:
-        ok = parse_port_list(o.inbound_ports, &o.inbound_count, optarg);
+        ok = parse_port_list(o.inbound_ports, &o.inbound_count, optarg, why, sizeof(why));
         break;
       case OPT_EX_IN:
-        ok = parse_port_list(o.exclude_inbound_ports, &o.exclude_inbound_count, optarg);
+        ok = parse_port_list(o.exclude_inbound_ports, &o.exclude_inbound_count, optarg, why,
+                             sizeof(why));
         break;
       case OPT_EX_OUT:
-        ok = parse_port_list(o.exclude_outbound_ports, &o.exclude_outbound_count, optarg);
+        ok = parse_port_list(o.exclude_outbound_ports, &o.exclude_outbound_count, optarg, why,
+                             sizeof(why));
         break;
       case OPT_EX_CIDR:
-        ok = parse_cidr_list(&o.exclude_outbound_cidrs, optarg);
+        ok = parse_cidr_list(&o.exclude_outbound_cidrs, optarg, why, sizeof(why));
         break;
       case OPT_IN_CIDR:
-        ok = parse_cidr_list(&o.include_outbound_cidrs, optarg);
+        ok = parse_cidr_list(&o.include_outbound_cidrs, optarg, why, sizeof(why));
         break;
       case OPT_NO_API:
         o.exclude_api_server = false;
@@ -612,7 +643,8 @@ int iptables_main(int argc, char **argv) {
         goto out;
     }
     if (!ok) {
-      fprintf(stderr, "mtlsd iptables: --%s: invalid value \"%s\"\n", long_opts[idx].name, optarg);
+      fprintf(stderr, "mtlsd iptables: --%s: invalid value \"%s\"%s%s\n", long_opts[idx].name,
+              optarg, why[0] != '\0' ? ": " : "", why);
       goto out;
     }
   }

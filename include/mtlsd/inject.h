@@ -54,15 +54,22 @@ enum inject_outcome {
   INJECT_REFUSED, /* Must not run as it is (UID 1337, a bad annotation, an unknown port). */
 };
 
+enum { INJECT_WARNINGS_MAX = 4 };
+
 struct inject_result {
   enum inject_outcome outcome;
   char reason[512];      /* Why it was skipped or refused; what was added when injected. */
   cJSON *patch;          /* INJECT_INJECTED: the array of "add" operations; else NULL. */
   bool already_injected; /* INJECT_SKIPPED because an injector has been here before. */
+  /* What the user should know of an injection that is no reason to refuse it (a Job that
+   * will not complete by itself, a group set on the pod), one sentence each. */
+  char warnings[INJECT_WARNINGS_MAX][256];
+  size_t warning_count;
 };
 
 /* inject_object computes the mutation of |object|, a Pod or a workload with a pod template
- * (Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob), in |ns| (NULL: the
+ * (Deployment, StatefulSet, DaemonSet, ReplicaSet, ReplicationController, Job, CronJob,
+ * OpenShift's DeploymentConfig; matched by kind and API group), in |ns| (NULL: the
  * object's own metadata.namespace, else "default"). Fills |*out|; returns false only when
  * |object| is not one of these kinds (|out->reason| says why), which a caller passes
  * through untouched. */

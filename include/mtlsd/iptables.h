@@ -47,11 +47,12 @@ struct iptables_opts {
  * "/prefix" in range, as the CIDR options take it. */
 bool iptables_cidr_valid(const char *cidr);
 
-/* iptables_port_list_valid and iptables_cidr_list_valid tell whether |list| is what the
- * port and CIDR list options take: comma-separated, no empty item, no more than
- * IPTABLES_MAX_PORTS or IPTABLES_MAX_CIDRS items. */
-bool iptables_port_list_valid(const char *list);
-bool iptables_cidr_list_valid(const char *list);
+/* iptables_port_list_check and iptables_cidr_list_check tell whether |list| is what the
+ * port and CIDR list options take: comma-separated (spaces around an item allowed), no
+ * empty item, no more than IPTABLES_MAX_PORTS or IPTABLES_MAX_CIDRS items; when not, the
+ * offending item and its problem go to |err|. */
+bool iptables_port_list_check(const char *list, char *err, size_t err_len);
+bool iptables_cidr_list_check(const char *list, char *err, size_t err_len);
 
 /* iptables_default_opts fills |opts| with the defaults above. */
 void iptables_default_opts(struct iptables_opts *opts);

@@ -370,6 +370,331 @@ TEST(other_kinds_pass_through) {
   cJSON_Delete(in);
 }
 
+/* Injects |json|, which must be injected; the patched object (the caller deletes it). */
+static cJSON *injected(const char *json, struct inject_result *r) {
+  cJSON *in = parse_sq(json);
+  cJSON *out = inject(in, NULL, r);
+  CHECK_INTEQ(r->outcome, INJECT_INJECTED);
+  if (r->outcome != INJECT_INJECTED) {
+    fprintf(stderr, "  not injected: %s\n", r->reason);
+  }
+  inject_result_clear(r);
+  cJSON_Delete(in);
+  return out;
+}
+
+static bool has_warning(const struct inject_result *r, const char *part) {
+  for (size_t i = 0; i < r->warning_count; i++) {
+    if (strstr(r->warnings[i], part) != NULL) {
+      return true;
+    }
+  }
+  fprintf(stderr, "  no warning has \"%s\" (%zu warnings)\n", part, r->warning_count);
+  return false;
+}
+
+/* Helm renders an empty value as a YAML null ("annotations:" with nothing under it), which
+ * Kubernetes reads as an absent field (issue 22, d01). */
+TEST(nulls_are_absent_fields) {
+  struct inject_result r;
+  cJSON *out = injected(DEPLOYMENT("'labels':null,'annotations':null",
+                                   "'volumes':null,'initContainers':null,'securityContext':null,"
+                                   "'containers':[{'name':'a','ports':null,'livenessProbe':null}]"),
+                        &r);
+  const cJSON *tmpl = at(out, "spec.template");
+  CHECK(cJSON_GetObjectItem(at(tmpl, "metadata.annotations"), "mtlsd.io/status") != NULL);
+  CHECK_STREQ(
+      cJSON_GetStringValue(cJSON_GetObjectItem(at(tmpl, "metadata.labels"), "mtlsd.io/injected")),
+      "true");
+  CHECK_STREQ(str_at(tmpl, "spec.volumes.0.name"), "mtlsd-certs");
+  CHECK_STREQ(str_at(tmpl, "spec.initContainers.1.name"), "mtlsd");
+  cJSON_Delete(out);
+  out = injected(
+      "{'apiVersion':'v1','kind':'Pod','metadata':null,'spec':{'containers':[{'name':'a'}]}}", &r);
+  CHECK(cJSON_GetObjectItem(at(out, "metadata.annotations"), "mtlsd.io/status") != NULL);
+  cJSON_Delete(out);
+}
+
+/* Native sidecars are probed like application containers, and every container's httpGet
+ * and tcpSocket lifecycle hooks go through the health port too (d04, d05). */
+TEST(native_sidecar_probes_and_lifecycle_hooks) {
+  struct inject_result r;
+  cJSON *out = injected(
+      DEPLOYMENT("",
+                 "'terminationGracePeriodSeconds':45,"
+                 "'initContainers':[{'name':'setup','readinessProbe':{'tcpSocket':{'port':1}}},"
+                 "{'name':'log','restartPolicy':'Always','ports':[{'name':'m','containerPort':9}],"
+                 "'readinessProbe':{'httpGet':{'path':'/r','port':'m'},'periodSeconds':3}}],"
+                 "'containers':[{'name':'app','ports':[{'name':'http','containerPort':8080}],"
+                 "'lifecycle':{'postStart':{'httpGet':{'path':'/warm','port':'http'}},"
+                 "'preStop':{'tcpSocket':{'port':8080}}}},"
+                 "{'name':'other','lifecycle':{'preStop':{'exec':{'command':['true']}},"
+                 "'postStart':{'sleep':{'seconds':1}}}}]"),
+      &r);
+  const cJSON *spec = at(out, "spec.template.spec");
+  /* mtlsd-init and mtlsd come first: setup is 2, log 3. */
+  CHECK(at(spec, "initContainers.2.readinessProbe.tcpSocket") != NULL);
+  CHECK_STREQ(str_at(spec, "initContainers.3.readinessProbe.httpGet.path"),
+              "/app-health/log/readyz");
+  CHECK_INTEQ(at(spec, "initContainers.3.readinessProbe.periodSeconds")->valuedouble, 3);
+  const cJSON *app = at(spec, "containers.0");
+  CHECK_STREQ(str_at(app, "lifecycle.postStart.httpGet.path"), "/app-lifecycle/app/poststartz");
+  CHECK_INTEQ(at(app, "lifecycle.postStart.httpGet.port")->valuedouble, 15020);
+  CHECK_STREQ(str_at(app, "lifecycle.preStop.httpGet.path"), "/app-lifecycle/app/prestopz");
+  CHECK(at(spec, "containers.1.lifecycle.preStop.exec") != NULL);
+  CHECK(at(spec, "containers.1.lifecycle.postStart.sleep") != NULL);
+  cJSON *probes =
+      cJSON_Parse(str_at(env_named(at(spec, "initContainers.1"), "MTLSD_APP_PROBES"), "value"));
+  CHECK_INTEQ(at(probes, "log/readyz.httpGet.port")->valuedouble, 9);
+  const cJSON *post = cJSON_GetObjectItem(probes, "app/poststartz");
+  CHECK_INTEQ(at(post, "httpGet.port")->valuedouble, 8080);
+  CHECK_INTEQ(at(post, "timeoutSeconds")->valuedouble, 45);
+  CHECK(at(cJSON_GetObjectItem(probes, "app/prestopz"), "tcpSocket") != NULL);
+  CHECK(cJSON_GetObjectItem(probes, "setup/readyz") == NULL);
+  CHECK(cJSON_GetObjectItem(probes, "other/prestopz") == NULL);
+  cJSON_Delete(probes);
+  cJSON_Delete(out);
+}
+
+#define SECRET_ANNOTATION "'annotations':{'mtlsd.io/cert-secret':'web-certs'}"
+
+/* A Secret's files are readable by the pod's fsGroup only (d06). */
+TEST(cert_secret_sets_the_fs_group) {
+  struct inject_result r;
+  cJSON *in = parse_sq(DEPLOYMENT(SECRET_ANNOTATION, "'containers':[{'name':'a'}]"));
+  cJSON *out = inject(in, NULL, &r);
+  CHECK_INTEQ(at(out, "spec.template.spec.securityContext.fsGroup")->valuedouble, 1337);
+  CHECK(has_warning(&r, "fsGroup set to 1337"));
+  inject_result_clear(&r);
+  cJSON_Delete(out);
+  cJSON_Delete(in);
+  in = parse_sq(DEPLOYMENT(SECRET_ANNOTATION,
+                           "'securityContext':{'runAsNonRoot':true},"
+                           "'containers':[{'name':'a'}]"));
+  out = inject(in, NULL, &r);
+  CHECK_INTEQ(at(out, "spec.template.spec.securityContext.fsGroup")->valuedouble, 1337);
+  CHECK(cJSON_IsTrue(at(out, "spec.template.spec.securityContext.runAsNonRoot")));
+  inject_result_clear(&r);
+  cJSON_Delete(out);
+  cJSON_Delete(in);
+  in = parse_sq(DEPLOYMENT(SECRET_ANNOTATION,
+                           "'securityContext':{'fsGroup':2000},"
+                           "'containers':[{'name':'a'}]"));
+  out = inject(in, NULL, &r);
+  CHECK_INTEQ(at(out, "spec.template.spec.securityContext.fsGroup")->valuedouble, 2000);
+  CHECK(has_warning(&r, "through the pod's fsGroup"));
+  inject_result_clear(&r);
+  cJSON_Delete(out);
+  cJSON_Delete(in);
+  /* The group the injection would set is no refusal with a Secret; with the CSI volume,
+   * whose files are group 1337, it is. */
+  out = injected(DEPLOYMENT(SECRET_ANNOTATION,
+                            "'securityContext':{'fsGroup':1337},'containers':[{'name':'a'}]"),
+                 &r);
+  cJSON_Delete(out);
+  out = injected(DEPLOYMENT("", "'containers':[{'name':'a'}]"), &r);
+  CHECK(at(out, "spec.template.spec.securityContext") == NULL);
+  cJSON_Delete(out);
+}
+
+TEST(kinds_are_matched_with_their_api_group) {
+  static const struct {
+    const char *json;
+    bool workload;
+  } kCases[] = {
+      {"{'apiVersion':'batch.volcano.sh/v1alpha1','kind':'Job','spec':{'tasks':[]}}", false},
+      {"{'apiVersion':'apps/v1','kind':'Pod','spec':{'containers':[{'name':'a'}]}}", false},
+      {"{'apiVersion':'v1','kind':'ReplicationController','spec':{'template':{'spec':"
+       "{'containers':[{'name':'a'}]}}}}",
+       true},
+      {"{'apiVersion':'apps.openshift.io/v1','kind':'DeploymentConfig','spec':{'template':"
+       "{'spec':{'containers':[{'name':'a'}]}}}}",
+       true},
+      {"{'apiVersion':'batch/v1','kind':'Job','spec':{'template':{'spec':"
+       "{'containers':[{'name':'a'}]}}}}",
+       true},
+  };
+  for (size_t i = 0; i < sizeof(kCases) / sizeof(kCases[0]); i++) {
+    cJSON *in = parse_sq(kCases[i].json);
+    struct inject_result r;
+    bool workload = inject_object(config(), in, NULL, &r);
+    if (workload != kCases[i].workload) {
+      fprintf(stderr, "  case %zu: %s\n", i, r.reason);
+      test_failed_checks++;
+    }
+    if (!workload) {
+      CHECK(strstr(r.reason, "custom resource, not a pod or a workload") != NULL);
+    }
+    inject_result_clear(&r);
+    cJSON_Delete(in);
+  }
+}
+
+/* Windows pods are skipped (d16): a Linux sidecar and iptables cannot run there. */
+TEST(windows_pods_are_skipped) {
+  static const char *const kWindows[] = {
+      DEPLOYMENT("", "'os':{'name':'windows'},'containers':[{'name':'a'}]"),
+      DEPLOYMENT("", "'nodeSelector':{'kubernetes.io/os':'windows'},'containers':[{'name':'a'}]"),
+      DEPLOYMENT("",
+                 "'affinity':{'nodeAffinity':{'requiredDuringSchedulingIgnoredDuringExecution':"
+                 "{'nodeSelectorTerms':[{'matchExpressions':[{'key':'kubernetes.io/os',"
+                 "'operator':'In','values':['windows']}]}]}}},'containers':[{'name':'a'}]"),
+  };
+  for (size_t i = 0; i < sizeof(kWindows) / sizeof(kWindows[0]); i++) {
+    cJSON *in = parse_sq(kWindows[i]);
+    struct inject_result r;
+    CHECK(inject(in, NULL, &r) == NULL);
+    CHECK_INTEQ(r.outcome, INJECT_SKIPPED);
+    CHECK(strstr(r.reason, "a Windows pod") != NULL);
+    cJSON_Delete(in);
+  }
+  /* One term that allows Linux is enough to run there. */
+  struct inject_result r;
+  cJSON *out = injected(
+      DEPLOYMENT("",
+                 "'affinity':{'nodeAffinity':{'requiredDuringSchedulingIgnoredDuringExecution':"
+                 "{'nodeSelectorTerms':[{'matchExpressions':[{'key':'kubernetes.io/os',"
+                 "'operator':'In','values':['windows']}]},{'matchExpressions':[{'key':"
+                 "'kubernetes.io/os','operator':'In','values':['linux','windows']}]}]}}},"
+                 "'containers':[{'name':'a'}]"),
+      &r);
+  cJSON_Delete(out);
+}
+
+/* Another mesh's proxy, and the names and ports the injection adds (d03, d17). */
+TEST(conflicts_are_refused) {
+  static const struct {
+    const char *json;
+    const char *reason;
+  } kCases[] = {
+      {DEPLOYMENT("'annotations':{'sidecar.istio.io/status':'{}'}", "'containers':[{'name':'a'}]"),
+       "another mesh's proxy (annotation sidecar.istio.io/status)"},
+      {DEPLOYMENT("'annotations':{'linkerd.io/proxy-version':'stable'}",
+                  "'containers':[{'name':'a'}]"),
+       "another mesh's proxy (annotation linkerd.io/proxy-version)"},
+      {DEPLOYMENT("",
+                  "'initContainers':[{'name':'istio-proxy','restartPolicy':'Always'}],"
+                  "'containers':[{'name':'a'}]"),
+       "init container istio-proxy is another mesh's proxy"},
+      {DEPLOYMENT("", "'containers':[{'name':'a'},{'name':'linkerd-proxy'}]"),
+       "container linkerd-proxy is another mesh's proxy"},
+      {DEPLOYMENT("", "'containers':[{'name':'mtlsd'}]"),
+       "container mtlsd has the name of mtlsd's own"},
+      {DEPLOYMENT("",
+                  "'volumes':[{'name':'mtlsd-certs','emptyDir':{}}],'containers':[{'name':'a'}]"),
+       "spec.volumes has mtlsd-certs"},
+      {DEPLOYMENT("", "'containers':[{'name':'a','ports':[{'containerPort':15006}]}]"),
+       "container a: port 15006 is the sidecar's inbound port"},
+      {DEPLOYMENT("",
+                  "'containers':[{'name':'a','ports':[{'containerPort':15020,'protocol':'TCP'}]}]"),
+       "container a: port 15020 is the sidecar's health port"},
+      {DEPLOYMENT("'annotations':{'mtlsd.io/exclude-outbound-ports':'5432, 63x79'}",
+                  "'containers':[{'name':'a'}]"),
+       "is not comma-separated ports: \"63x79\" is not a port"},
+      {DEPLOYMENT("'annotations':{'mtlsd.io/allow':'spiffe://cluster.local/ns/a/sa/b, bad_name'}",
+                  "'containers':[{'name':'a'}]"),
+       ": \"bad_name\" is not one"},
+      {DEPLOYMENT("'annotations':{'mtlsd.io/identity':'spiffe://cluster.local/x/'}",
+                  "'containers':[{'name':'a'}]"),
+       "annotation mtlsd.io/identity: \"spiffe://cluster.local/x/\" is not a SPIFFE ID: "},
+  };
+  for (size_t i = 0; i < sizeof(kCases) / sizeof(kCases[0]); i++) {
+    cJSON *in = parse_sq(kCases[i].json);
+    struct inject_result r;
+    CHECK(inject(in, NULL, &r) == NULL);
+    CHECK_INTEQ(r.outcome, INJECT_REFUSED);
+    if (strstr(r.reason, kCases[i].reason) == NULL) {
+      fprintf(stderr, "  case %zu: got \"%s\"\n    want \"%s\"\n", i, r.reason, kCases[i].reason);
+      test_failed_checks++;
+    }
+    cJSON_Delete(in);
+  }
+  /* A UDP port of the same number binds nothing of the sidecar's. */
+  struct inject_result r;
+  cJSON *out = injected(
+      DEPLOYMENT("",
+                 "'containers':[{'name':'a','ports':[{'containerPort':15001,'protocol':'UDP'}]}]"),
+      &r);
+  cJSON_Delete(out);
+}
+
+/* "5432, 6379" (d20): the spaces are no part of the items. */
+TEST(lists_with_spaces) {
+  struct inject_result r;
+  cJSON *out =
+      injected(DEPLOYMENT("'annotations':{'mtlsd.io/exclude-outbound-ports':'5432, 6379',"
+                          "'mtlsd.io/allow':' spiffe://cluster.local/ns/a/sa/b , api.example.com',"
+                          "'mtlsd.io/identity':'spiffe://cluster.local/ns/shop/sa/web'}",
+                          "'containers':[{'name':'a'}]"),
+               &r);
+  const cJSON *spec = at(out, "spec.template.spec");
+  cJSON *config =
+      cJSON_Parse(str_at(env_named(at(spec, "initContainers.1"), "MTLSD_CONFIG"), "value"));
+  CHECK_STREQ(str_at(config, "listeners.2.allow.0"), "spiffe://cluster.local/ns/a/sa/b");
+  CHECK_STREQ(str_at(config, "listeners.2.allow.1"), "api.example.com");
+  cJSON_Delete(config);
+  cJSON_Delete(out);
+}
+
+/* A Job's pod must end; a regular-container sidecar never does by itself (d22). */
+TEST(job_without_native_sidecar_is_warned) {
+  struct inject_result r;
+  cJSON *in = parse_sq(
+      "{'apiVersion':'batch/v1','kind':'Job','spec':{'template':{'metadata':{'annotations':"
+      "{'mtlsd.io/native-sidecar':'false'}},'spec':{'containers':[{'name':'a'}]}}}}");
+  cJSON *out = inject(in, NULL, &r);
+  CHECK_INTEQ(r.outcome, INJECT_INJECTED);
+  CHECK(has_warning(&r, "POST /quitquitquit"));
+  inject_result_clear(&r);
+  cJSON_Delete(out);
+  cJSON_Delete(in);
+  in = parse_sq(
+      "{'apiVersion':'batch/v1','kind':'Job','spec':{'template':{'spec':"
+      "{'containers':[{'name':'a'}]}}}}");
+  out = inject(in, NULL, &r);
+  CHECK_INTEQ(r.warning_count, 0);
+  inject_result_clear(&r);
+  cJSON_Delete(out);
+  cJSON_Delete(in);
+}
+
+/* A pod Prometheus scrapes itself keeps being scraped, through the health port (d11). */
+TEST(application_metrics_move_to_the_health_port) {
+  struct inject_result r;
+  cJSON *out = injected(
+      DEPLOYMENT("'annotations':{'prometheus.io/scrape':'true','prometheus.io/port':'9402'}",
+                 "'containers':[{'name':'a'}]"),
+      &r);
+  const cJSON *ann = at(out, "spec.template.metadata.annotations");
+  CHECK_STREQ(cJSON_GetStringValue(cJSON_GetObjectItem(ann, "prometheus.io/port")), "15020");
+  CHECK_STREQ(cJSON_GetStringValue(cJSON_GetObjectItem(ann, "prometheus.io/path")), "/metrics");
+  CHECK_STREQ(cJSON_GetStringValue(cJSON_GetObjectItem(ann, "prometheus.io/scrape")), "true");
+  CHECK_STREQ(str_at(env_named(at(out, "spec.template.spec.initContainers.1"), "MTLSD_APP_METRICS"),
+                     "value"),
+              "{\"port\":9402,\"path\":\"/metrics\"}");
+  cJSON_Delete(out);
+  out = injected(DEPLOYMENT("'annotations':{'prometheus.io/port':'8080','prometheus.io/path':'/m'}",
+                            "'containers':[{'name':'a'}]"),
+                 &r);
+  CHECK_STREQ(str_at(env_named(at(out, "spec.template.spec.initContainers.1"), "MTLSD_APP_METRICS"),
+                     "value"),
+              "{\"port\":8080,\"path\":\"/m\"}");
+  cJSON_Delete(out);
+  cJSON *in =
+      parse_sq(DEPLOYMENT("'annotations':{'prometheus.io/port':'8443','prometheus.io/scheme':"
+                          "'https'}",
+                          "'containers':[{'name':'a'}]"));
+  out = inject(in, NULL, &r);
+  CHECK(env_named(at(out, "spec.template.spec.initContainers.1"), "MTLSD_APP_METRICS") == NULL);
+  CHECK_STREQ(cJSON_GetStringValue(cJSON_GetObjectItem(
+                  at(out, "spec.template.metadata.annotations"), "prometheus.io/port")),
+              "8443");
+  CHECK(has_warning(&r, "prometheus.io/port 8443"));
+  inject_result_clear(&r);
+  cJSON_Delete(out);
+  cJSON_Delete(in);
+}
+
 /* Allocation failure (curl's "torture" tests): the Nth allocation fails, for every N
  * until one run needs no failure; each run must end in the whole patch or a refusal that
  * says "out of memory", never in a patch with a piece missing. */
@@ -404,7 +729,14 @@ TEST(allocation_failures) {
   cJSON_Delete(object);
 }
 
-TEST_MAIN(TEST_ENTRY(deployment_is_injected_and_nothing_is_lost), TEST_ENTRY(operations_only_add),
+TEST_MAIN(TEST_ENTRY(deployment_is_injected_and_nothing_is_lost),
+          TEST_ENTRY(nulls_are_absent_fields),
+          TEST_ENTRY(native_sidecar_probes_and_lifecycle_hooks),
+          TEST_ENTRY(cert_secret_sets_the_fs_group),
+          TEST_ENTRY(kinds_are_matched_with_their_api_group), TEST_ENTRY(windows_pods_are_skipped),
+          TEST_ENTRY(conflicts_are_refused), TEST_ENTRY(lists_with_spaces),
+          TEST_ENTRY(job_without_native_sidecar_is_warned),
+          TEST_ENTRY(application_metrics_move_to_the_health_port), TEST_ENTRY(operations_only_add),
           TEST_ENTRY(pod_without_annotations_or_init_containers),
           TEST_ENTRY(not_native_puts_the_sidecar_first_with_a_hold),
           TEST_ENTRY(annotations_reach_the_sidecar), TEST_ENTRY(skips_with_their_reasons),

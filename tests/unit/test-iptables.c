@@ -225,28 +225,55 @@ TEST(ipv6_closed_without_ipv6) {
   free(r);
 }
 
+static bool ports_ok(const char *list) {
+  char err[160];
+  return iptables_port_list_check(list, err, sizeof(err));
+}
+
+static bool cidrs_ok(const char *list) {
+  char err[160];
+  return iptables_cidr_list_check(list, err, sizeof(err));
+}
+
 /* The injector validates annotations with these, so a list it admits is one the init
  * container takes. */
 TEST(lists_refuse_empty_items_and_overflow) {
-  CHECK(iptables_port_list_valid("22,9100"));
-  CHECK(!iptables_port_list_valid(""));
-  CHECK(!iptables_port_list_valid("80,"));
-  CHECK(!iptables_port_list_valid("80,,81"));
-  CHECK(!iptables_port_list_valid(",80"));
-  CHECK(!iptables_port_list_valid("0"));
-  CHECK(!iptables_port_list_valid("65536"));
+  CHECK(ports_ok("22,9100"));
+  CHECK(!ports_ok(""));
+  CHECK(!ports_ok("80,"));
+  CHECK(!ports_ok("80,,81"));
+  CHECK(!ports_ok(",80"));
+  CHECK(!ports_ok("0"));
+  CHECK(!ports_ok("65536"));
   char many[8 * (IPTABLES_MAX_PORTS + 1)] = "";
   for (int i = 0; i <= IPTABLES_MAX_PORTS; i++) {
     snprintf(many + strlen(many), sizeof(many) - strlen(many), "%s%d", i > 0 ? "," : "", i + 1);
   }
-  CHECK(!iptables_port_list_valid(many));
-  CHECK(iptables_cidr_list_valid("10.0.0.0/8,fd00::/8,192.0.2.1"));
-  CHECK(!iptables_cidr_list_valid("10.0.0.0/8,"));
-  CHECK(!iptables_cidr_list_valid("10.0.0.0/33"));
+  CHECK(!ports_ok(many));
+  CHECK(cidrs_ok("10.0.0.0/8,fd00::/8,192.0.2.1"));
+  CHECK(!cidrs_ok("10.0.0.0/8,"));
+  CHECK(!cidrs_ok("10.0.0.0/33"));
+}
+
+/* "5432, 6379" is how people write a list (issue 22, d20): the spaces around an item are
+ * no part of it, and a refusal names the item. */
+TEST(lists_trim_spaces_and_name_the_bad_item) {
+  CHECK(ports_ok("5432, 6379"));
+  CHECK(ports_ok(" 5432 ,\t6379 "));
+  CHECK(cidrs_ok("10.0.0.0/8, fd00::/8"));
+  CHECK(!ports_ok(" , 80"));
+  char err[160];
+  CHECK(!iptables_port_list_check("5432, 63x79", err, sizeof(err)));
+  CHECK_STREQ(err, "\"63x79\" is not a port (1 to 65535)");
+  CHECK(!iptables_cidr_list_check("10.0.0.0/8, 10.0.0.0/33", err, sizeof(err)));
+  CHECK_STREQ(err, "\"10.0.0.0/33\" is not an IPv4 or IPv6 address with an optional /prefix");
+  CHECK(!iptables_port_list_check("80,,81", err, sizeof(err)));
+  CHECK_STREQ(err, "an empty item (two commas in a row, or one at an end)");
 }
 
 TEST_MAIN(TEST_ENTRY(default_rules), TEST_ENTRY(the_uid_return_comes_before_the_redirect),
           TEST_ENTRY(health_port_and_include_cidrs), TEST_ENTRY(options_and_exclusions),
           TEST_ENTRY(applying_twice_adds_no_second_jump), TEST_ENTRY(clean_removes_exactly_ours),
           TEST_ENTRY(own_ports_are_exempt_only_on_the_pods_addresses),
-          TEST_ENTRY(ipv6_closed_without_ipv6), TEST_ENTRY(lists_refuse_empty_items_and_overflow))
+          TEST_ENTRY(ipv6_closed_without_ipv6), TEST_ENTRY(lists_refuse_empty_items_and_overflow),
+          TEST_ENTRY(lists_trim_spaces_and_name_the_bad_item))
