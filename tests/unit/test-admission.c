@@ -152,6 +152,28 @@ TEST(skips_warn_except_for_a_pod_injected_already) {
   free(body);
 }
 
+/* What the owner of an injected pod should know reaches kubectl as a warning. */
+TEST(an_injection_carries_its_warnings) {
+  char *body = review_text(
+      "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"annotations\":"
+      "{\"mtlsd.io/cert-secret\":\"web-certs\"}},\"spec\":{\"containers\":[{\"name\":"
+      "\"web\"}]}}",
+      "CREATE", "shop");
+  cJSON *root;
+  cJSON *response = answer(body, ADMISSION_INJECTED, &root);
+  CHECK(cJSON_GetObjectItem(response, "patch") != NULL);
+  const char *warning =
+      cJSON_GetStringValue(cJSON_GetArrayItem(cJSON_GetObjectItem(response, "warnings"), 0));
+  CHECK(warning != NULL && strstr(warning, "mtlsd: spec.securityContext.fsGroup set to 1337"));
+  cJSON_Delete(root);
+  free(body);
+  body = review_text(kPod, "CREATE", "shop");
+  response = answer(body, ADMISSION_INJECTED, &root);
+  CHECK(cJSON_GetObjectItem(response, "warnings") == NULL);
+  cJSON_Delete(root);
+  free(body);
+}
+
 TEST(refusals_are_not_allowed_with_the_reason) {
   char *body = review_text(
       "{\"kind\":\"Pod\",\"metadata\":{\"annotations\":{"
@@ -205,7 +227,7 @@ TEST(bodies_that_are_no_review_are_named) {
 }
 
 TEST_MAIN(TEST_ENTRY(an_injection_answers_the_mutation_in_base64),
-          TEST_ENTRY(base64_pads_every_length),
+          TEST_ENTRY(an_injection_carries_its_warnings), TEST_ENTRY(base64_pads_every_length),
           TEST_ENTRY(skips_warn_except_for_a_pod_injected_already),
           TEST_ENTRY(refusals_are_not_allowed_with_the_reason),
           TEST_ENTRY(bodies_that_are_no_review_are_named))
