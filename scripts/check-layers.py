@@ -16,11 +16,12 @@ import sys
 
 LAYERS = [
     ("base", "io exit list textbuf timefmt file log netaddr json_syntax json_alloc config identity "
-             "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header"),
+             "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header "
+             "exposition"),
     ("tls", "tls"),
     ("runtime", "stats runtime transport certload acceptor"),
     ("connection", "relay dial conn http_server prober"),
-    ("services", "worker certwatch app_health admin"),
+    ("services", "worker certwatch app_health health_metrics admin"),
     ("server", "server webhook"),
     ("main", "main"),
 ]

@@ -9,6 +9,7 @@
 #include <cjson/cJSON.h>
 
 #include "mtlsd/app_health.h"
+#include "mtlsd/health_metrics.h"
 #include "mtlsd/http_server.h"
 #include "mtlsd/log.h"
 #include "mtlsd/stats.h"
@@ -34,12 +35,14 @@ static const struct http_server_limits kAdminLimits = {
  * at once),
  * requests that arrive quickly (a deferred probe answer waits as long as its probe), and
  * large answers (metrics) bounded together, so that no flood, from one address or many,
- * takes the port or the memory from the kubelet. */
+ * takes the port or the memory from the kubelet. The output budget holds a few answers
+ * with the application's metrics at their cap (HEALTH_METRICS_APP_BODY_MAX) at once: a
+ * Prometheus pair and an operator's curl. */
 static const struct http_server_limits kHealthLimits = {
     .max_connections = 128,
     .max_per_source = 16,
     .max_body = HTTP_MAX_BODY,
-    .max_output_in_flight = (uint64_t)4 << 20,
+    .max_output_in_flight = (uint64_t)8 << 20,
     .send_buffer = 16 * 1024,
     .timeout_ms = 4000,
     .linger_ms = 1000,
@@ -52,16 +55,8 @@ struct admin {
   struct http_server *http;
   struct http_server *health; /* NULL when health.listen is not set. */
   struct app_health *app_health;
-  /* The health port's /metrics, rendered at most once per HEALTH_METRICS_TTL_MS: every pod
-   * can ask for it, as often and as pipelined as it likes, and a scraper asks every
-   * few seconds at most. */
-  char *health_metrics;
-  size_t health_metrics_len;
-  uint64_t health_metrics_at;
-  uv_loop_t *loop;
+  struct health_metrics *health_metrics;
 };
-
-enum { HEALTH_METRICS_TTL_MS = 1000 };
 
 void admin_answer_alive(struct http_exchange *x) {
   http_respond_text(x, 200, "ok\n");
@@ -102,21 +97,7 @@ static void handle_prometheus(struct http_exchange *x, void *arg) {
 
 static void handle_health_metrics(struct http_exchange *x, void *arg) {
   struct admin *admin = arg;
-  uint64_t now = uv_now(admin->loop);
-  if (admin->health_metrics == NULL || now - admin->health_metrics_at >= HEALTH_METRICS_TTL_MS) {
-    char *text = stats_render_prometheus(admin->rt->stats);
-    if (text == NULL) {
-      http_respond_text(x, 500, "out of memory");
-      return;
-    }
-    free(admin->health_metrics);
-    admin->health_metrics = text;
-    admin->health_metrics_len = strlen(text);
-    admin->health_metrics_at = now;
-  }
-  struct http_response r = {200, HTTP_CT_PROMETHEUS, admin->health_metrics,
-                            admin->health_metrics_len, false};
-  http_respond(x, &r);
+  health_metrics_serve(admin->health_metrics, x);
 }
 
 static void handle_config(struct http_exchange *x, void *arg) {
@@ -251,14 +232,23 @@ static void handle_quit(struct http_exchange *x, void *arg) {
 }
 
 #define APP_HEALTH_PREFIX "/app-health/"
+#define APP_LIFECYCLE_PREFIX "/app-lifecycle/"
+
+static void serve_app_entry(struct http_exchange *x, struct admin *admin,
+                            enum app_health_route route, size_t prefix) {
+  const struct http_request *req = http_exchange_request(x);
+  app_health_serve(admin->app_health, x, route, http_exchange_buf(x) + req->path.off + prefix,
+                   req->path.len - prefix);
+}
 
 /* GET /app-health/<container>/<kind>, on the health port. */
 static void handle_app_health(struct http_exchange *x, void *arg) {
-  struct admin *admin = arg;
-  const struct http_request *req = http_exchange_request(x);
-  size_t prefix = sizeof(APP_HEALTH_PREFIX) - 1;
-  app_health_serve(admin->app_health, x, http_exchange_buf(x) + req->path.off + prefix,
-                   req->path.len - prefix);
+  serve_app_entry(x, arg, APP_HEALTH_PROBES, sizeof(APP_HEALTH_PREFIX) - 1);
+}
+
+/* GET /app-lifecycle/<container>/<hook>, on the health port. */
+static void handle_app_lifecycle(struct http_exchange *x, void *arg) {
+  serve_app_entry(x, arg, APP_HEALTH_HOOKS, sizeof(APP_LIFECYCLE_PREFIX) - 1);
 }
 
 /* The health port: read-only, and nothing an outsider should read (no /config, /certs,
@@ -269,6 +259,7 @@ static const struct http_route kHealthRoutes[] = {
     {"/metrics", false, HTTP_ROUTE_GET, handle_health_metrics},
     {"/stats/prometheus", false, HTTP_ROUTE_GET, handle_health_metrics},
     {APP_HEALTH_PREFIX, true, HTTP_ROUTE_GET, handle_app_health},
+    {APP_LIFECYCLE_PREFIX, true, HTTP_ROUTE_GET, handle_app_lifecycle},
 };
 
 /* The lifecycle routes come last: admin.lifecycle: false serves only the ones before
@@ -313,7 +304,7 @@ struct admin *admin_start(uv_loop_t *loop, struct runtime *rt, const struct admi
     snprintf(err, err_len, "out of memory");
     return NULL;
   }
-  *admin = (struct admin){.rt = rt, .ops = ops, .arg = arg, .loop = loop};
+  *admin = (struct admin){.rt = rt, .ops = ops, .arg = arg};
   size_t routes = sizeof(kRoutes) / sizeof(kRoutes[0]);
   struct http_server_config http = {
       .name = "admin",
@@ -339,12 +330,12 @@ struct admin *admin_start(uv_loop_t *loop, struct runtime *rt, const struct admi
         .arg = admin,
     };
     admin->app_health = app_health_new(loop, rt);
+    admin->health_metrics = health_metrics_new(loop, rt);
+    bool made = admin->app_health != NULL && admin->health_metrics != NULL;
     admin->health =
-        admin->app_health == NULL
-            ? NULL
-            : start_port(loop, "health.listen", &cfg->health.listen, &health, err, err_len);
+        made ? start_port(loop, "health.listen", &cfg->health.listen, &health, err, err_len) : NULL;
     if (admin->health == NULL) {
-      if (admin->app_health == NULL) {
+      if (!made) {
         snprintf(err, err_len, "out of memory");
       }
       admin_close(admin);
@@ -363,6 +354,6 @@ void admin_close(struct admin *admin) {
   http_server_close(admin->http);
   http_server_close(admin->health);
   app_health_free(admin->app_health);
-  free(admin->health_metrics);
+  health_metrics_free(admin->health_metrics);
   free(admin);
 }

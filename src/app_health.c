@@ -44,10 +44,7 @@ struct app_health *app_health_new(uv_loop_t *loop, struct runtime *rt) {
   }
   h->loop = loop;
   h->rt = rt;
-  /* The kubelet probes the pod's IP; the downward API puts it in POD_IP. */
-  const char *pod_ip = getenv("POD_IP");
-  snprintf(h->default_host, sizeof(h->default_host), "%s",
-           pod_ip != NULL && pod_ip[0] != '\0' ? pod_ip : "127.0.0.1");
+  prober_default_host(h->default_host, sizeof(h->default_host));
   for (size_t i = 0; i < cfg->app_probe_count; i++) {
     h->runs[i].owner = h;
     h->runs[i].index = i;
@@ -62,13 +59,35 @@ static void on_waiter_abort(void *arg) {
   free(w);
 }
 
+static bool kind_in(const char *kind, size_t len, const char *const *kinds) {
+  for (size_t i = 0; kinds[i] != NULL; i++) {
+    if (strlen(kinds[i]) == len && memcmp(kinds[i], kind, len) == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+static const char *const kProbeKinds[] = {"livez", "readyz", "startupz", NULL};
+static const char *const kHookKinds[] = {"poststartz", "prestopz", NULL};
+
+static bool is_hook(const struct app_probe *probe) {
+  return kind_in(probe->kind, strlen(probe->kind), kHookKinds);
+}
+
 static void on_run_done(void *arg, bool ok, const char *reason) {
   struct probe_run *run = arg;
   struct app_health *h = run->owner;
   const struct app_probe *probe = &h->rt->cfg->app_probes[run->index];
   run->running = NULL;
   stats_count_app_probe(h->rt->stats, run->index, ok);
-  if (!ok) {
+  if (is_hook(probe)) {
+    /* A hook runs once per container start or stop, and the kubelet shows none of an
+     * httpGet hook's answer (it judges only whether one came): the log line is where an
+     * operator sees what it did. */
+    log_write(ok ? LOG_INFO : LOG_WARN, "health", "lifecycle hook %s %s: %s", probe->key,
+              ok ? "passed" : "failed", reason);
+  } else if (!ok) {
     log_write(LOG_INFO, "health", "probe %s failed: %s", probe->key, reason);
   }
   char body[600];
@@ -87,13 +106,40 @@ static void on_run_done(void *arg, bool ok, const char *reason) {
   }
 }
 
-void app_health_serve(struct app_health *h, struct http_exchange *x, const char *key,
-                      size_t key_len) {
+/* Answers 404 when |key| has no kind that |route| serves, naming the path it needs;
+ * returns whether it did. */
+static bool refuse_kind(struct http_exchange *x, enum app_health_route route, const char *key,
+                        size_t key_len) {
+  const char *slash = memrchr(key, '/', key_len);
+  const char *kind = slash != NULL ? slash + 1 : key + key_len;
+  size_t kind_len = (size_t)(key + key_len - kind);
+  bool hooks = route == APP_HEALTH_HOOKS;
+  if (kind_in(kind, kind_len, hooks ? kHookKinds : kProbeKinds)) {
+    return false;
+  }
+  bool other = kind_in(kind, kind_len, hooks ? kProbeKinds : kHookKinds);
+  char body[600];
+  snprintf(body, sizeof(body), "\"%.*s\": %s; %s\n", (int)(key_len < 200 ? key_len : 200), key,
+           !other  ? "no such kind"
+           : hooks ? "a probe, not a lifecycle hook"
+                   : "a lifecycle hook, not a probe",
+           hooks != other ? "lifecycle hooks are /app-lifecycle/<container>/<poststartz|prestopz>"
+                          : "probes are /app-health/<container>/<livez|readyz|startupz>");
+  http_respond_text(x, 404, body);
+  return true;
+}
+
+void app_health_serve(struct app_health *h, struct http_exchange *x, enum app_health_route route,
+                      const char *key, size_t key_len) {
   const struct config *cfg = h->rt->cfg;
+  if (refuse_kind(x, route, key, key_len)) {
+    return;
+  }
   const struct app_probe *probe = config_find_app_probe(cfg, key, key_len);
   if (probe == NULL) {
     char body[400];
-    snprintf(body, sizeof(body), "no probe \"%.*s\" (MTLSD_APP_PROBES has %zu)\n",
+    snprintf(body, sizeof(body), "no %s \"%.*s\" (MTLSD_APP_PROBES has %zu entries)\n",
+             route == APP_HEALTH_HOOKS ? "lifecycle hook" : "probe",
              (int)(key_len < 200 ? key_len : 200), key, cfg->app_probe_count);
     http_respond_text(x, 404, body);
     return;

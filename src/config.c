@@ -180,6 +180,7 @@ void config_free(struct config *cfg) {
   }
   free(cfg->listeners);
   free_app_probes(cfg->app_probes, cfg->app_probe_count);
+  free(cfg->app_metrics.path);
   free(cfg->access_log_path);
   free(cfg);
 }
@@ -1330,6 +1331,12 @@ static const char *const kTcpSocketKeys[] = {"port", "host", NULL};
 static const char *const kGrpcKeys[] = {"port", "service", NULL};
 static const char *const kHeaderKeys[] = {"name", "value", NULL};
 static const char *const kProbeKinds[] = {"livez", "readyz", "startupz", NULL};
+/* Lifecycle hooks (postStart, preStop) are kept beside the probes, under these kinds. */
+static const char *const kHookKinds[] = {"poststartz", "prestopz", NULL};
+static const char *const kAppMetricsKeys[] = {"port", "path", NULL};
+/* A hook has no timeout of its own: the kubelet bounds preStop by the pod's
+ * terminationGracePeriodSeconds, whose default this is. */
+static const uint32_t kHookTimeoutSeconds = 30;
 
 static cJSON *parse_document(struct parser *p, const char *json, size_t json_len);
 
@@ -1441,14 +1448,12 @@ static bool parse_app_probe(struct parser *p, const cJSON *v, struct app_probe *
     return fail_oom(p);
   }
   const char *slash = strchr(a->key, '/');
-  bool kind_ok = false;
-  for (size_t i = 0; slash != NULL && kProbeKinds[i] != NULL; i++) {
-    kind_ok = kind_ok || strcmp(slash + 1, kProbeKinds[i]) == 0;
-  }
+  bool hook = slash != NULL && key_in(slash + 1, kHookKinds);
+  bool kind_ok = slash != NULL && (hook || key_in(slash + 1, kProbeKinds));
   if (!kind_ok || slash == a->key || !is_dns_label(a->key, (size_t)(slash - a->key))) {
     return fail(p,
-                "expected \"<container>/<livez|readyz|startupz>\", with the container's "
-                "name");
+                "expected \"<container>/<livez|readyz|startupz|poststartz|prestopz>\", with "
+                "the container's name");
   }
   a->container = config_calloc(1, (size_t)(slash - a->key) + 1);
   if (a->container == NULL || !replace_string(p, &a->kind, slash + 1)) {
@@ -1469,10 +1474,14 @@ static bool parse_app_probe(struct parser *p, const cJSON *v, struct app_probe *
                 "exec probes run in the container itself; the sidecar runs httpGet, "
                 "tcpSocket and grpc only");
   }
+  if (hook && has_key(v, "grpc")) {
+    path_push_key(p, "grpc");
+    return fail(p, "a lifecycle hook has no grpc handler (httpGet or tcpSocket only)");
+  }
   if (handlers != 1) {
     return fail(p, "expected exactly one of \"httpGet\", \"tcpSocket\" or \"grpc\"");
   }
-  uint32_t timeout_s = 1;
+  uint32_t timeout_s = hook ? kHookTimeoutSeconds : 1;
   if (!get_uint(p, v, "timeoutSeconds", 1, 86400, &timeout_s)) {
     return false;
   }
@@ -1546,6 +1555,53 @@ bool config_parse_app_probes(struct config *cfg, const char *name, const char *j
   free_app_probes(cfg->app_probes, cfg->app_probe_count);
   cfg->app_probes = probes;
   cfg->app_probe_count = count;
+  return true;
+}
+
+/* The longest application metrics path: it goes into a request line, which the
+ * application's server bounds too (Go's at 1 MiB of head, many at 8 KiB). */
+enum { APP_METRICS_PATH_MAX = 1024 };
+
+static bool parse_app_metrics(struct parser *p, const cJSON *root, uint16_t *port, char **path) {
+  if (!expect_object(p, root) || !check_keys(p, root, kAppMetricsKeys) ||
+      !get_probe_port(p, root, port) || !get_string(p, root, "path", path)) {
+    return false;
+  }
+  if (*path == NULL) {
+    /* prometheus.io/path's own default. */
+    return replace_string(p, path, "/metrics");
+  }
+  path_push_key(p, "path");
+  if ((*path)[0] != '/') {
+    return fail_value(p, *path, "the path must start with '/'");
+  }
+  if (strchr(*path, ' ') != NULL) {
+    return fail_value(p, *path, "a path cannot hold spaces");
+  }
+  if (strlen(*path) > APP_METRICS_PATH_MAX) {
+    return fail(p, "longer than %d bytes", APP_METRICS_PATH_MAX);
+  }
+  return true;
+}
+
+bool config_parse_app_metrics(struct config *cfg, const char *name, const char *json, size_t len,
+                              char *err, size_t err_len) {
+  struct parser p = {.file = name, .err = err, .err_len = err_len};
+  cJSON *root = parse_document(&p, json, len);
+  if (root == NULL) {
+    return false;
+  }
+  uint16_t port = 0;
+  char *path = NULL;
+  bool ok = parse_app_metrics(&p, root, &port, &path);
+  cJSON_Delete(root);
+  if (!ok) {
+    free(path);
+    return false;
+  }
+  free(cfg->app_metrics.path);
+  cfg->app_metrics.port = port;
+  cfg->app_metrics.path = path;
   return true;
 }
 

@@ -137,6 +137,9 @@ static const char kConfigEnv[] = "MTLSD_CONFIG";
 /* The application containers' original probes, put there by the injector (SPEC section
  * 5). */
 static const char kProbesEnv[] = "MTLSD_APP_PROBES";
+/* The application's own metrics endpoint (its prometheus.io/port and path), which the
+ * health port's /metrics serves with mtlsd's (SPEC section 5). */
+static const char kMetricsEnv[] = "MTLSD_APP_METRICS";
 
 /* Adds MTLSD_APP_PROBES to |cfg|; false after printing why not. */
 static bool load_app_probes(struct config *cfg, const char *cmd) {
@@ -154,6 +157,27 @@ static bool load_app_probes(struct config *cfg, const char *cmd) {
             "mtlsd %s: %s holds %zu probe%s, but health.listen is not set: they are served on "
             "the health port\n",
             cmd, kProbesEnv, cfg->app_probe_count, cfg->app_probe_count == 1 ? "" : "s");
+    return false;
+  }
+  return true;
+}
+
+/* Adds MTLSD_APP_METRICS to |cfg|; false after printing why not. */
+static bool load_app_metrics(struct config *cfg, const char *cmd) {
+  const char *env = getenv(kMetricsEnv);
+  if (env == NULL || env[0] == '\0') {
+    return true;
+  }
+  char err[1024];
+  if (!config_parse_app_metrics(cfg, kMetricsEnv, env, strlen(env), err, sizeof(err))) {
+    fprintf(stderr, "%s\n", err);
+    return false;
+  }
+  if (!cfg->health.enabled) {
+    fprintf(stderr,
+            "mtlsd %s: %s is set, but health.listen is not set: the application's metrics are "
+            "served on the health port's /metrics\n",
+            cmd, kMetricsEnv);
     return false;
   }
   return true;
@@ -196,7 +220,7 @@ static int load_config(struct config **out, const char **path, int argc, char **
     fprintf(stderr, "%s\n", err);
     return MTLSD_EXIT_USAGE;
   }
-  if (!load_app_probes(*out, cmd)) {
+  if (!load_app_probes(*out, cmd) || !load_app_metrics(*out, cmd)) {
     config_free(*out);
     *out = NULL;
     return MTLSD_EXIT_USAGE;
@@ -242,6 +266,10 @@ static int cmd_check(int argc, char **argv) {
   if (cfg->app_probe_count > 0) {
     printf("%s: %zu application probe%s\n", kProbesEnv, cfg->app_probe_count,
            cfg->app_probe_count == 1 ? "" : "s");
+  }
+  if (cfg->app_metrics.port != 0) {
+    printf("%s: the application's metrics at port %u, path %s\n", kMetricsEnv,
+           cfg->app_metrics.port, cfg->app_metrics.path);
   }
   int code = MTLSD_EXIT_OK;
   if (!any_cert_file_present(cfg)) {

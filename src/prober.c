@@ -10,6 +10,7 @@
 #include "mtlsd/prober.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <nghttp2/nghttp2.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -35,6 +36,10 @@ enum { PATH_MAX_LEN = 2048 };
 /* A grpc-status that is no number: a failure whatever it says (the codes end at 16). */
 enum { GRPC_STATUS_UNREADABLE = 1000 };
 enum { READ_CHUNK = 16384 };
+/* A fetch's body buffer starts this large and doubles up to its cap. */
+enum { BODY_FIRST_ALLOC = 65536 };
+/* A chunk-size line (with its extensions) or a trailer line longer than this is not one. */
+enum { CHUNK_LINE_MAX = 1024 };
 
 /* What the kubelet sends as User-Agent (it adds its version; the probe's own httpHeaders
  * replace it). */
@@ -50,10 +55,32 @@ enum prober_state {
   ST_DONE
 };
 
+/* How a fetched body ends (RFC 9112 section 6.3). */
+enum body_framing { BODY_TO_CLOSE, BODY_LENGTH, BODY_CHUNKED };
+enum chunk_state { CHUNK_SIZE, CHUNK_DATA, CHUNK_DATA_END, CHUNK_TRAILER, CHUNK_DONE };
+
+/* The body of a fetch's 2xx answer: |len| bytes decoded, then |raw| bytes received and not
+ * decoded yet (a chunked body's framing), within |max| decoded bytes. */
+struct fetch_body {
+  size_t max;
+  char *data;
+  size_t len;
+  size_t raw;
+  size_t cap;
+  enum body_framing framing;
+  uint64_t expected; /* BODY_LENGTH: Content-Length. */
+  enum chunk_state chunk;
+  uint64_t chunk_left;
+  char content_type[128];
+};
+
 struct prober {
   uv_loop_t *loop;
   const struct app_probe *probe;
-  prober_done_cb done;
+  prober_done_cb done;     /* A probe's; NULL for a fetch. */
+  prober_fetch_cb fetched; /* A fetch's; NULL for a probe. */
+  struct fetch_body body;  /* A fetch's, once its answer's head said 2xx. */
+  bool in_body;
   void *arg;
   enum prober_state state;
   int open_handles; /* The timer, and the poll while a socket is open. */
@@ -141,6 +168,8 @@ static void release(struct prober *p) {
   uv_close((uv_handle_t *)&p->timer, on_handle_closed);
   free(p->grpc_request);
   p->grpc_request = NULL;
+  free(p->body.data);
+  p->body.data = NULL;
   if (p->dial.gai_pending) {
     uv_cancel((uv_req_t *)&p->dial.gai);
   }
@@ -158,8 +187,19 @@ static void finish(struct prober *p, bool ok, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(reason, sizeof(reason), fmt, ap);
   va_end(ap);
-  release(p);
-  p->done(p->arg, ok, reason);
+  if (p->fetched != NULL) {
+    /* The body goes to the callback, which owns it from there. */
+    char *body = ok ? p->body.data : NULL;
+    size_t len = ok ? p->body.len : 0;
+    if (ok) {
+      p->body.data = NULL;
+    }
+    release(p);
+    p->fetched(p->arg, ok, reason, body, len, p->body.content_type);
+  } else {
+    release(p);
+    p->done(p->arg, ok, reason);
+  }
   maybe_free(p);
 }
 
@@ -382,7 +422,9 @@ static void follow_redirect(struct prober *p, int status, const char *location) 
     }
     rest = auth + auth_len;
     if (strcasecmp(host, p->host) != 0) {
-      finish(p, true, "HTTP %d, a redirect to another host (%s), not followed", status, host);
+      /* A probe passes (the kubelet's rule); a fetch has no answer to show. */
+      finish(p, p->fetched == NULL, "HTTP %d, a redirect to another host (%s), not followed",
+             status, host);
       return;
     }
   }
@@ -425,6 +467,212 @@ static int parse_status(const char *s, size_t len, int max) {
   return len > 0 ? v : -1;
 }
 
+/* ---- A fetch's body ---- */
+
+/* Makes room for |n| more bytes after what the body holds; false after finish() when the
+ * body would go over its cap (a chunked body's framing may add CHUNK_LINE_MAX). */
+static bool body_reserve(struct prober *p, size_t n) {
+  struct fetch_body *b = &p->body;
+  size_t need = b->len + b->raw + n;
+  size_t limit = b->max + (b->framing == BODY_CHUNKED ? CHUNK_LINE_MAX : 0);
+  if (need > limit) {
+    finish(p, false, "the body from %s:%u is over %zu bytes", p->host, p->port, b->max);
+    return false;
+  }
+  if (b->data != NULL && need <= b->cap) {
+    return true;
+  }
+  size_t cap = b->cap > 0 ? b->cap : BODY_FIRST_ALLOC;
+  while (cap < need) {
+    cap *= 2;
+  }
+  cap = cap < limit ? cap : limit;
+  char *grown = realloc(b->data, cap + 1);
+  if (grown == NULL) {
+    finish(p, false, "out of memory");
+    return false;
+  }
+  b->data = grown;
+  b->cap = cap;
+  return true;
+}
+
+/* Finds the line (ending in LF) of chunked framing at |at|, before |end|: its length
+ * without the line end, with |*next| just after it; -1 when it has not fully arrived
+ * yet, -2 when it is too long. */
+static long chunk_line(const char *data, size_t at, size_t end, size_t *next) {
+  const char *nl = memchr(data + at, '\n', end - at);
+  if (nl == NULL) {
+    return end - at > CHUNK_LINE_MAX ? -2 : -1;
+  }
+  size_t len = (size_t)(nl - (data + at));
+  if (len > CHUNK_LINE_MAX) {
+    return -2;
+  }
+  *next = at + len + 1;
+  return (long)(len > 0 && data[at + len - 1] == '\r' ? len - 1 : len);
+}
+
+/* Parses a chunk-size line: hex digits, then nothing or extensions after ';'. */
+static bool chunk_size(const char *line, size_t len, uint64_t *out) {
+  uint64_t v = 0;
+  size_t i = 0;
+  for (; i < len && isxdigit((unsigned char)line[i]); i++) {
+    if (v >> 60 != 0) {
+      return false;
+    }
+    int c = (unsigned char)line[i];
+    v = v * 16 + (uint64_t)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+  }
+  while (i < len && (line[i] == ' ' || line[i] == '\t')) {
+    i++;
+  }
+  *out = v;
+  return i > 0 && (i == len || line[i] == ';');
+}
+
+/* Decodes the chunked framing received so far in place, the data moving down over the
+ * framing; returns false after finish() on a framing error. */
+static bool dechunk(struct prober *p) {
+  struct fetch_body *b = &p->body;
+  size_t at = b->len;
+  size_t end = b->len + b->raw;
+  while (b->chunk != CHUNK_DONE) {
+    if (b->chunk == CHUNK_DATA) {
+      size_t take = end - at < b->chunk_left ? end - at : (size_t)b->chunk_left;
+      memmove(b->data + b->len, b->data + at, take);
+      b->len += take;
+      at += take;
+      b->chunk_left -= take;
+      if (b->chunk_left > 0) {
+        break;
+      }
+      b->chunk = CHUNK_DATA_END;
+      continue;
+    }
+    size_t next = at;
+    long line = chunk_line(b->data, at, end, &next);
+    if (line == -1) {
+      break;
+    }
+    uint64_t size = 0;
+    if (line == -2 || (b->chunk == CHUNK_DATA_END && line != 0) ||
+        (b->chunk == CHUNK_SIZE && !chunk_size(b->data + at, (size_t)line, &size))) {
+      finish(p, false, "malformed chunked body from %s:%u", p->host, p->port);
+      return false;
+    }
+    at = next;
+    if (b->chunk == CHUNK_SIZE) {
+      b->chunk = size == 0 ? CHUNK_TRAILER : CHUNK_DATA;
+      b->chunk_left = size;
+    } else if (b->chunk == CHUNK_DATA_END) {
+      b->chunk = CHUNK_SIZE;
+    } else if (line == 0) {
+      b->chunk = CHUNK_DONE;
+    }
+  }
+  memmove(b->data + b->len, b->data + at, end - at);
+  b->raw = end - at;
+  if (b->len > b->max) {
+    finish(p, false, "the body from %s:%u is over %zu bytes", p->host, p->port, b->max);
+    return false;
+  }
+  return true;
+}
+
+/* Adds |n| received bytes to the body; false once the run has finished (the body is
+ * complete, or wrong). */
+static bool body_feed(struct prober *p, const char *data, size_t n) {
+  struct fetch_body *b = &p->body;
+  if (b->framing == BODY_LENGTH && n > b->expected - b->len) {
+    n = (size_t)(b->expected - b->len); /* What follows the body is not the answer's. */
+  }
+  if (!body_reserve(p, n)) {
+    return false;
+  }
+  memcpy(b->data + b->len + b->raw, data, n);
+  if (b->framing != BODY_CHUNKED) {
+    b->len += n;
+  } else {
+    b->raw += n;
+    if (!dechunk(p)) {
+      return false;
+    }
+  }
+  bool complete = (b->framing == BODY_LENGTH && b->len == b->expected) ||
+                  (b->framing == BODY_CHUNKED && b->chunk == CHUNK_DONE);
+  if (complete) {
+    b->data[b->len] = '\0';
+    finish(p, true, "HTTP %d, %zu bytes", p->http_status, b->len);
+    return false;
+  }
+  return true;
+}
+
+static void body_read(struct prober *p) {
+  for (;;) {
+    char buf[READ_CHUNK];
+    int next;
+    ssize_t n = transport_read(&p->xprt, buf, sizeof(buf), &next);
+    if (n > 0) {
+      if (!body_feed(p, buf, (size_t)n)) {
+        return;
+      }
+    } else if (n == IO_WANT_READ || n == IO_WANT_WRITE) {
+      want(p, io_wait_for(n));
+      return;
+    } else if (n == IO_EOF && p->body.framing == BODY_TO_CLOSE && body_reserve(p, 0)) {
+      p->body.data[p->body.len] = '\0';
+      finish(p, true, "HTTP %d, %zu bytes", p->http_status, p->body.len);
+      return;
+    } else {
+      finish(p, false, "%s:%u closed the connection before the end of the body", p->host, p->port);
+      return;
+    }
+  }
+}
+
+/* A fetch's 2xx answer: reads its framing from the head, then the body, starting with
+ * the bytes read with the head. */
+static void start_body(struct prober *p) {
+  struct fetch_body *b = &p->body;
+  char value[128];
+  if (response_header(p, "Content-Encoding", value, sizeof(value)) &&
+      strcasecmp(value, "identity") != 0) {
+    finish(p, false, "a body with Content-Encoding %s (none was asked for)", value);
+    return;
+  }
+  if (response_header(p, "Transfer-Encoding", value, sizeof(value))) {
+    if (strcasecmp(value, "chunked") != 0) {
+      finish(p, false, "Transfer-Encoding %s is not supported", value);
+      return;
+    }
+    b->framing = BODY_CHUNKED;
+  } else if (response_header(p, "Content-Length", value, sizeof(value))) {
+    char *end;
+    unsigned long long v = strtoull(value, &end, 10);
+    if (value[0] < '0' || value[0] > '9' || *end != '\0') {
+      finish(p, false, "Content-Length %s is not a number", value);
+      return;
+    }
+    if (v > b->max) {
+      finish(p, false, "the body from %s:%u is over %zu bytes (%llu)", p->host, p->port, b->max, v);
+      return;
+    }
+    b->framing = BODY_LENGTH;
+    b->expected = v;
+  }
+  if (!response_header(p, "Content-Type", b->content_type, sizeof(b->content_type))) {
+    b->content_type[0] = '\0';
+  }
+  p->in_body = true;
+  const char *head_end = memmem(p->in, p->in_len, "\r\n\r\n", 4) + 4;
+  size_t rest = p->in_len - (size_t)(head_end - p->in);
+  if (body_feed(p, head_end, rest)) {
+    body_read(p);
+  }
+}
+
 /* Judges a complete response head. */
 static void http_response(struct prober *p) {
   /* "HTTP/1.x SSS" then a space or the end of the line: "2009" is not 200. */
@@ -443,7 +691,14 @@ static void http_response(struct prober *p) {
     follow_redirect(p, status, location);
     return;
   }
-  if (status >= 200 && status < 400) {
+  if (p->fetched != NULL) {
+    p->http_status = status;
+    if (status >= 200 && status < 300) {
+      start_body(p);
+    } else {
+      finish(p, false, "HTTP %d", status);
+    }
+  } else if (status >= 200 && status < 400) {
     finish(p, true, "HTTP %d", status);
   } else {
     finish(p, false, "HTTP probe failed with status %d", status);
@@ -720,7 +975,11 @@ static void exchange(struct prober *p) {
     want(p, IO_WAIT_WRITE);
     return;
   }
-  http_read(p);
+  if (p->in_body) {
+    body_read(p);
+  } else {
+    http_read(p);
+  }
 }
 
 static void start_exchange(struct prober *p) {
@@ -889,15 +1148,19 @@ static void on_timer(uv_timer_t *timer) {
   finish(p, false, "timed out after %llu ms", (unsigned long long)p->probe->timeout);
 }
 
-struct prober *prober_start(uv_loop_t *loop, const struct app_probe *probe,
-                            const char *default_host, prober_done_cb done, void *arg) {
+void prober_default_host(char *out, size_t out_len) {
+  const char *pod_ip = getenv("POD_IP");
+  snprintf(out, out_len, "%s", pod_ip != NULL && pod_ip[0] != '\0' ? pod_ip : "127.0.0.1");
+}
+
+static struct prober *prober_new(uv_loop_t *loop, const struct app_probe *probe,
+                                 const char *default_host, void *arg) {
   struct prober *p = calloc(1, sizeof(*p));
   if (p == NULL) {
     return NULL;
   }
   p->loop = loop;
   p->probe = probe;
-  p->done = done;
   p->arg = arg;
   p->fd = -1;
   p->grpc_status = -1;
@@ -910,5 +1173,25 @@ struct prober *prober_start(uv_loop_t *loop, const struct app_probe *probe,
   p->timer.data = p;
   p->open_handles = 1;
   uv_timer_start(&p->timer, on_timer, 0, 0);
+  return p;
+}
+
+struct prober *prober_start(uv_loop_t *loop, const struct app_probe *probe,
+                            const char *default_host, prober_done_cb done, void *arg) {
+  struct prober *p = prober_new(loop, probe, default_host, arg);
+  if (p != NULL) {
+    p->done = done;
+  }
+  return p;
+}
+
+struct prober *prober_fetch(uv_loop_t *loop, const struct app_probe *probe,
+                            const char *default_host, size_t body_max, prober_fetch_cb done,
+                            void *arg) {
+  struct prober *p = prober_new(loop, probe, default_host, arg);
+  if (p != NULL) {
+    p->fetched = done;
+    p->body.max = body_max;
+  }
   return p;
 }

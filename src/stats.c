@@ -75,6 +75,10 @@ void stats_count_app_probe(struct stats *stats, size_t probe, bool ok) {
   stats_add_u64(&stats->global.app_probe_results[probe * 2 + (ok ? 0 : 1)], 1);
 }
 
+void stats_count_app_metrics_fetch(struct stats *stats, bool ok) {
+  stats_add_u64(&stats->global.app_metrics_fetches[ok ? 0 : 1], 1);
+}
+
 void stats_free(struct stats *stats) {
   if (stats == NULL) {
     return;
@@ -140,6 +144,8 @@ enum scalar {
   SC_CERT_GENERATION,
   SC_DRAINING,
   SC_SANDBOX,
+  SC_APP_METRICS_OK,
+  SC_APP_METRICS_FAILED,
   SC_INJECTED,
   SC_SKIPPED,
   SC_FAILED,
@@ -232,6 +238,7 @@ _Static_assert(LC_BYTES_RECEIVED_UPSTREAM == LC_BYTES_RECEIVED_DOWNSTREAM + 1,
                "received sides are adjacent");
 _Static_assert(LC_BYTES_SENT_UPSTREAM == LC_BYTES_SENT_DOWNSTREAM + 1, "sent sides are adjacent");
 _Static_assert(SC_RELOADS_FAILED == SC_RELOADS_OK + 1, "reload results are adjacent");
+_Static_assert(SC_APP_METRICS_FAILED == SC_APP_METRICS_OK + 1, "fetch results are adjacent");
 _Static_assert(SC_FAILED - SC_INJECTED == INJECTION_FAILED - INJECTION_INJECTED &&
                    SC_SKIPPED - SC_INJECTED == INJECTION_SKIPPED - INJECTION_INJECTED,
                "injection results are in the order of their labels");
@@ -288,6 +295,10 @@ static const struct metric_def kMetrics[] = {
     {"mtlsd_app_probes_total", "counter",
      "Runs of the application containers' own probes from the health port, by result.",
      SRC_APP_PROBES, 0, 2, "result", result_label, false, false},
+    {"mtlsd_app_metrics_scrapes_total", "counter",
+     "Fetches of the application's own metrics (MTLSD_APP_METRICS) for the health port's "
+     "/metrics, by result.",
+     SRC_SCALAR, SC_APP_METRICS_OK, 2, "result", result_label, false, false},
     {"mtlsd_injections_total", "counter", "AdmissionReviews the webhook answered, by result.",
      SRC_SCALAR, SC_INJECTED, INJECTION_COUNT, "result", injection_label, false, true},
     {"mtlsd_webhook_request_duration_seconds", "histogram",
@@ -504,6 +515,10 @@ static bool snapshot_take(struct snapshot *snap, const struct stats *stats) {
   set_int(&snap->scalars[SC_CERT_GENERATION], (int64_t)atomic_load(&g->cert_generation));
   set_int(&snap->scalars[SC_DRAINING], atomic_load(&g->draining) != 0);
   set_int(&snap->scalars[SC_SANDBOX], atomic_load(&g->sandbox_active) != 0);
+  for (size_t r = 0; r < 2; r++) {
+    set_int(&snap->scalars[SC_APP_METRICS_OK + r],
+            (int64_t)atomic_load(&g->app_metrics_fetches[r]));
+  }
   for (size_t r = 0; r < INJECTION_COUNT; r++) {
     set_int(&snap->scalars[SC_INJECTED + r], (int64_t)atomic_load(&g->injections[r]));
   }
@@ -584,6 +599,10 @@ static bool per_listener(const struct metric_def *m) {
 /* Whether |stats|'s process has metric |m|: a webhook has no listeners or application
  * probes, a sidecar no webhook. */
 static bool has_metric(const struct stats *stats, const struct metric_def *m) {
+  if (m->source == SRC_SCALAR && m->first == SC_APP_METRICS_OK) {
+    /* Only a sidecar told where the application's metrics are fetches them. */
+    return stats->cfg->app_metrics.port != 0;
+  }
   if (stats->cfg->webhook) {
     return m->webhook_only || (!per_listener(m) && m->source != SRC_APP_PROBES);
   }

@@ -56,7 +56,8 @@ struct listener_config {
 };
 
 /* An application container's original Kubernetes probe, run by the sidecar for the
- * health port's /app-health/<container>/<kind> (SPEC section 5). */
+ * health port's /app-health/<container>/<kind> (SPEC section 5), or its original
+ * postStart or preStop handler, for /app-lifecycle/<container>/<hook>. */
 enum app_probe_type { APP_PROBE_HTTP, APP_PROBE_TCP, APP_PROBE_GRPC };
 
 struct app_probe_header {
@@ -67,7 +68,7 @@ struct app_probe_header {
 struct app_probe {
   char *key;       /* "<container>/<kind>", as in the URL. */
   char *container; /* A DNS label. */
-  char *kind;      /* "livez", "readyz" or "startupz". */
+  char *kind;      /* "livez", "readyz", "startupz"; or the hooks "poststartz", "prestopz". */
   enum app_probe_type type;
   char *host; /* The probe's own host; NULL: POD_IP from the environment, else 127.0.0.1. */
   uint16_t port;
@@ -76,7 +77,7 @@ struct app_probe {
   struct app_probe_header *headers; /* httpGet httpHeaders, in order. */
   size_t header_count;
   char *service;       /* grpc; "" when absent. */
-  duration_ms timeout; /* timeoutSeconds; 1 s when absent. */
+  duration_ms timeout; /* timeoutSeconds; 1 s when absent (30 s for a hook). */
 };
 
 /* Where the certificate files are and how they are watched (SPEC section 4). */
@@ -145,6 +146,12 @@ struct config {
   /* From MTLSD_APP_PROBES (config_parse_app_probes), not from the configuration file. */
   struct app_probe *app_probes;
   size_t app_probe_count;
+  /* From MTLSD_APP_METRICS (config_parse_app_metrics): where the health port's /metrics
+   * fetches the application's own metrics on the pod's address. port 0: not set. */
+  struct {
+    uint16_t port;
+    char *path;
+  } app_metrics;
 
   /* The webhook's configuration (config_serving): no listeners, the webhook's metrics. */
   bool webhook;
@@ -188,11 +195,20 @@ char *config_to_json(const struct config *cfg);
  * messages): an object mapping "<container>/<kind>" to the original probe of the pod
  * spec, of which it keeps httpGet, tcpSocket or grpc (exactly one) and timeoutSeconds,
  * and accepts the other probe fields (periodSeconds, ...), which the kubelet applies to
- * the rewritten probe. Ports must be numbers (the injector resolves named ports). The
- * probes go into |cfg|, which owns them. Returns false with "NAME: PATH: problem" in
- * |err| on anything else, leaving |cfg| unchanged. */
+ * the rewritten probe; and "<container>/<poststartz|prestopz>" to an original lifecycle
+ * handler (httpGet or tcpSocket) with the timeoutSeconds the injector gave it. Ports must be
+ * numbers (the injector resolves named ports). The probes go into |cfg|, which owns them. Returns
+ * false with "NAME: PATH: problem" in |err| on anything else, leaving |cfg| unchanged. */
 bool config_parse_app_probes(struct config *cfg, const char *name, const char *json, size_t len,
                              char *err, size_t err_len);
+
+/* config_parse_app_metrics reads |json| (|len| bytes; MTLSD_APP_METRICS, named |name| in
+ * messages): {"port": N, "path": "/metrics"}, the pod's own prometheus.io/port and path;
+ * port 1-65535 is required, path defaults to "/metrics" and must start with '/'; any
+ * other key is refused. Sets cfg->app_metrics; returns false with "NAME: PATH: problem"
+ * in |err| on anything else, leaving |cfg| unchanged. */
+bool config_parse_app_metrics(struct config *cfg, const char *name, const char *json, size_t len,
+                              char *err, size_t err_len);
 
 /* The injector's configuration file (`mtlsd inject --config`, docs/injection.md): what
  * every injected pod gets unless its annotations say otherwise. NULL members (and the

@@ -102,6 +102,8 @@ struct stats_global {
   int64_t start_time; /* Unix seconds. */
   /* mtlsd_app_probes_total: [probe * 2 + (ok ? 0 : 1)], probes as in cfg->app_probes. */
   _Atomic uint64_t *app_probe_results;
+  /* mtlsd_app_metrics_scrapes_total: [ok ? 0 : 1]. */
+  _Atomic uint64_t app_metrics_fetches[2];
   /* The webhook's: mtlsd_injections_total and the time to answer each review. */
   _Atomic uint64_t injections[INJECTION_COUNT];
   struct histogram webhook_requests;
@@ -139,6 +141,10 @@ static inline void stats_add(struct listener_stats *s, enum listener_counter c, 
 /* stats_count_app_probe counts one run of the application probe cfg->app_probes[|probe|]
  * with its result. Called on the main thread. */
 void stats_count_app_probe(struct stats *stats, size_t probe, bool ok);
+
+/* stats_count_app_metrics_fetch counts one fetch of the application's metrics
+ * (MTLSD_APP_METRICS) with its result. Called on the main thread. */
+void stats_count_app_metrics_fetch(struct stats *stats, bool ok);
 
 /* stats_observe records |seconds| in histogram |kind| of |s|. */
 void stats_observe(struct listener_stats *s, enum histogram_kind kind, double seconds);

@@ -1163,11 +1163,14 @@ TEST(app_probes) {
        "MTLSD_APP_PROBES: [\"app/livez\"].httpGet.port: \"http\": a named port: resolve it to "
        "the container's port number"},
       {"{'App/livez':{'tcpSocket':{'port':1}}}",
-       "MTLSD_APP_PROBES: [\"App/livez\"]: expected \"<container>/<livez|readyz|startupz>\", "
-       "with the container's name"},
+       "MTLSD_APP_PROBES: [\"App/livez\"]: expected "
+       "\"<container>/<livez|readyz|startupz|poststartz|prestopz>\", with the container's name"},
       {"{'app/alive':{'tcpSocket':{'port':1}}}",
-       "MTLSD_APP_PROBES: [\"app/alive\"]: expected \"<container>/<livez|readyz|startupz>\", "
-       "with the container's name"},
+       "MTLSD_APP_PROBES: [\"app/alive\"]: expected "
+       "\"<container>/<livez|readyz|startupz|poststartz|prestopz>\", with the container's name"},
+      {"{'app/prestopz':{'grpc':{'port':1}}}",
+       "MTLSD_APP_PROBES: [\"app/prestopz\"].grpc: a lifecycle hook has no grpc handler "
+       "(httpGet or tcpSocket only)"},
       {"{'app/livez':{'exec':{'command':['x']}}}",
        "MTLSD_APP_PROBES: [\"app/livez\"].exec: exec probes run in the container itself; the "
        "sidecar runs httpGet, tcpSocket and grpc only"},
@@ -1207,6 +1210,84 @@ TEST(app_probes) {
   }
   /* A refused set leaves the good one in place. */
   CHECK_INTEQ(cfg->app_probe_count, 7);
+  config_free(cfg);
+}
+
+/* Lifecycle hooks in MTLSD_APP_PROBES: kept beside the probes, with the timeout the
+ * injector gave them (the grace period), 30 s when it gave none. */
+TEST(app_hooks) {
+  char err[512] = "";
+  struct config *cfg =
+      parse_sq(WITH_LISTENER("'health':{'listen':'0.0.0.0:15020'}"), err, sizeof(err));
+  CHECK(cfg != NULL);
+  if (cfg == NULL) {
+    return;
+  }
+  char *good =
+      dq("{'app/poststartz':{'httpGet':{'path':'/started','port':8080},'timeoutSeconds':45},"
+         "'app/prestopz':{'tcpSocket':{'port':8080}},'app/livez':{'tcpSocket':{'port':8080}}}");
+  CHECK(config_parse_app_probes(cfg, "MTLSD_APP_PROBES", good, strlen(good), err, sizeof(err)));
+  CHECK_STREQ(err, "");
+  free(good);
+  const struct app_probe *a = config_find_app_probe(cfg, "app/poststartz", 14);
+  CHECK(a != NULL && a->type == APP_PROBE_HTTP && a->timeout == 45000);
+  CHECK(a != NULL && strcmp(a->kind, "poststartz") == 0 && strcmp(a->path, "/started") == 0);
+  a = config_find_app_probe(cfg, "app/prestopz", 12);
+  CHECK(a != NULL && a->type == APP_PROBE_TCP && a->timeout == 30000);
+  a = config_find_app_probe(cfg, "app/livez", 9);
+  CHECK(a != NULL && a->timeout == 1000);
+  config_free(cfg);
+}
+
+/* MTLSD_APP_METRICS: the port and path kept, the default path, every bad input's
+ * message. */
+TEST(app_metrics) {
+  char err[512] = "";
+  struct config *cfg =
+      parse_sq(WITH_LISTENER("'health':{'listen':'0.0.0.0:15020'}"), err, sizeof(err));
+  CHECK(cfg != NULL);
+  if (cfg == NULL) {
+    return;
+  }
+  CHECK_INTEQ(cfg->app_metrics.port, 0);
+  static const char kGood[] = "{\"port\": 9090, \"path\": \"/stats/prometheus?x=1\"}";
+  CHECK(config_parse_app_metrics(cfg, "MTLSD_APP_METRICS", kGood, strlen(kGood), err, sizeof(err)));
+  CHECK_INTEQ(cfg->app_metrics.port, 9090);
+  CHECK_STREQ(cfg->app_metrics.path, "/stats/prometheus?x=1");
+  static const char kPortOnly[] = "{\"port\": 8080}";
+  CHECK(config_parse_app_metrics(cfg, "MTLSD_APP_METRICS", kPortOnly, strlen(kPortOnly), err,
+                                 sizeof(err)));
+  CHECK_INTEQ(cfg->app_metrics.port, 8080);
+  CHECK_STREQ(cfg->app_metrics.path, "/metrics");
+
+  static const struct bad_case bad[] = {
+      {"{'path':'/metrics'}", "MTLSD_APP_METRICS: top level: missing required key \"port\""},
+      {"{'port':0}", "MTLSD_APP_METRICS: port: 0: out of range (1 to 65535)"},
+      {"{'port':65536}", "MTLSD_APP_METRICS: port: 65536: out of range (1 to 65535)"},
+      {"{'port':'metrics'}",
+       "MTLSD_APP_METRICS: port: \"metrics\": a named port: resolve it to the container's port "
+       "number"},
+      {"{'port':1.5}", "MTLSD_APP_METRICS: port: 1.5: expected an integer"},
+      {"{'port':9090,'path':'metrics'}",
+       "MTLSD_APP_METRICS: path: \"metrics\": the path must start with '/'"},
+      {"{'port':9090,'path':'/a b'}",
+       "MTLSD_APP_METRICS: path: \"/a b\": a path cannot hold spaces"},
+      {"{'port':9090,'path':''}", "MTLSD_APP_METRICS: path: must not be empty"},
+      {"{'port':9090,'scheme':'https'}", "MTLSD_APP_METRICS: scheme: unknown key"},
+      {"[9090]", "MTLSD_APP_METRICS: top level: expected an object, got array"},
+      {"", "MTLSD_APP_METRICS: top level: the file is empty (expected a JSON object)"},
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    char *json = dq(bad[i].json);
+    err[0] = '\0';
+    CHECK(
+        !config_parse_app_metrics(cfg, "MTLSD_APP_METRICS", json, strlen(json), err, sizeof(err)));
+    CHECK_STREQ(err, bad[i].err);
+    free(json);
+  }
+  /* A refused value leaves the good one in place. */
+  CHECK_INTEQ(cfg->app_metrics.port, 8080);
+  CHECK_STREQ(cfg->app_metrics.path, "/metrics");
   config_free(cfg);
 }
 
@@ -1300,10 +1381,11 @@ TEST(injector_file) {
   }
 }
 
-TEST_MAIN(TEST_ENTRY(app_probes), TEST_ENTRY(injector_file), TEST_ENTRY(cpu_quota),
-          TEST_ENTRY(bad_configs), TEST_ENTRY(bad_identities), TEST_ENTRY(raw_bytes),
-          TEST_ENTRY(line_and_column), TEST_ENTRY(syntax_errors), TEST_ENTRY(error_buffer),
-          TEST_ENTRY(defaults), TEST_ENTRY(own_ports), TEST_ENTRY(spec_example),
-          TEST_ENTRY(every_key), TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
+TEST_MAIN(TEST_ENTRY(app_probes), TEST_ENTRY(app_hooks), TEST_ENTRY(app_metrics),
+          TEST_ENTRY(injector_file), TEST_ENTRY(cpu_quota), TEST_ENTRY(bad_configs),
+          TEST_ENTRY(bad_identities), TEST_ENTRY(raw_bytes), TEST_ENTRY(line_and_column),
+          TEST_ENTRY(syntax_errors), TEST_ENTRY(error_buffer), TEST_ENTRY(defaults),
+          TEST_ENTRY(own_ports), TEST_ENTRY(spec_example), TEST_ENTRY(every_key),
+          TEST_ENTRY(access_log_values), TEST_ENTRY(round_trip),
           TEST_ENTRY(to_json_renders_defaults), TEST_ENTRY(durations), TEST_ENTRY(format_durations),
           TEST_ENTRY(workers), TEST_ENTRY(load_file), TEST_ENTRY(allocation_failures))

@@ -99,5 +99,37 @@ TEST(prometheus_series_labels_and_histograms) {
   config_free(cfg);
 }
 
+/* mtlsd_app_metrics_scrapes_total exists only where MTLSD_APP_METRICS is set. */
+TEST(app_metrics_fetches_only_when_configured) {
+  struct config *cfg = two_listeners();
+  CHECK(cfg != NULL);
+  struct stats *s = stats_new(cfg);
+  char *text = stats_render_prometheus(s);
+  CHECK(text != NULL && strstr(text, "mtlsd_app_metrics_scrapes_total") == NULL);
+  free(text);
+  stats_free(s);
+  static const char kMetrics[] = "{\"port\": 9090}";
+  char err[256];
+  CHECK(config_parse_app_metrics(cfg, "MTLSD_APP_METRICS", kMetrics, sizeof(kMetrics) - 1, err,
+                                 sizeof(err)));
+  s = stats_new(cfg);
+  stats_count_app_metrics_fetch(s, true);
+  stats_count_app_metrics_fetch(s, true);
+  stats_count_app_metrics_fetch(s, false);
+  text = stats_render_prometheus(s);
+  CHECK(text != NULL);
+  CHECK(strstr(text, "# TYPE mtlsd_app_metrics_scrapes_total counter\n") != NULL);
+  CHECK(strstr(text, "\nmtlsd_app_metrics_scrapes_total{result=\"ok\"} 2\n") != NULL);
+  CHECK(strstr(text, "\nmtlsd_app_metrics_scrapes_total{result=\"failed\"} 1\n") != NULL);
+  free(text);
+  text = stats_render_json(s);
+  CHECK(text != NULL &&
+        strstr(text, "\"mtlsd_app_metrics_scrapes_total\":{\"ok\":2,\"failed\":1}") != NULL);
+  free(text);
+  stats_free(s);
+  config_free(cfg);
+}
+
 TEST_MAIN(TEST_ENTRY(json_sums_workers_per_listener_and_in_total),
-          TEST_ENTRY(prometheus_series_labels_and_histograms))
+          TEST_ENTRY(prometheus_series_labels_and_histograms),
+          TEST_ENTRY(app_metrics_fetches_only_when_configured))
