@@ -1,8 +1,10 @@
-"""The health port (SPEC section 5): its read-only routes, and the application probes it
-runs the way the kubelet would (MTLSD_APP_PROBES), against real servers started here: an
-HTTP app (200, 503, redirects, slow, headers), an HTTPS one, TCP ports open and closed, and
-a gRPC server with the standard health service. Its own connection budget: a full admin
-port never fails a probe, and a flood on the health port never blocks the admin port."""
+"""The health port (SPEC section 5): its read-only routes, and the application probes and
+lifecycle hooks it runs the way the kubelet would (MTLSD_APP_PROBES), against real servers
+started here: an HTTP app (200, 503, redirects, slow, headers), an HTTPS one, TCP ports open
+and closed, and a gRPC server with the standard health service. The application's own
+metrics served after mtlsd's (MTLSD_APP_METRICS), from a real metrics server that can
+answer well, slowly, too much, or nonsense. Its own connection budget: a full admin port
+never fails a probe, and a flood on the health port never blocks the admin port."""
 
 import concurrent.futures
 import http.server
@@ -17,7 +19,8 @@ import threading
 import time
 import unittest
 
-from harness import RELEASE_BIN, Flood, Mtlsd, Pki, TempDir, free_port, http_get, wait_until
+from harness import (MTLSD, RELEASE_BIN, Flood, Mtlsd, Pki, TempDir, free_port, http_get,
+                     prom_value, wait_until)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -105,6 +108,10 @@ class AppHandler(http.server.BaseHTTPRequestHandler):
         elif path == "/slow":
             time.sleep(3)
             self.answer(200)
+        elif path == "/slow-hook":
+            # Longer than the health port's 4 s for a request and its answer.
+            time.sleep(5)
+            self.answer(200)
         elif path == "/headers":
             ok = (self.headers.get("X-Probe") == "yes"
                   and self.headers.get("User-Agent", "").startswith("kube-probe/")
@@ -134,6 +141,12 @@ def health_config(tmp):
 
 def http_probe(path, port, **extra):
     return {"httpGet": {"path": path, "port": port, **extra}, "timeoutSeconds": 1}
+
+
+def hook(handler, grace=30):
+    """A lifecycle handler as the injector keeps it: the original handler, and the pod's
+    terminationGracePeriodSeconds as its timeout."""
+    return {**handler, "timeoutSeconds": grace}
 
 
 class HealthTest(unittest.TestCase):
@@ -185,6 +198,11 @@ class HealthTest(unittest.TestCase):
             "grpcstarting/livez": {"grpc": {"port": cls.grpc_port, "service": "starting"}},
             "grpcnone/livez": {"grpc": {"port": cls.grpc_port, "service": "nope"}},
             "grpcdown/livez": {"grpc": {"port": closed_port}},
+            "ok/poststartz": hook({"httpGet": {"path": "/ok", "port": port}}),
+            "fail/prestopz": hook({"httpGet": {"path": "/fail", "port": port}}),
+            "slowhook/prestopz": hook({"httpGet": {"path": "/slow-hook", "port": port}}, 10),
+            "tcp/prestopz": hook({"tcpSocket": {"port": port}}),
+            "tcpdown/poststartz": hook({"tcpSocket": {"port": closed_port}}),
         }
         cls.config = health_config(cls.tmp)
         cls.mtlsd = Mtlsd(cls.tmp, cls.config,
@@ -303,6 +321,61 @@ class HealthTest(unittest.TestCase):
         self.assertEqual(status, 503)
         self.assertIn("refused", body)
 
+    # ---- lifecycle hooks ----
+
+    def hook(self, key):
+        status, _, body = self.health(f"/app-lifecycle/{key}", timeout=30)
+        return status, body.decode()
+
+    def test_lifecycle_hooks_run_like_probes(self):
+        self.assertEqual(self.hook("ok/poststartz"), (200, "ok: HTTP 200\n"))
+        status, body = self.hook("fail/prestopz")
+        self.assertEqual(status, 503)
+        self.assertIn("failed: HTTP probe failed with status 503", body)
+        self.assertEqual(self.hook("tcp/prestopz")[0], 200)
+        status, body = self.hook("tcpdown/poststartz")
+        self.assertEqual(status, 503)
+        self.assertIn("refused", body)
+        status, _, _ = self.health("/app-lifecycle/ok/poststartz", method="HEAD")
+        self.assertEqual(status, 200)
+        status, headers, _ = self.health("/app-lifecycle/ok/poststartz", method="POST")
+        self.assertEqual((status, headers["Allow"]), (405, "GET, HEAD"))
+        # What an operator sees of a failed hook, which the kubelet does not show.
+        wait_until(lambda: "lifecycle hook fail/prestopz failed: HTTP probe failed with status "
+                   "503" in self.mtlsd.stderr(), what="the failed hook's log line")
+        _, _, body = self.health("/metrics")
+        text = body.decode()
+        self.assertGreaterEqual(prom_value(text, 'mtlsd_app_probes_total{container="fail",'
+                                           'kind="prestopz",result="failed"}'), 1)
+        self.assertGreaterEqual(prom_value(text, 'mtlsd_app_probes_total{container="ok",'
+                                           'kind="poststartz",result="ok"}'), 1)
+
+    def test_a_hook_outlasts_the_ports_short_timeouts(self):
+        # The handler takes 5 s, longer than the 4 s the port gives a request and its
+        # answer: the hook's own timeout (the grace period) bounds it, not the port's.
+        start = time.monotonic()
+        status, body = self.hook("slowhook/prestopz")
+        took = time.monotonic() - start
+        self.assertEqual((status, body), (200, "ok: HTTP 200\n"))
+        self.assertGreater(took, 4.5)
+
+    def test_probes_and_hooks_each_on_their_own_path(self):
+        cases = {
+            "/app-health/ok/poststartz": '"ok/poststartz": a lifecycle hook, not a probe; '
+                                         'lifecycle hooks are /app-lifecycle/',
+            "/app-lifecycle/ok/livez": '"ok/livez": a probe, not a lifecycle hook; probes are '
+                                       '/app-health/',
+            "/app-lifecycle/ok/stopz": '"ok/stopz": no such kind; lifecycle hooks are '
+                                       '/app-lifecycle/<container>/<poststartz|prestopz>',
+            "/app-health/ok/alive": '"ok/alive": no such kind; probes are /app-health/',
+            "/app-lifecycle/nope/prestopz": 'no lifecycle hook "nope/prestopz"',
+            "/app-lifecycle/": "",
+        }
+        for path, want in cases.items():
+            status, _, body = self.health(path)
+            self.assertEqual(status, 404, path)
+            self.assertIn(want, body.decode(), path)
+
     def test_one_run_in_flight_per_probe(self):
         before = self.app.count_hits
         # Sixteen: the most connections the port keeps from one address.
@@ -379,6 +452,283 @@ class HealthTest(unittest.TestCase):
         finally:
             for s in held:
                 s.close()
+
+
+# What a Go application's client library serves: some families of its own, and the
+# process_* ones that mtlsd exports too.
+GO_METRICS = """# HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
+go_goroutines 9
+# HELP process_open_fds Number of open file descriptors.
+# TYPE process_open_fds gauge
+process_open_fds 11
+# HELP process_resident_memory_bytes Resident memory size in bytes.
+# TYPE process_resident_memory_bytes gauge
+process_resident_memory_bytes 1.2e+07
+# HELP app_requests_total Requests served.
+# TYPE app_requests_total counter
+app_requests_total{code="200"} 1027
+"""
+
+
+class MetricsApp(http.server.ThreadingHTTPServer):
+    """The application's metrics endpoint; |mode| says how it answers, and it counts the
+    requests it gets and how many it served at once."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        self.mode = "ok"
+        self.delay = 0.0
+        self.requests = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.accept = None
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), MetricsHandler)
+        self.port = self.server_address[1]
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+    def handle_error(self, request, client_address):
+        """mtlsd giving up on a slow or huge answer leaves a broken pipe: expected."""
+
+
+class MetricsHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        app = self.server
+        with app.lock:
+            app.requests += 1
+            app.in_flight += 1
+            app.max_in_flight = max(app.max_in_flight, app.in_flight)
+            app.accept = self.headers.get("Accept")
+            mode, delay = app.mode, app.delay
+        try:
+            time.sleep(delay if mode != "hang" else 5)
+            self.answer(mode)
+        finally:
+            with app.lock:
+                app.in_flight -= 1
+
+    def answer(self, mode):
+        body = (GO_METRICS + "# HELP app_mode How the test answers.\n# TYPE app_mode gauge\n"
+                f'app_mode{{mode="{mode}"}} 1\n').encode()
+        if mode.startswith("huge"):
+            # 3 MiB of valid series: over the 2 MiB that mtlsd takes.
+            body += b"".join(b"app_filler_%07d 1\n" % i for i in range((3 << 20) // 21))
+        elif mode == "html":
+            body = b"<html><body>metrics moved</body></html>\n"
+        status = 500 if mode == "error" else 200
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        if mode in ("chunked", "huge-chunked"):
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(body), 1000):
+                piece = body[i:i + 1000]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class AppMetricsTest(unittest.TestCase):
+    """MTLSD_APP_METRICS: the health port's /metrics serves the application's metrics
+    after mtlsd's, fetched one at a time, bounded in time and size."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._tmp = TempDir()
+        cls.tmp = cls._tmp.__enter__()
+        cls.app = MetricsApp()
+        cls.config = health_config(cls.tmp)
+        cls.mtlsd = Mtlsd(cls.tmp, cls.config, env={
+            "MTLSD_APP_METRICS": json.dumps({"port": cls.app.port, "path": "/metrics"}),
+            "POD_IP": "127.0.0.1"})
+        cls.mtlsd.wait_listening(admin=True)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            code = cls.mtlsd.stop()
+            assert code == 0, f"mtlsd exited {code}"
+        finally:
+            cls.app.close()
+            cls._tmp.__exit__(None, None, None)
+
+    def setUp(self):
+        with self.app.lock:
+            self.app.mode, self.app.delay = "ok", 0.0
+
+    def scrape(self, mtlsd=None):
+        status, headers, body = http_get((mtlsd or self.mtlsd).health_url("/metrics"),
+                                         timeout=15)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["Content-Type"], "text/plain; version=0.0.4; charset=utf-8")
+        return body.decode()
+
+    def fetches(self, result, mtlsd=None):
+        """mtlsd_app_metrics_scrapes_total{result}, read on the admin port (never cached)."""
+        _, _, body = http_get((mtlsd or self.mtlsd).admin_url("/metrics"))
+        return prom_value(body.decode(),
+                          f'mtlsd_app_metrics_scrapes_total{{result="{result}"}}')
+
+    def serve(self, mode):
+        """Switches the application to MODE and waits for a scrape that shows it."""
+        with self.app.lock:
+            self.app.mode = mode
+        marker = f'app_mode{{mode="{mode}"}} 1'
+        return wait_until(lambda: (lambda t: t if marker in t else None)(self.scrape()),
+                          what=f"the application's metrics in {mode} mode")
+
+    def fail_with(self, mode):
+        """Switches the application to MODE, waits for a failed fetch, and returns the
+        health port's answer after it."""
+        before = self.fetches("failed")
+        with self.app.lock:
+            self.app.mode = mode
+        wait_until(lambda: self.scrape() and self.fetches("failed") > before, timeout=20,
+                   what=f"a failed fetch in {mode} mode")
+        return self.scrape()
+
+    def assert_own_only(self, text):
+        self.assertIn("# TYPE mtlsd_app_metrics_scrapes_total counter", text)
+        self.assertIn("# TYPE process_open_fds gauge", text)
+        self.assertNotIn("app_", text.replace("mtlsd_app_", ""))
+
+    def test_merged_after_mtlsds_own(self):
+        text = self.serve("ok")
+        own_end = text.index("# HELP go_goroutines")
+        self.assertIn("mtlsd_app_metrics_scrapes_total", text[:own_end])
+        self.assertIn('app_requests_total{code="200"} 1027\n', text[own_end:])
+        # The application's process_* families clash with mtlsd's and are left out; its
+        # other families are kept whole.
+        self.assertEqual(text.count("# TYPE process_open_fds gauge"), 1)
+        self.assertNotIn("process_open_fds 11", text)
+        self.assertNotIn("1.2e+07", text)
+        self.assertIn("go_goroutines 9\n", text)
+        self.assertEqual(self.app.accept, "text/plain;version=0.0.4")
+        wait_until(lambda: "left out, as mtlsd exports the same names (the first: "
+                   "process_open_fds)" in self.mtlsd.stderr(), what="the log line")
+        promtool = shutil.which("promtool")
+        if promtool is None:
+            self.fail("promtool is missing (tests/run.sh installs Debian's prometheus)")
+        r = subprocess.run([promtool, "check", "metrics"], input=text.encode(),
+                           capture_output=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout.decode() + r.stderr.decode())
+        # The admin port serves mtlsd's own only, the fetches' counter included.
+        _, _, body = http_get(self.mtlsd.admin_url("/metrics"))
+        self.assertNotIn("app_requests_total", body.decode())
+        self.assertGreaterEqual(self.fetches("ok"), 1)
+
+    def test_a_chunked_answer(self):
+        text = self.serve("chunked")
+        self.assertIn('app_requests_total{code="200"} 1027\n', text)
+
+    def test_a_huge_answer_is_not_served(self):
+        for mode in ("huge", "huge-chunked"):
+            text = self.fail_with(mode)
+            self.assert_own_only(text)
+            self.assertLess(len(text), 1 << 20, mode)
+        wait_until(lambda: "is over 2097152 bytes" in self.mtlsd.stderr(), what="the log line")
+
+    def test_what_is_not_text_format_is_not_served(self):
+        self.assert_own_only(self.fail_with("html"))
+        self.serve("ok")
+        self.assert_own_only(self.fail_with("error"))
+        wait_until(lambda: "not served: HTTP 500" in self.mtlsd.stderr(), what="the log line")
+
+    def test_a_hung_application_leaves_mtlsds_own(self):
+        self.serve("ok")
+        before = self.fetches("failed")
+        with self.app.lock:
+            self.app.mode = "hang"
+        # The first scrape after the cached second starts the fetch and waits for it: no
+        # longer than its 3 s.
+        start = time.monotonic()
+        text = wait_until(lambda: (lambda t: t if "app_mode" not in t else None)(self.scrape()),
+                          what="a scrape without the hung application's metrics")
+        self.assertLess(time.monotonic() - start, 6)
+        self.assert_own_only(text)
+        self.assertEqual(self.fetches("failed"), before + 1)
+        wait_until(lambda: "not served: timed out after 3000 ms" in self.mtlsd.stderr(),
+                   what="the log line")
+
+    def test_a_flood_of_scrapes_is_one_fetch_at_a_time(self):
+        self.serve("ok")
+        with self.app.lock:
+            self.app.delay = 0.5
+            self.app.max_in_flight = 0
+            before = self.app.requests
+        # Twelve scrapers (under the port's sixteen per address), as fast as they can.
+        deadline = time.monotonic() + 4
+        start = time.monotonic()
+
+        def scraper(_):
+            served = 0
+            while time.monotonic() < deadline:
+                self.assertIn('app_requests_total{code="200"} 1027', self.scrape())
+                served += 1
+            return served
+
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            served = sum(pool.map(scraper, range(12)))
+        elapsed = time.monotonic() - start
+        fetched = self.app.requests - before
+        sys.stderr.write(f"\n  {served} scrapes in {elapsed:.1f} s: {fetched} fetches\n")
+        self.assertEqual(self.app.max_in_flight, 1)
+        # A fetch takes 0.5 s and its answer is served for a second after it.
+        self.assertLessEqual(fetched, elapsed / 1.5 + 1)
+        self.assertGreater(served, 12 * fetched)
+
+    def test_an_application_that_is_down(self):
+        config = health_config(self.tmp)
+        down = Mtlsd(self.tmp, config, name="down", env={
+            "MTLSD_APP_METRICS": json.dumps({"port": free_port()}), "POD_IP": "127.0.0.1"})
+        self.addCleanup(lambda: self.assertEqual(down.stop(), 0))
+        down.wait_listening(admin=True)
+        self.assert_own_only(self.scrape(down))
+        self.assertEqual(self.fetches("failed", down), 1)
+        self.assertEqual(self.fetches("ok", down), 0)
+        wait_until(lambda: "the application's metrics (port " in down.stderr()
+                   and "/metrics): not served: connect to 127.0.0.1:" in down.stderr(),
+                   what="the log line")
+
+    def test_a_bad_variable_is_a_start_up_error(self):
+        cases = {
+            '{"port": 0}': "MTLSD_APP_METRICS: port: 0: out of range (1 to 65535)",
+            '{"port": 9090, "path": "metrics"}':
+                "MTLSD_APP_METRICS: path: \"metrics\": the path must start with '/'",
+            '{"port": 9090, "scheme": "https"}': "MTLSD_APP_METRICS: scheme: unknown key",
+            '{"port": 9090,': "MTLSD_APP_METRICS: line 1, column 15: JSON syntax error",
+        }
+        path = os.path.join(self.tmp, "check.json")
+        with open(path, "w") as f:
+            json.dump(health_config(self.tmp), f)
+        for value, want in cases.items():
+            r = subprocess.run([MTLSD, "check", "--config", path], capture_output=True,
+                               text=True, timeout=30, env={**os.environ, "MTLSD_APP_METRICS": value})
+            self.assertEqual(r.returncode, 2, value)
+            self.assertIn(want, r.stderr, value)
+        # And without a health port, where it would be served.
+        no_health = {k: v for k, v in health_config(self.tmp).items() if k != "health"}
+        with open(path, "w") as f:
+            json.dump(no_health, f)
+        r = subprocess.run([MTLSD, "check", "--config", path], capture_output=True, text=True,
+                           timeout=30, env={**os.environ, "MTLSD_APP_METRICS": '{"port": 9090}'})
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("MTLSD_APP_METRICS is set, but health.listen is not set", r.stderr)
 
 
 class HealthFloodTest(unittest.TestCase):
