@@ -470,11 +470,12 @@ static int parse_status(const char *s, size_t len, int max) {
 /* ---- A fetch's body ---- */
 
 /* Makes room for |n| more bytes after what the body holds; false after finish() when the
- * body would go over its cap (a chunked body's framing may add CHUNK_LINE_MAX). */
+ * body would go over its cap. A chunked body's buffer also holds the framing of one read
+ * not decoded yet (dechunk checks the decoded length itself). */
 static bool body_reserve(struct prober *p, size_t n) {
   struct fetch_body *b = &p->body;
   size_t need = b->len + b->raw + n;
-  size_t limit = b->max + (b->framing == BODY_CHUNKED ? CHUNK_LINE_MAX : 0);
+  size_t limit = b->max + (b->framing == BODY_CHUNKED ? READ_CHUNK + CHUNK_LINE_MAX : 0);
   if (need > limit) {
     finish(p, false, "the body from %s:%u is over %zu bytes", p->host, p->port, b->max);
     return false;
