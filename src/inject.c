@@ -27,6 +27,10 @@
 #define INJECTED_LABEL "mtlsd.io/injected"
 /* The kubelet's default terminationGracePeriodSeconds. */
 #define DEFAULT_GRACE_SECONDS 30
+/* The longest timeoutSeconds, and path, the sidecar takes from MTLSD_APP_PROBES and
+ * MTLSD_APP_METRICS: more would stop it at start-up. */
+#define PROBE_TIMEOUT_MAX_SECONDS 86400
+#define METRICS_PATH_MAX 1024
 
 enum { POINTER_MAX = 512 };
 
@@ -1174,7 +1178,9 @@ static bool merge_app_metrics(struct mutation *m, const char *base) {
       number == HEALTH_PORT || (scrape != NULL && strcmp(scrape, "false") == 0)) {
     return true;
   }
-  if ((scheme != NULL && strcmp(scheme, "http") != 0) || (path != NULL && path[0] != '/')) {
+  bool path_ok = path == NULL || (path[0] == '/' && strlen(path) <= METRICS_PATH_MAX &&
+                                  strpbrk(path, " \t\r\n") == NULL);
+  if ((scheme != NULL && strcmp(scheme, "http") != 0) || !path_ok) {
     warn(m,
          "the application's metrics (prometheus.io/port %ld, %s) stay where they are, behind "
          "inbound mTLS: the health port fetches only http and a path; exclude the port with "
@@ -1335,6 +1341,9 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
   const cJSON *grace = field(m.spec, "terminationGracePeriodSeconds");
   m.grace_seconds =
       cJSON_IsNumber(grace) && grace->valuedouble >= 1 ? grace->valuedouble : DEFAULT_GRACE_SECONDS;
+  /* The sidecar takes a timeout of a day at most (docs/admin.md). */
+  m.grace_seconds = m.grace_seconds < PROBE_TIMEOUT_MAX_SECONDS ? (double)(long)m.grace_seconds
+                                                                : PROBE_TIMEOUT_MAX_SECONDS;
   unsigned long failures = json_alloc_failures();
   m.patch = cJSON_CreateArray();
   m.app_probes = cJSON_CreateObject();

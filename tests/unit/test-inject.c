@@ -449,6 +449,16 @@ TEST(native_sidecar_probes_and_lifecycle_hooks) {
   const cJSON *post = cJSON_GetObjectItem(probes, "app/poststartz");
   CHECK_INTEQ(at(post, "httpGet.port")->valuedouble, 8080);
   CHECK_INTEQ(at(post, "timeoutSeconds")->valuedouble, 45);
+  cJSON_Delete(probes);
+  cJSON_Delete(out);
+  /* A grace period beyond the longest timeout the sidecar takes is cut to it. */
+  out = injected(DEPLOYMENT("",
+                            "'terminationGracePeriodSeconds':1e9,'containers':[{'name':'app',"
+                            "'lifecycle':{'preStop':{'tcpSocket':{'port':80}}}}]"),
+                 &r);
+  probes = cJSON_Parse(str_at(
+      env_named(at(out, "spec.template.spec.initContainers.1"), "MTLSD_APP_PROBES"), "value"));
+  CHECK_INTEQ(at(probes, "app/prestopz.timeoutSeconds")->valuedouble, 86400);
   CHECK(at(cJSON_GetObjectItem(probes, "app/prestopz"), "tcpSocket") != NULL);
   CHECK(cJSON_GetObjectItem(probes, "setup/readyz") == NULL);
   CHECK(cJSON_GetObjectItem(probes, "other/prestopz") == NULL);
@@ -690,6 +700,17 @@ TEST(application_metrics_move_to_the_health_port) {
                   at(out, "spec.template.metadata.annotations"), "prometheus.io/port")),
               "8443");
   CHECK(has_warning(&r, "prometheus.io/port 8443"));
+  inject_result_clear(&r);
+  cJSON_Delete(out);
+  cJSON_Delete(in);
+  /* A path the sidecar would refuse at start-up stays where it is. */
+  in =
+      parse_sq(DEPLOYMENT("'annotations':{'prometheus.io/port':'8080','prometheus.io/path':"
+                          "'/a b'}",
+                          "'containers':[{'name':'a'}]"));
+  out = inject(in, NULL, &r);
+  CHECK(env_named(at(out, "spec.template.spec.initContainers.1"), "MTLSD_APP_METRICS") == NULL);
+  CHECK(has_warning(&r, "prometheus.io/port 8080, path"));
   inject_result_clear(&r);
   cJSON_Delete(out);
   cJSON_Delete(in);
