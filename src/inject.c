@@ -325,7 +325,7 @@ static bool each_valid(const char *s, bool (*valid)(const char *item), char *bad
   char item[300];
   for (const char *p = s; next_item(&p, item, sizeof(item));) {
     if (item[0] == '\0' || !valid(item)) {
-      snprintf(bad, bad_len, "\"%s\" is not one", item);
+      snprintf(bad, bad_len, "\"%.100s\" is not one", item);
       return false;
     }
   }
