@@ -25,9 +25,10 @@ static const char usage_text[] =
     "Reads Kubernetes objects (JSON or YAML, several documents, kind: List) from FILE or\n"
     "stdin and writes them to stdout with every Pod, Deployment, StatefulSet, DaemonSet,\n"
     "ReplicaSet, Job and CronJob injected with the mtlsd sidecar; other objects pass\n"
-    "through. The output has the input's format unless -o says otherwise; YAML comments\n"
-    "are not kept. What happened to each object goes to stderr. --config is the\n"
-    "injector configuration (docs/injection.md); without it, built-in defaults.\n"
+    "through. The output has the input's format unless -o says otherwise (several\n"
+    "documents in JSON are one kind: List); YAML comments are not kept. What happened\n"
+    "to each object goes to stderr. --config is the injector configuration\n"
+    "(docs/injection.md); without it, built-in defaults.\n"
     "Exit 0, 1 when an object is refused (written out unchanged), 2 on bad input.\n";
 
 /* Reads all of stdin (a pipe: no size to trust). */
@@ -65,8 +66,56 @@ static void describe(char *out, size_t len, const cJSON *obj) {
   snprintf(out, len, "%s/%s", lower, name != NULL ? name : "(no name)");
 }
 
-/* Injects |*obj| in place; returns false when it was refused. */
-static bool process(const struct inject_config *cfg, cJSON **obj) {
+/* Whether |doc| is a List (kind: List, PodList...) with its items. */
+static bool is_list(const cJSON *doc) {
+  const char *kind = member(doc, "kind");
+  size_t klen = kind != NULL ? strlen(kind) : 0;
+  return klen >= 4 && strcmp(kind + klen - 4, "List") == 0 &&
+         cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "items"));
+}
+
+/* Why |obj| is no Kubernetes object, or NULL when it is one: kubectl wants a kind and an
+ * apiVersion too. */
+static const char *not_an_object(const cJSON *obj) {
+  if (!cJSON_IsObject(obj)) {
+    return cJSON_IsArray(obj) ? "a list, not a mapping" : "a scalar, not a mapping";
+  }
+  const char *kind = member(obj, "kind");
+  const char *api_version = member(obj, "apiVersion");
+  if (kind == NULL || kind[0] == '\0') {
+    return "it has no \"kind\" (is it a Helm values file?)";
+  }
+  return api_version == NULL || api_version[0] == '\0' ? "it has no \"apiVersion\"" : NULL;
+}
+
+/* Checks that |doc|, and every item when it is a List, is a Kubernetes object, which
+ * stderr hears about when not. */
+static bool check_document(const char *source, const cJSON *doc,
+                           const struct yaml_doc_place *place) {
+  const char *why = not_an_object(doc);
+  if (why != NULL) {
+    fprintf(stderr, "mtlsd inject: %s: document %zu is not a Kubernetes object (line %zu): %s\n",
+            source, place->number, place->line, why);
+    return false;
+  }
+  size_t i = 0;
+  const cJSON *items = is_list(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "items") : NULL;
+  for (const cJSON *item = items != NULL ? items->child : NULL; item != NULL; item = item->next) {
+    i++;
+    if ((why = not_an_object(item)) != NULL) {
+      fprintf(stderr,
+              "mtlsd inject: %s: document %zu (line %zu): item %zu of the %s is not a "
+              "Kubernetes object: %s\n",
+              source, place->number, place->line, i, member(doc, "kind"), why);
+      return false;
+    }
+  }
+  return true;
+}
+
+/* Injects |*obj|, replacing it (in |parent| too when it is a List's items) with the
+ * injected object; returns false when it was refused. */
+static bool process(const struct inject_config *cfg, cJSON *parent, cJSON **obj) {
   char what[200];
   describe(what, sizeof(what), *obj);
   struct inject_result r;
@@ -81,7 +130,11 @@ static bool process(const struct inject_config *cfg, cJSON **obj) {
       fprintf(stderr, "%s: refused: the mutation does not apply (out of memory?)\n", what);
       return false;
     }
-    cJSON_Delete(*obj);
+    if (parent != NULL) {
+      cJSON_ReplaceItemViaPointer(parent, *obj, injected);
+    } else {
+      cJSON_Delete(*obj);
+    }
     *obj = injected;
     fprintf(stderr, "%s: injected\n", what);
     return true;
@@ -91,26 +144,208 @@ static bool process(const struct inject_config *cfg, cJSON **obj) {
   return r.outcome == INJECT_SKIPPED;
 }
 
-/* Processes one document: an object, or the items of a List. */
-static bool process_document(const struct inject_config *cfg, cJSON *docs, int index) {
-  cJSON *doc = cJSON_GetArrayItem(docs, index);
-  const char *kind = member(doc, "kind");
-  size_t klen = kind != NULL ? strlen(kind) : 0;
-  cJSON *items = cJSON_GetObjectItemCaseSensitive(doc, "items");
-  if (klen >= 4 && strcmp(kind + klen - 4, "List") == 0 && cJSON_IsArray(items)) {
-    bool ok = true;
-    for (int i = 0; i < cJSON_GetArraySize(items); i++) {
-      cJSON *item = cJSON_GetArrayItem(items, i);
-      cJSON *work = cJSON_Duplicate(item, true);
-      ok = process(cfg, &work) && ok;
-      cJSON_ReplaceItemInArray(items, i, work);
-    }
-    return ok;
+/* Processes one document (of |parent|, when not NULL): an object, or the items of a
+ * List. */
+static bool process_document(const struct inject_config *cfg, cJSON *parent, cJSON **doc) {
+  if (!is_list(*doc)) {
+    return process(cfg, parent, doc);
   }
-  cJSON *work = cJSON_Duplicate(doc, true);
-  bool ok = process(cfg, &work);
-  cJSON_ReplaceItemInArray(docs, index, work);
+  cJSON *items = cJSON_GetObjectItemCaseSensitive(*doc, "items");
+  bool ok = true;
+  cJSON *next;
+  for (cJSON *item = items->child; item != NULL; item = next) {
+    next = item->next;
+    ok = process(cfg, items, &item) && ok;
+  }
   return ok;
+}
+
+/* The documents of the input, read one at a time: YAML, or JSON documents one after the
+ * other (a JSON stream, as kubectl reads). The input owns |text|. */
+struct input {
+  const char *source; /* The file's name, or "stdin". */
+  char *text;
+  size_t len;
+  bool json;
+  size_t pos;     /* JSON: where the next document may start. */
+  size_t count;   /* JSON: the documents read. */
+  size_t counted; /* JSON: the line breaks before this byte are counted in |line|. */
+  size_t line;
+  struct yaml_reader *yaml;
+};
+
+/* yaml_reader_next for a JSON stream. */
+static int next_json(struct input *in, cJSON **doc, struct yaml_doc_place *place, char *err,
+                     size_t err_len) {
+  size_t start = in->pos + strspn(in->text + in->pos, " \t\r\n");
+  if (start >= in->len) {
+    return 0;
+  }
+  /* Lines are counted on from the document before, not from the start of the text
+   * again: time stays linear in the number of documents. */
+  for (; in->counted < start; in->counted++) {
+    in->line += in->text[in->counted] == '\n';
+  }
+  *place = (struct yaml_doc_place){.number = ++in->count, .line = in->line};
+  const char *end = NULL;
+  /* The terminator counts in the length, for cJSON to accept a value that ends the text. */
+  *doc = cJSON_ParseWithLengthOpts(in->text + start, in->len - start + 1, &end, false);
+  size_t stop = end != NULL ? (size_t)(end - in->text) : start;
+  /* cJSON cuts a string at a NUL, which json_syntax refuses; when cJSON fails, json_syntax
+   * says where and why (or finds nothing wrong: cJSON ran out of memory). */
+  size_t at;
+  const char *what;
+  bool bad = json_syntax_locate(in->text + start, *doc != NULL ? stop - start : in->len - start,
+                                JSON_SYNTAX_NO_NUL, &at, &what);
+  if (*doc != NULL && !bad) {
+    in->pos = stop;
+    return 1;
+  }
+  cJSON_Delete(*doc);
+  *doc = NULL;
+  at = bad ? start + at : stop;
+  size_t line;
+  size_t column;
+  yaml_text_position(in->text, at, &line, &column);
+  snprintf(err, err_len,
+           "line %zu, column %zu (byte %zu): %s%s (document %zu, from line %zu, byte %zu)", line,
+           column, at, bad ? "not valid JSON: " : "out of memory", bad ? what : "", place->number,
+           place->line, start);
+  return -1;
+}
+
+static int next_document(struct input *in, cJSON **doc, struct yaml_doc_place *place, char *err,
+                         size_t err_len) {
+  return in->json ? next_json(in, doc, place, err, err_len)
+                  : yaml_reader_next(in->yaml, doc, place, err, err_len);
+}
+
+/* Reads the whole input (|file|, or stdin for NULL or "-") and finds its format: JSON
+ * when it starts with '{' or '[' after a byte order mark and spaces. */
+static bool open_input(struct input *in, const char *file) {
+  in->source = file != NULL && strcmp(file, "-") != 0 ? file : "stdin";
+  if (strcmp(in->source, "stdin") == 0) {
+    in->text = read_stdin(&in->len);
+  } else {
+    uint8_t *bytes = NULL;
+    int r = file_read_all(file, INPUT_MAX, 0, &bytes, &in->len);
+    if (r != 0) {
+      fprintf(stderr, "mtlsd inject: %s: cannot read: %s\n", file, file_error_string(r));
+      return false;
+    }
+    in->text = (char *)bytes;
+  }
+  if (in->text == NULL) {
+    fprintf(stderr, "mtlsd inject: %s: cannot read it (or it is over %d MiB)\n", in->source,
+            INPUT_MAX >> 20);
+    return false;
+  }
+  in->line = 1;
+  if (in->len >= 3 && memcmp(in->text, "\xef\xbb\xbf", 3) == 0) {
+    in->pos = 3;
+  }
+  const char *first = in->text + in->pos + strspn(in->text + in->pos, " \t\r\n");
+  in->json = *first == '{' || *first == '[';
+  if (!in->json && (in->yaml = yaml_reader_new(in->text, in->len)) == NULL) {
+    fprintf(stderr, "mtlsd inject: out of memory\n");
+    return false;
+  }
+  return true;
+}
+
+/* Reads every document, checking that each is a Kubernetes object, before anything is
+ * injected or written: bad input gets no output. NULL after saying why on stderr. */
+static cJSON *read_documents(struct input *in) {
+  cJSON *docs = cJSON_CreateArray();
+  char err[400] = "out of memory";
+  cJSON *doc = NULL;
+  struct yaml_doc_place place;
+  int got = docs != NULL ? 1 : -1;
+  while (got > 0 && (got = next_document(in, &doc, &place, err, sizeof(err))) > 0) {
+    if (!check_document(in->source, doc, &place)) {
+      cJSON_Delete(doc);
+      cJSON_Delete(docs);
+      return NULL;
+    }
+    cJSON_AddItemToArray(docs, doc);
+  }
+  if (got < 0) {
+    fprintf(stderr, "mtlsd inject: %s: %s\n", in->source, err);
+    cJSON_Delete(docs);
+    return NULL;
+  }
+  return docs;
+}
+
+/* Several documents written as JSON are one List, as kubectl writes them; the items of a
+ * List among them are spliced in. Takes the documents of |docs|; NULL when out of memory. */
+static cJSON *list_of(cJSON *docs) {
+  cJSON *list = cJSON_CreateObject();
+  cJSON *items = NULL;
+  if (list == NULL || cJSON_AddStringToObject(list, "apiVersion", "v1") == NULL ||
+      cJSON_AddStringToObject(list, "kind", "List") == NULL ||
+      (items = cJSON_AddArrayToObject(list, "items")) == NULL) {
+    cJSON_Delete(list);
+    return NULL;
+  }
+  while (docs->child != NULL) {
+    cJSON *doc = cJSON_DetachItemViaPointer(docs, docs->child);
+    cJSON *inner = is_list(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "items") : NULL;
+    if (inner == NULL) {
+      cJSON_AddItemToArray(items, doc);
+      continue;
+    }
+    while (inner->child != NULL) {
+      cJSON_AddItemToArray(items, cJSON_DetachItemViaPointer(inner, inner->child));
+    }
+    cJSON_Delete(doc);
+  }
+  return list;
+}
+
+/* Injects the documents of |docs| and writes them, in YAML or JSON; deletes |docs|.
+ * Returns false, with nothing written, when out of memory; |*ok| says whether no object
+ * was refused. */
+static bool inject_and_write(const struct inject_config *cfg, cJSON *docs, bool json, bool *ok) {
+  struct textbuf out = {0};
+  bool failed = false;
+  size_t count = 0;
+  *ok = true;
+  for (cJSON *doc = docs->child, *next; doc != NULL; doc = next, count++) {
+    next = doc->next;
+    if (json) {
+      *ok = process_document(cfg, docs, &doc) && *ok;
+      continue;
+    }
+    /* Each YAML document is written, and its memory freed, as soon as it is injected. */
+    cJSON_DetachItemViaPointer(docs, doc);
+    *ok = process_document(cfg, NULL, &doc) && *ok;
+    char *text = yaml_emit(doc);
+    cJSON_Delete(doc);
+    textbuf_str(&out, count > 0 ? "---\n" : "");
+    textbuf_str(&out, text != NULL ? text : "");
+    failed = failed || text == NULL;
+    free(text);
+  }
+  if (json && count > 0) {
+    cJSON *list = count > 1 ? list_of(docs) : NULL;
+    char *text = count == 1     ? yaml_emit_json(docs->child)
+                 : list != NULL ? yaml_emit_json(list)
+                                : NULL;
+    cJSON_Delete(list);
+    textbuf_str(&out, text != NULL ? text : "");
+    failed = failed || text == NULL;
+    free(text);
+  }
+  cJSON_Delete(docs);
+  char *text = textbuf_finish(&out);
+  if (text == NULL || failed) {
+    free(text);
+    return false;
+  }
+  fputs(text, stdout);
+  free(text);
+  return true;
 }
 
 static int inject_files(const char *file, const char *format, const struct inject_config *cfg);
@@ -153,76 +388,29 @@ int inject_main(int argc, char **argv) {
 
 /* Reads, injects and writes; see inject_main. */
 static int inject_files(const char *file, const char *format, const struct inject_config *cfg) {
-  const char *source = file != NULL && strcmp(file, "-") != 0 ? file : "stdin";
-  size_t len = 0;
-  char *text = NULL;
-  if (strcmp(source, "stdin") == 0) {
-    text = read_stdin(&len);
-  } else {
-    uint8_t *bytes = NULL;
-    int r = file_read_all(file, INPUT_MAX, 0, &bytes, &len);
-    if (r != 0) {
-      fprintf(stderr, "mtlsd inject: %s: cannot read: %s\n", file, file_error_string(r));
-      return MTLSD_EXIT_USAGE;
-    }
-    text = (char *)bytes;
-  }
-  if (text == NULL) {
-    fprintf(stderr, "mtlsd inject: %s: cannot read it (or it is over %d MiB)\n", source,
-            INPUT_MAX >> 20);
+  struct input in = {0};
+  if (!open_input(&in, file)) {
+    free(in.text);
     return MTLSD_EXIT_USAGE;
   }
-  const char *first = text + strspn(text, " \t\r\n");
-  bool json = *first == '{' || *first == '[';
-  char err[300];
-  cJSON *docs;
-  size_t at;
-  const char *what;
-  if (json && json_syntax_locate(text, len, JSON_SYNTAX_NO_NUL, &at, &what)) {
-    docs = NULL;
-    snprintf(err, sizeof(err), "not valid JSON: %s at byte %zu", what, at);
-  } else if (json) {
-    const char *end = NULL;
-    /* The terminator counts in the length, for cJSON to accept the end of the text. */
-    cJSON *doc = cJSON_ParseWithLengthOpts(text, len + 1, &end, true);
-    docs = doc != NULL ? cJSON_CreateArray() : NULL;
-    if (docs != NULL) {
-      cJSON_AddItemToArray(docs, doc);
-    }
-    snprintf(err, sizeof(err), "not valid JSON near byte %td", end != NULL ? end - text : 0);
-  } else {
-    docs = yaml_parse(text, len, err, sizeof(err));
-  }
-  free(text);
+  cJSON *docs = read_documents(&in);
+  yaml_reader_free(in.yaml);
+  free(in.text);
   if (docs == NULL) {
-    fprintf(stderr, "mtlsd inject: %s: %s\n", source, err);
     return MTLSD_EXIT_USAGE;
   }
-  for (int i = 0; i < cJSON_GetArraySize(docs); i++) {
-    if (!cJSON_IsObject(cJSON_GetArrayItem(docs, i))) {
-      fprintf(stderr, "mtlsd inject: %s: document %d is not a Kubernetes object\n", source, i + 1);
-      cJSON_Delete(docs);
-      return MTLSD_EXIT_USAGE;
-    }
+  if (docs->child == NULL) {
+    /* Said, but no error: a filter (helm --post-renderer, a pipe into kubectl) of a chart
+     * that renders nothing must not fail; kubectl apply then says "no objects passed". */
+    fprintf(stderr,
+            "mtlsd inject: %s: no Kubernetes object in the input (it is empty, or only "
+            "comments and \"---\")\n",
+            in.source);
   }
-  bool ok = true;
-  for (int i = 0; i < cJSON_GetArraySize(docs); i++) {
-    ok = process_document(cfg, docs, i) && ok;
+  bool ok;
+  if (!inject_and_write(cfg, docs, format != NULL ? strcmp(format, "json") == 0 : in.json, &ok)) {
+    fprintf(stderr, "mtlsd inject: out of memory\n");
+    return MTLSD_EXIT_FAILED;
   }
-  bool as_json = format != NULL ? strcmp(format, "json") == 0 : json;
-  for (int i = 0; i < cJSON_GetArraySize(docs); i++) {
-    const cJSON *doc = cJSON_GetArrayItem(docs, i);
-    char *out = as_json ? cJSON_Print(doc) : yaml_emit(doc);
-    if (out == NULL) {
-      fprintf(stderr, "mtlsd inject: out of memory\n");
-      cJSON_Delete(docs);
-      return MTLSD_EXIT_FAILED;
-    }
-    fputs(!as_json && i > 0 ? "---\n" : "", stdout);
-    fputs(out, stdout);
-    fputs(as_json ? "\n" : "", stdout);
-    free(out);
-  }
-  cJSON_Delete(docs);
   return ok ? MTLSD_EXIT_OK : MTLSD_EXIT_FAILED;
 }

@@ -1,17 +1,20 @@
-/* yaml: Kubernetes YAML to cJSON and back (see mtlsd/yaml.h). */
+/* yaml: Kubernetes manifests as text (see mtlsd/yaml.h). */
 #include "mtlsd/yaml.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <yaml.h>
 
 #include "mtlsd/textbuf.h"
 
 /* Nesting bound: a manifest is a few levels deep; a hostile one must not exhaust the
- * stack. */
-enum { DEPTH_MAX = 64, ANCHORS_MAX = 256 };
+ * stack. A mapping's keys are found by a scan up to KEYSET_FROM of them, by a hash set
+ * beyond (a ConfigMap may have thousands). */
+enum { DEPTH_MAX = 64, ANCHORS_MAX = 256, KEYSET_FROM = 16 };
 
 /* ---- Resolving plain scalars (go-yaml v2's YAML 1.1 rules) ---- */
 
@@ -96,15 +99,6 @@ static bool parse_float(const char *s, double *out) {
   return isfinite(*out);
 }
 
-bool yaml_plain_is_string(const char *s) {
-  double ignored;
-  static const char *const kSpecial[] = {".inf",  ".Inf",  ".INF",  "-.inf", "-.Inf",
-                                         "-.INF", "+.inf", "+.Inf", "+.INF", ".nan",
-                                         ".NaN",  ".NAN",  NULL};
-  return !in_list(s, kNulls) && !in_list(s, kTrue) && !in_list(s, kFalse) &&
-         !in_list(s, kSpecial) && !parse_int(s, &ignored) && !parse_float(s, &ignored);
-}
-
 static cJSON *resolve_plain(const char *s) {
   double v;
   if (in_list(s, kNulls)) {
@@ -119,63 +113,193 @@ static cJSON *resolve_plain(const char *s) {
   return cJSON_CreateString(s);
 }
 
-/* ---- Parsing ---- */
+/* ---- Positions ---- */
+
+void yaml_text_position(const char *text, size_t offset, size_t *line, size_t *column) {
+  *line = 1;
+  *column = 1;
+  /* A byte order mark is no character of the first line, for libyaml either. */
+  size_t i = offset >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0 ? 3 : 0;
+  for (; i < offset; i++) {
+    unsigned char c = (unsigned char)text[i];
+    if (c == '\n' || (c == '\r' && (i + 1 >= offset || text[i + 1] != '\n'))) {
+      ++*line;
+      *column = 1;
+    } else if ((c & 0xc0) != 0x80) {
+      ++*column; /* UTF-8 continuation bytes are part of the character before. */
+    }
+  }
+}
+
+/* ---- Key sets: a mapping's keys, to find duplicates and merge in linear time ---- */
+
+struct keyset {
+  const char **slots; /* The keys of the mapping's members, which own them. */
+  size_t cap;         /* A power of two, at least twice the count. */
+  size_t count;
+};
+
+static size_t hash_key(const char *s) {
+  uint64_t h = 14695981039346656037u; /* FNV-1a */
+  for (; *s != '\0'; s++) {
+    h = (h ^ (unsigned char)*s) * 1099511628211u;
+  }
+  return (size_t)h;
+}
+
+static const char **keyset_slot(const struct keyset *k, const char *key) {
+  size_t i = hash_key(key) & (k->cap - 1);
+  while (k->slots[i] != NULL && strcmp(k->slots[i], key) != 0) {
+    i = (i + 1) & (k->cap - 1);
+  }
+  return &k->slots[i];
+}
+
+/* Adds |key| (absent); false when out of memory. */
+static bool keyset_add(struct keyset *k, const char *key) {
+  if (2 * (k->count + 1) > k->cap) {
+    struct keyset bigger = {.cap = k->cap > 0 ? 2 * k->cap : (size_t)4 * KEYSET_FROM};
+    bigger.slots = calloc(bigger.cap, sizeof(*bigger.slots));
+    if (bigger.slots == NULL) {
+      return false;
+    }
+    for (size_t i = 0; i < k->cap; i++) {
+      if (k->slots[i] != NULL) {
+        *keyset_slot(&bigger, k->slots[i]) = k->slots[i];
+      }
+    }
+    bigger.count = k->count;
+    free(k->slots);
+    *k = bigger;
+  }
+  *keyset_slot(k, key) = key;
+  k->count++;
+  return true;
+}
+
+/* ---- Numbers ---- */
+
+/* The shortest text that reads back as the finite |d|: an integer when it is one, else
+ * the first of 15, 16 and 17 significant digits that strtod turns back into |d| (0.1,
+ * not 0.10000000000000001). An exponent always has a '.' before it: PyYAML (YAML 1.1)
+ * reads 1e-07 as a string, 1.0e-07 as the float. */
+static void format_number(double d, char *out, size_t len) {
+  if (d == floor(d) && fabs(d) < 9007199254740992.0) {
+    snprintf(out, len, "%.0f", d);
+    return;
+  }
+  for (int digits = 15; digits <= 17; digits++) {
+    snprintf(out, len, "%.*g", digits, d);
+    if (strtod(out, NULL) == d) {
+      break;
+    }
+  }
+  char *e = strchr(out, 'e');
+  if (e != NULL && memchr(out, '.', (size_t)(e - out)) == NULL) {
+    char exponent[8];
+    snprintf(exponent, sizeof(exponent), "%s", e);
+    snprintf(e, len - (size_t)(e - out), ".0%s", exponent);
+  }
+}
+
+/* ---- Reading ---- */
 
 struct anchor {
   char *name;
-  cJSON *node; /* A copy of its own: the anchored node may be a key or a merge source,
-                * gone by the time an alias names it. */
+  cJSON *node;  /* A copy of its own: the anchored node may be a key or a merge source,
+                 * gone by the time an alias names it. */
+  size_t nodes; /* What an alias to it adds to the document's nodes. */
 };
 
-struct reader {
+struct yaml_reader {
   yaml_parser_t parser;
+  const char *text;
+  size_t len;
   char *err;
   size_t err_len;
   bool failed;
+  bool done;
+  bool in_document;
+  struct yaml_doc_place place; /* Of the document being read, or the last one. */
+  /* The document's nodes, the copies made for its aliases included, and how many of them
+   * are such copies: what kubectl's bound on aliasing counts (excessive_aliasing). */
+  size_t nodes;
+  size_t aliased;
   struct anchor anchors[ANCHORS_MAX];
   size_t anchor_count;
 };
 
-static void fail_at(struct reader *r, const yaml_mark_t *mark, const char *what) {
-  if (!r->failed) {
+static void fail_at(struct yaml_reader *r, const yaml_mark_t *mark, const char *what) {
+  if (r->failed) {
+    return;
+  }
+  r->failed = true;
+  if (r->in_document) {
+    snprintf(r->err, r->err_len, "line %zu, column %zu: %s (document %zu, from line %zu)",
+             mark->line + 1, mark->column + 1, what, r->place.number, r->place.line);
+  } else {
     snprintf(r->err, r->err_len, "line %zu, column %zu: %s", mark->line + 1, mark->column + 1,
              what);
-    r->failed = true;
   }
 }
 
-static bool next_event(struct reader *r, yaml_event_t *ev) {
-  if (!yaml_parser_parse(&r->parser, ev)) {
+/* libyaml's reader decodes the text ahead of the parser (so no document can be named)
+ * and places what it refuses (a NUL or another control character, bad UTF-8) only by
+ * its byte offset. */
+static void fail_reading(struct yaml_reader *r) {
+  const yaml_parser_t *p = &r->parser;
+  size_t offset = p->problem_offset < r->len ? p->problem_offset : r->len;
+  size_t line;
+  size_t column;
+  yaml_text_position(r->text, offset, &line, &column);
+  char value[16] = "";
+  if (p->problem_value >= 0) {
+    snprintf(value, sizeof(value), " (#x%02X)", (unsigned)p->problem_value);
+  }
+  r->failed = true;
+  snprintf(r->err, r->err_len, "line %zu, column %zu (byte %zu): %s%s", line, column, offset,
+           p->problem != NULL ? p->problem : "unreadable text", value);
+}
+
+static bool next_event(struct yaml_reader *r, yaml_event_t *ev) {
+  if (yaml_parser_parse(&r->parser, ev)) {
+    return true;
+  }
+  const yaml_parser_t *p = &r->parser;
+  if (p->error == YAML_READER_ERROR) {
+    fail_reading(r);
+  } else if (p->error == YAML_MEMORY_ERROR) {
+    fail_at(r, &p->mark, "out of memory");
+  } else {
     char what[200];
-    snprintf(what, sizeof(what), "%s%s%s", r->parser.problem ? r->parser.problem : "bad YAML",
-             r->parser.context ? " " : "", r->parser.context ? r->parser.context : "");
-    fail_at(r, &r->parser.problem_mark, what);
+    snprintf(what, sizeof(what), "%s%s%s", p->problem != NULL ? p->problem : "bad YAML",
+             p->context != NULL ? " " : "", p->context != NULL ? p->context : "");
+    fail_at(r, &p->problem_mark, what);
+  }
+  return false;
+}
+
+static bool remember(struct yaml_reader *r, const yaml_char_t *anchor, const cJSON *node,
+                     size_t nodes, const yaml_mark_t *mark) {
+  if (r->anchor_count >= ANCHORS_MAX) {
+    fail_at(r, mark, "too many anchors");
     return false;
   }
+  struct anchor *a = &r->anchors[r->anchor_count];
+  a->name = strdup((const char *)anchor);
+  a->node = cJSON_Duplicate(node, true);
+  a->nodes = nodes;
+  if (a->name == NULL || a->node == NULL) {
+    free(a->name);
+    cJSON_Delete(a->node);
+    fail_at(r, mark, "out of memory");
+    return false;
+  }
+  r->anchor_count++;
   return true;
 }
 
-static void remember(struct reader *r, const yaml_char_t *anchor, const cJSON *node,
-                     const yaml_mark_t *mark) {
-  if (anchor == NULL || node == NULL) {
-    return;
-  }
-  if (r->anchor_count >= ANCHORS_MAX) {
-    fail_at(r, mark, "too many anchors");
-    return;
-  }
-  r->anchors[r->anchor_count].name = strdup((const char *)anchor);
-  r->anchors[r->anchor_count].node = cJSON_Duplicate(node, true);
-  if (r->anchors[r->anchor_count].name == NULL || r->anchors[r->anchor_count].node == NULL) {
-    free(r->anchors[r->anchor_count].name);
-    cJSON_Delete(r->anchors[r->anchor_count].node);
-    fail_at(r, mark, "out of memory");
-    return;
-  }
-  r->anchor_count++;
-}
-
-static void forget_anchors(struct reader *r) {
+static void forget_anchors(struct yaml_reader *r) {
   for (size_t i = 0; i < r->anchor_count; i++) {
     free(r->anchors[i].name);
     cJSON_Delete(r->anchors[i].node);
@@ -183,19 +307,60 @@ static void forget_anchors(struct reader *r) {
   r->anchor_count = 0;
 }
 
-static const cJSON *find_anchor(const struct reader *r, const char *name) {
+static const struct anchor *find_anchor(const struct yaml_reader *r, const char *name) {
   /* The latest definition wins, as an anchor may be redefined. */
   for (size_t i = r->anchor_count; i > 0; i--) {
     if (strcmp(r->anchors[i - 1].name, name) == 0) {
-      return r->anchors[i - 1].node;
+      return &r->anchors[i - 1];
     }
   }
   return NULL;
 }
 
-static cJSON *parse_node(struct reader *r, yaml_event_t *ev, int depth);
+/* kubectl's bound on aliasing (go-yaml's, which refuses "excessive aliasing"), applied
+ * the same way so that what kubectl reads is read here too: once a document has over
+ * 1,000 nodes and over 100 of them are copies made for aliases, the copies may be 99% of
+ * its nodes up to 400,000 nodes, a share that falls to 10% at 4,000,000. A document's
+ * expansion is so bounded by its own size: an alias bomb stops near 400,000 nodes (some
+ * 40 MB), a large manifest with a few aliases is never refused. */
+static bool excessive_aliasing(size_t nodes, size_t aliased) {
+  if (aliased <= 100 || nodes <= 1000) {
+    return false;
+  }
+  double allowed = nodes <= 400000    ? 0.99
+                   : nodes >= 4000000 ? 0.10
+                                      : 0.99 - 0.89 * (double)(nodes - 400000) / 3600000.0;
+  return (double)aliased / (double)nodes > allowed;
+}
 
-static cJSON *parse_scalar(struct reader *r, const yaml_event_t *ev) {
+static cJSON *expand_alias(struct yaml_reader *r, const yaml_event_t *ev) {
+  const char *name = (const char *)ev->data.alias.anchor;
+  const struct anchor *a = find_anchor(r, name);
+  if (a == NULL) {
+    fail_at(r, &ev->start_mark, "an alias to an unknown anchor");
+    return NULL;
+  }
+  r->nodes += a->nodes;
+  r->aliased += a->nodes;
+  if (excessive_aliasing(r->nodes, r->aliased)) {
+    char what[200];
+    snprintf(what, sizeof(what),
+             "excessive aliasing: with *%.40s, %zu of the document's %zu nodes would be "
+             "copies (kubectl refuses it too)",
+             name, r->aliased, r->nodes);
+    fail_at(r, &ev->start_mark, what);
+    return NULL;
+  }
+  cJSON *copy = cJSON_Duplicate(a->node, true);
+  if (copy == NULL) {
+    fail_at(r, &ev->start_mark, "out of memory");
+  }
+  return copy;
+}
+
+static cJSON *parse_node(struct yaml_reader *r, yaml_event_t *ev, int depth);
+
+static cJSON *parse_scalar(struct yaml_reader *r, const yaml_event_t *ev) {
   const char *value = (const char *)ev->data.scalar.value;
   const char *tag = (const char *)ev->data.scalar.tag;
   if (strlen(value) != ev->data.scalar.length) {
@@ -204,115 +369,187 @@ static cJSON *parse_scalar(struct reader *r, const yaml_event_t *ev) {
   }
   bool plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE ||
                ev->data.scalar.style == YAML_ANY_SCALAR_STYLE;
-  if (tag != NULL && strcmp(tag, YAML_STR_TAG) == 0) {
-    return cJSON_CreateString(value);
+  bool resolve = plain && (tag == NULL || strcmp(tag, "!") != 0) &&
+                 (tag == NULL || strcmp(tag, YAML_STR_TAG) != 0);
+  cJSON *node = resolve ? resolve_plain(value) : cJSON_CreateString(value);
+  if (node == NULL) {
+    fail_at(r, &ev->start_mark, "out of memory");
   }
-  return plain && (tag == NULL || strcmp(tag, "!") != 0) ? resolve_plain(value)
-                                                         : cJSON_CreateString(value);
+  return node;
 }
 
-/* Merges the members of |from| (a mapping, or a list of them: YAML's "<<") into |into|
- * where |into| does not have them yet. */
-static bool merge_into(struct reader *r, cJSON *into, const cJSON *from, const yaml_mark_t *mark) {
-  if (cJSON_IsArray(from)) {
-    const cJSON *item;
-    cJSON_ArrayForEach(item, from) {
-      if (!merge_into(r, into, item, mark)) {
-        return false;
-      }
+/* A mapping being read: its members, a set of their keys once it has many, and the
+ * mappings its "<<" merges, added at its end so that its own keys win whatever their
+ * place. */
+struct mapping {
+  cJSON *obj;
+  cJSON *merges;
+  size_t count;
+  struct keyset keys;
+};
+
+static bool mapping_has(const struct mapping *m, const char *key) {
+  if (m->keys.cap > 0) {
+    return *keyset_slot(&m->keys, key) != NULL;
+  }
+  for (const cJSON *c = m->obj->child; c != NULL; c = c->next) {
+    if (strcmp(c->string, key) == 0) {
+      return true;
     }
+  }
+  return false;
+}
+
+/* Adds |member|, whose key (its ->string) the mapping does not have; false when out of
+ * memory (the member is the mapping's all the same). */
+static bool mapping_add(struct mapping *m, cJSON *member) {
+  cJSON_AddItemToArray(m->obj, member);
+  if (m->keys.cap > 0) {
+    return keyset_add(&m->keys, member->string);
+  }
+  if (++m->count < KEYSET_FROM) {
     return true;
   }
-  if (!cJSON_IsObject(from)) {
-    fail_at(r, mark, "\"<<\" must merge a mapping");
-    return false;
-  }
-  const cJSON *m;
-  cJSON_ArrayForEach(m, from) {
-    if (cJSON_GetObjectItemCaseSensitive(into, m->string) == NULL) {
-      cJSON_AddItemToObject(into, m->string, cJSON_Duplicate(m, true));
+  for (const cJSON *c = m->obj->child; c != NULL; c = c->next) {
+    if (!keyset_add(&m->keys, c->string)) {
+      return false;
     }
   }
   return true;
 }
 
-/* A mapping's "<<" members are merged in at its end, so that its own keys win whatever
- * their place. */
-static cJSON *parse_mapping(struct reader *r, int depth) {
-  cJSON *obj = cJSON_CreateObject();
-  cJSON *merges = cJSON_CreateObject();
-  yaml_event_t key;
-  while (obj != NULL && merges != NULL && next_event(r, &key)) {
-    if (key.type == YAML_MAPPING_END_EVENT) {
-      yaml_mark_t end = key.start_mark;
-      yaml_event_delete(&key);
-      merge_into(r, obj, merges, &end);
-      cJSON_Delete(merges);
-      return obj;
-    }
-    cJSON *k = parse_node(r, &key, depth + 1);
-    yaml_mark_t mark = key.start_mark;
-    yaml_event_delete(&key);
-    if (k == NULL) {
-      break;
-    }
-    bool merge = cJSON_IsString(k) && strcmp(k->valuestring, "<<") == 0;
-    if (!cJSON_IsString(k) && !cJSON_IsNumber(k) && !cJSON_IsBool(k)) {
-      fail_at(r, &mark, "a key must be a scalar");
-      cJSON_Delete(k);
-      break;
-    }
-    char name[64];
-    const char *key_text = k->valuestring;
-    if (!cJSON_IsString(k)) {
-      /* JSON keys are strings: 8080: x becomes "8080". */
-      if (cJSON_IsBool(k)) {
-        key_text = cJSON_IsTrue(k) ? "true" : "false";
-      } else {
-        snprintf(name, sizeof(name), "%.17g", k->valuedouble);
-        key_text = name;
-      }
-    }
-    yaml_event_t value;
-    if (!next_event(r, &value)) {
-      cJSON_Delete(k);
-      break;
-    }
-    cJSON *v = parse_node(r, &value, depth + 1);
-    yaml_event_delete(&value);
-    if (v == NULL) {
-      cJSON_Delete(k);
-      break;
-    }
-    if (merge) {
-      bool ok = merge_into(r, merges, v, &mark);
-      cJSON_Delete(v);
-      cJSON_Delete(k);
-      if (!ok) {
-        break;
-      }
-      continue;
-    }
-    if (cJSON_GetObjectItemCaseSensitive(obj, key_text) != NULL) {
-      char what[120];
-      snprintf(what, sizeof(what), "duplicate key \"%.60s\"", key_text);
-      fail_at(r, &mark, what);
-      cJSON_Delete(v);
-      cJSON_Delete(k);
-      break;
-    }
-    cJSON_AddItemToObject(obj, key_text, v);
-    cJSON_Delete(k);
+/* The key of a member as JSON has it, a string ("8080" for 8080: x), in cJSON's memory
+ * for the member's ->string; NULL when it is no scalar or out of memory. */
+static char *key_name(struct yaml_reader *r, cJSON *k, const yaml_mark_t *mark) {
+  if (cJSON_IsString(k)) {
+    char *name = k->valuestring;
+    k->valuestring = NULL;
+    return name;
   }
-  cJSON_Delete(merges);
-  cJSON_Delete(obj);
+  char text[40];
+  if (cJSON_IsBool(k)) {
+    snprintf(text, sizeof(text), "%s", cJSON_IsTrue(k) ? "true" : "false");
+  } else if (cJSON_IsNumber(k)) {
+    format_number(k->valuedouble, text, sizeof(text));
+  } else {
+    fail_at(r, mark, "a key must be a scalar");
+    return NULL;
+  }
+  char *name = cJSON_malloc(strlen(text) + 1);
+  if (name == NULL) {
+    fail_at(r, mark, "out of memory");
+    return NULL;
+  }
+  memcpy(name, text, strlen(text) + 1);
+  return name;
+}
+
+/* Keeps what a "<<" merges (|v|: a mapping, or a list of them) for the mapping's end. */
+static bool add_merge_sources(struct yaml_reader *r, struct mapping *m, cJSON *v,
+                              const yaml_mark_t *mark) {
+  bool ok = cJSON_IsObject(v) || cJSON_IsArray(v);
+  for (const cJSON *c = cJSON_IsArray(v) ? v->child : NULL; c != NULL; c = c->next) {
+    ok = ok && cJSON_IsObject(c);
+  }
+  if (!ok) {
+    fail_at(r, mark, "\"<<\" must merge a mapping or a list of them");
+    cJSON_Delete(v);
+    return false;
+  }
+  if (cJSON_IsObject(v)) {
+    cJSON_AddItemToArray(m->merges, v);
+    return true;
+  }
+  while (v->child != NULL) {
+    cJSON_AddItemToArray(m->merges, cJSON_DetachItemViaPointer(v, v->child));
+  }
+  cJSON_Delete(v);
+  return true;
+}
+
+/* Adds the merged members that the mapping does not have; the first source wins. */
+static bool apply_merges(struct yaml_reader *r, struct mapping *m, const yaml_mark_t *mark) {
+  for (cJSON *source = m->merges->child; source != NULL; source = source->next) {
+    while (source->child != NULL) {
+      cJSON *member = cJSON_DetachItemViaPointer(source, source->child);
+      if (mapping_has(m, member->string)) {
+        cJSON_Delete(member);
+      } else if (!mapping_add(m, member)) {
+        fail_at(r, mark, "out of memory");
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/* Reads one member of a mapping, whose key starts with |key|. */
+static bool parse_member(struct yaml_reader *r, struct mapping *m, yaml_event_t *key, int depth) {
+  /* Only a plain << merges: a quoted "<<" is a key like any other. */
+  bool merge = key->type == YAML_SCALAR_EVENT && key->data.scalar.tag == NULL &&
+               key->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+               strcmp((const char *)key->data.scalar.value, "<<") == 0;
+  yaml_mark_t mark = key->start_mark;
+  cJSON *k = parse_node(r, key, depth + 1);
+  char *name = k != NULL ? key_name(r, k, &mark) : NULL;
+  cJSON_Delete(k);
+  yaml_event_t value;
+  if (name == NULL || !next_event(r, &value)) {
+    cJSON_free(name);
+    return false;
+  }
+  cJSON *v = parse_node(r, &value, depth + 1);
+  yaml_event_delete(&value);
+  if (v == NULL || merge) {
+    cJSON_free(name);
+    return v != NULL && add_merge_sources(r, m, v, &mark);
+  }
+  if (mapping_has(m, name)) {
+    char what[120];
+    snprintf(what, sizeof(what), "duplicate key \"%.60s\"", name);
+    fail_at(r, &mark, what);
+    cJSON_free(name);
+    cJSON_Delete(v);
+    return false;
+  }
+  v->string = name;
+  if (!mapping_add(m, v)) {
+    fail_at(r, &mark, "out of memory");
+    return false;
+  }
+  return true;
+}
+
+static cJSON *parse_mapping(struct yaml_reader *r, const yaml_mark_t *start, int depth) {
+  struct mapping m = {.obj = cJSON_CreateObject(), .merges = cJSON_CreateArray()};
+  bool ok = m.obj != NULL && m.merges != NULL;
+  if (!ok) {
+    fail_at(r, start, "out of memory");
+  }
+  bool ended = false;
+  yaml_event_t ev;
+  while (ok && !ended && next_event(r, &ev)) {
+    ended = ev.type == YAML_MAPPING_END_EVENT;
+    ok = ended ? apply_merges(r, &m, &ev.start_mark) : parse_member(r, &m, &ev, depth);
+    yaml_event_delete(&ev);
+  }
+  free(m.keys.slots);
+  cJSON_Delete(m.merges);
+  if (ok && ended) {
+    return m.obj;
+  }
+  cJSON_Delete(m.obj);
   return NULL;
 }
 
-static cJSON *parse_sequence(struct reader *r, int depth) {
+static cJSON *parse_sequence(struct yaml_reader *r, const yaml_mark_t *start, int depth) {
   cJSON *arr = cJSON_CreateArray();
+  if (arr == NULL) {
+    fail_at(r, start, "out of memory");
+    return NULL;
+  }
   yaml_event_t ev;
-  while (arr != NULL && next_event(r, &ev)) {
+  while (next_event(r, &ev)) {
     if (ev.type == YAML_SEQUENCE_END_EVENT) {
       yaml_event_delete(&ev);
       return arr;
@@ -329,114 +566,228 @@ static cJSON *parse_sequence(struct reader *r, int depth) {
 }
 
 /* Builds the node that starts with |ev| (which the caller deletes). */
-static cJSON *parse_node(struct reader *r, yaml_event_t *ev, int depth) {
+static cJSON *parse_node(struct yaml_reader *r, yaml_event_t *ev, int depth) {
   if (depth > DEPTH_MAX) {
     fail_at(r, &ev->start_mark, "nested too deep");
     return NULL;
   }
+  size_t before = r->nodes++;
   cJSON *node = NULL;
+  const yaml_char_t *anchor = NULL;
   switch (ev->type) {
     case YAML_SCALAR_EVENT:
       node = parse_scalar(r, ev);
-      remember(r, ev->data.scalar.anchor, node, &ev->start_mark);
-      return node;
+      anchor = ev->data.scalar.anchor;
+      break;
     case YAML_SEQUENCE_START_EVENT:
-      node = parse_sequence(r, depth);
-      remember(r, ev->data.sequence_start.anchor, node, &ev->start_mark);
-      return node;
+      node = parse_sequence(r, &ev->start_mark, depth);
+      anchor = ev->data.sequence_start.anchor;
+      break;
     case YAML_MAPPING_START_EVENT:
-      node = parse_mapping(r, depth);
-      remember(r, ev->data.mapping_start.anchor, node, &ev->start_mark);
-      return node;
-    case YAML_ALIAS_EVENT: {
-      const cJSON *target = find_anchor(r, (const char *)ev->data.alias.anchor);
-      if (target == NULL) {
-        fail_at(r, &ev->start_mark, "an alias to an unknown anchor");
-        return NULL;
-      }
-      return cJSON_Duplicate(target, true);
-    }
+      node = parse_mapping(r, &ev->start_mark, depth);
+      anchor = ev->data.mapping_start.anchor;
+      break;
+    case YAML_ALIAS_EVENT:
+      return expand_alias(r, ev);
     default:
       fail_at(r, &ev->start_mark, "unexpected YAML event");
       return NULL;
   }
+  if (node != NULL && anchor != NULL &&
+      !remember(r, anchor, node, r->nodes - before, &ev->start_mark)) {
+    cJSON_Delete(node);
+    return NULL;
+  }
+  return node;
 }
 
-cJSON *yaml_parse(const char *text, size_t len, char *err, size_t err_len) {
-  struct reader r = {.err = err, .err_len = err_len};
+/* Reads the document whose start event came: NULL when it is empty or on failure. */
+static cJSON *read_document(struct yaml_reader *r) {
+  yaml_event_t root;
+  if (!next_event(r, &root)) {
+    return NULL;
+  }
+  cJSON *doc = NULL;
+  if (root.type != YAML_DOCUMENT_END_EVENT) {
+    doc = parse_node(r, &root, 0);
+    yaml_event_t end;
+    if (doc != NULL && next_event(r, &end)) {
+      yaml_event_delete(&end);
+    } else {
+      cJSON_Delete(doc);
+      doc = NULL;
+    }
+  }
+  yaml_event_delete(&root);
+  /* Anchors, and the count of aliasing, do not cross documents. */
+  forget_anchors(r);
+  r->nodes = 0;
+  r->aliased = 0;
+  r->in_document = false;
+  return doc;
+}
+
+struct yaml_reader *yaml_reader_new(const char *text, size_t len) {
+  struct yaml_reader *r = calloc(1, sizeof(*r));
+  if (r == NULL) {
+    return NULL;
+  }
+  if (!yaml_parser_initialize(&r->parser)) {
+    free(r);
+    return NULL;
+  }
+  yaml_parser_set_input_string(&r->parser, (const unsigned char *)text, len);
+  r->text = text;
+  r->len = len;
+  return r;
+}
+
+int yaml_reader_next(struct yaml_reader *r, cJSON **doc, struct yaml_doc_place *place, char *err,
+                     size_t err_len) {
+  *doc = NULL;
+  r->err = err;
+  r->err_len = err_len;
   if (err_len > 0) {
     err[0] = '\0';
   }
+  yaml_event_t ev;
+  while (!r->done && next_event(r, &ev)) {
+    yaml_event_type_t type = ev.type;
+    size_t line = ev.start_mark.line + 1;
+    yaml_event_delete(&ev);
+    if (type == YAML_STREAM_END_EVENT) {
+      r->done = true;
+      return 0;
+    }
+    if (type != YAML_DOCUMENT_START_EVENT) {
+      continue;
+    }
+    r->place.number++;
+    r->place.line = line;
+    r->in_document = true;
+    cJSON *value = read_document(r);
+    if (r->failed) {
+      cJSON_Delete(value);
+      break;
+    }
+    if (value != NULL && !cJSON_IsNull(value)) {
+      *doc = value;
+      *place = r->place;
+      return 1;
+    }
+    /* An empty document (a lone "---", or one that is only "~") is left out. */
+    cJSON_Delete(value);
+  }
+  r->done = true;
+  return r->failed ? -1 : 0;
+}
+
+void yaml_reader_free(struct yaml_reader *r) {
+  if (r == NULL) {
+    return;
+  }
+  forget_anchors(r);
+  yaml_parser_delete(&r->parser);
+  free(r);
+}
+
+cJSON *yaml_parse(const char *text, size_t len, char *err, size_t err_len) {
+  struct yaml_reader *r = yaml_reader_new(text, len);
   cJSON *docs = cJSON_CreateArray();
-  if (docs == NULL || !yaml_parser_initialize(&r.parser)) {
+  if (r == NULL || docs == NULL) {
+    yaml_reader_free(r);
     cJSON_Delete(docs);
     snprintf(err, err_len, "out of memory");
     return NULL;
   }
-  yaml_parser_set_input_string(&r.parser, (const unsigned char *)text, len);
-  yaml_event_t ev;
-  bool done = false;
-  while (!done && next_event(&r, &ev)) {
-    switch (ev.type) {
-      case YAML_STREAM_END_EVENT:
-        done = true;
-        break;
-      case YAML_DOCUMENT_START_EVENT: {
-        yaml_event_t root;
-        if (!next_event(&r, &root)) {
-          break;
-        }
-        cJSON *doc = root.type == YAML_DOCUMENT_END_EVENT ? NULL : parse_node(&r, &root, 0);
-        bool empty = root.type == YAML_DOCUMENT_END_EVENT;
-        yaml_event_delete(&root);
-        if (!empty) {
-          yaml_event_t end;
-          if (doc != NULL && next_event(&r, &end)) {
-            yaml_event_delete(&end);
-          }
-          /* An empty document (a lone "---", or one that is only "~") is left out. */
-          if (doc != NULL && !cJSON_IsNull(doc)) {
-            cJSON_AddItemToArray(docs, doc);
-          } else {
-            cJSON_Delete(doc);
-          }
-        }
-        /* Anchors do not cross documents. */
-        forget_anchors(&r);
-        break;
-      }
-      default:
-        break;
-    }
-    yaml_event_delete(&ev);
-    if (r.failed) {
-      break;
-    }
+  cJSON *doc;
+  struct yaml_doc_place place;
+  int got;
+  while ((got = yaml_reader_next(r, &doc, &place, err, err_len)) == 1) {
+    cJSON_AddItemToArray(docs, doc);
   }
-  forget_anchors(&r);
-  yaml_parser_delete(&r.parser);
-  if (r.failed) {
+  yaml_reader_free(r);
+  if (got < 0) {
     cJSON_Delete(docs);
     return NULL;
   }
   return docs;
 }
 
-/* ---- Emitting ---- */
+/* ---- Writing YAML ---- */
+
+/* The escape of the character at |c| when YAML must not have it raw: a control
+ * character, a line break other than \n (NEL, U+2028, U+2029), a byte order mark, or
+ * U+FFFE/U+FFFF (which libyaml refuses); NULL for any other. |*n| is its length in
+ * bytes; |buf| holds an escape made up. */
+static const char *special_char(const unsigned char *c, size_t *n, char buf[8]) {
+  *n = 1;
+  if (*c == '\n' || *c == '\t' || *c == '\r') {
+    return *c == '\n' ? "\\n" : *c == '\t' ? "\\t" : "\\r";
+  }
+  if (*c < 0x20 || *c == 0x7f) {
+    snprintf(buf, 8, "\\x%02x", *c);
+    return buf;
+  }
+  if (c[0] == 0xc2 && c[1] >= 0x80 && c[1] <= 0x9f) {
+    *n = 2;
+    if (c[1] == 0x85) {
+      return "\\N";
+    }
+    snprintf(buf, 8, "\\x%02x", c[1]);
+    return buf;
+  }
+  if (c[0] == 0xe2 && c[1] == 0x80 && (c[2] == 0xa8 || c[2] == 0xa9)) {
+    *n = 3;
+    return c[2] == 0xa8 ? "\\L" : "\\P";
+  }
+  if (c[0] == 0xef && ((c[1] == 0xbb && c[2] == 0xbf) || (c[1] == 0xbf && c[2] >= 0xbe))) {
+    *n = 3;
+    return c[1] == 0xbb ? "\\uFEFF" : c[2] == 0xbe ? "\\uFFFE" : "\\uFFFF";
+  }
+  return NULL;
+}
+
+/* Whether some YAML 1.1 or 1.2 reader could take the plain scalar |s| for anything but
+ * a string. Deliberately broad, since a quoted string is the same string: the YAML 1.1
+ * booleans and nulls in any case, the merge and value keys, the infinities and NaN, the
+ * empty string, and whatever starts with a digit (after an optional sign, or a '.') and
+ * has only characters that some reader's number takes (digits, hex digits, the 0x, 0o,
+ * 0b prefixes, '_' that go-yaml strips, '.', ':' of base 60, signs and exponents: 0o17,
+ * 0x_1F, 1_000.5, 1:20, 1e3) or starts as a date does (2024-01-01). 100m and 128Mi stay
+ * plain, as kubectl writes them: no reader has a number with an m or an i. */
+static bool maybe_typed(const char *s) {
+  static const char *const kWords[] = {"y",     "n",    "yes", "no", "on", "off", "true",
+                                       "false", "null", "~",   "<<", "=",  NULL};
+  size_t len = strlen(s); /* No word is longer than "false". */
+  for (size_t i = 0; len <= 5 && kWords[i] != NULL; i++) {
+    if (strcasecmp(s, kWords[i]) == 0) {
+      return true;
+    }
+  }
+  const char *p = s + (*s == '-' || *s == '+');
+  if ((p[0] >= '0' && p[0] <= '9') || (p[0] == '.' && p[1] >= '0' && p[1] <= '9')) {
+    bool date = strspn(p, "0123456789") == 4 && p[4] == '-';
+    return date || p[strspn(p, "0123456789abcdefABCDEFxXoObBpP_.:+-")] == '\0';
+  }
+  return s[0] == '\0' ||
+         (p[0] == '.' && (strcasecmp(p + 1, "inf") == 0 || strcasecmp(p + 1, "nan") == 0));
+}
 
 /* Whether |s| can be written without quotes and read back as the same string: not
- * empty, no surrounding space, no leading indicator, nothing a reader would take for a
- * comment, a key or another type, and no control character. Anything else is quoted. */
+ * empty, no surrounding space, no leading indicator (but a '-' that starts no list
+ * item: --port), nothing a reader would take for a comment, a key or another type, and
+ * printable ASCII only (YAML reads some other characters, NEL, U+2028, U+2029, as line
+ * breaks). Anything else is quoted. */
 static bool plain_safe(const char *s) {
   size_t len = strlen(s);
   if (len == 0 || s[0] == ' ' || s[len - 1] == ' ' || s[len - 1] == ':' ||
-      strchr("-?:,[]{}#&*!|>'\"%@`", s[0]) != NULL || strstr(s, ": ") != NULL ||
+      strchr("?:,[]{}#&*!|>'\"%@`", s[0]) != NULL ||
+      (s[0] == '-' && (s[1] == '\0' || s[1] == ' ')) || strstr(s, ": ") != NULL ||
       strstr(s, " #") != NULL || strncmp(s, "---", 3) == 0 || strncmp(s, "...", 3) == 0 ||
-      !yaml_plain_is_string(s)) {
+      maybe_typed(s)) {
     return false;
   }
-  /* Printable ASCII only: YAML reads some other characters (NEL, U+2028, U+2029) as
-   * line breaks. */
   for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
     if (*c < 0x20 || *c >= 0x7f) {
       return false;
@@ -445,74 +796,128 @@ static bool plain_safe(const char *s) {
   return true;
 }
 
-static void emit_string(struct textbuf *b, const char *s) {
-  if (plain_safe(s)) {
-    textbuf_str(b, s);
-    return;
+/* Whether the string |s| of several lines can be a literal block scalar that reads back
+ * the same: no character that needs an escape but \n and \t, no space or tab at the end
+ * of a line (a reader keeps them, an editor does not), and a first line that does not
+ * start with one (it would be taken for indentation: that would need an indentation
+ * indicator, which some readers get wrong). */
+static bool block_safe(const char *s) {
+  if (strchr(s, '\n') == NULL) {
+    return false;
   }
-  textbuf_str(b, "\"");
-  for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
-    switch (*c) {
-      case '"':
-        textbuf_str(b, "\\\"");
-        break;
-      case '\\':
-        textbuf_str(b, "\\\\");
-        break;
-      case '\n':
-        textbuf_str(b, "\\n");
-        break;
-      case '\t':
-        textbuf_str(b, "\\t");
-        break;
-      case '\r':
-        textbuf_str(b, "\\r");
-        break;
-      default:
-        if (*c < 0x20 || *c == 0x7f) {
-          textbuf_printf(b, "\\x%02x", *c);
-        } else if (c[0] == 0xc2 && c[1] == 0x85) {
-          textbuf_str(b, "\\N"); /* NEL, a line break to YAML even inside quotes. */
-          c++;
-        } else if (c[0] == 0xe2 && c[1] == 0x80 && (c[2] == 0xa8 || c[2] == 0xa9)) {
-          textbuf_str(b, c[2] == 0xa8 ? "\\L" : "\\P");
-          c += 2;
-        } else if (c[0] == 0xef && c[1] == 0xbb && c[2] == 0xbf) {
-          textbuf_str(b, "\\uFEFF");
-          c += 2;
-        } else {
-          textbuf_append(b, (const char *)c, 1);
-        }
+  bool content = false; /* A line with a character has been seen. */
+  char buf[8];
+  size_t n;
+  for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c += n) {
+    n = 1;
+    if (*c == '\n') {
+      if (c > (const unsigned char *)s && (c[-1] == ' ' || c[-1] == '\t')) {
+        return false;
+      }
+      continue;
+    }
+    if (!content && (*c == ' ' || *c == '\t')) {
+      return false;
+    }
+    content = true;
+    if (*c != '\t' && special_char(c, &n, buf) != NULL) {
+      return false;
     }
   }
+  size_t len = strlen(s);
+  return content && s[len - 1] != ' ' && s[len - 1] != '\t';
+}
+
+static void indent(struct textbuf *b, int n) {
+  static const char kSpaces[] = "                                ";
+  for (; n > 0; n -= (int)sizeof(kSpaces) - 1) {
+    textbuf_append(b, kSpaces, n < (int)sizeof(kSpaces) - 1 ? (size_t)n : sizeof(kSpaces) - 1);
+  }
+}
+
+/* Writes |s| as a literal block scalar whose lines are indented by |level|, with the
+ * chomping indicator that keeps its final line breaks: |- for none, | for one, |+ for
+ * more. */
+static void emit_block(struct textbuf *b, const char *s, int level) {
+  size_t len = strlen(s);
+  size_t breaks = 0;
+  while (breaks < len && s[len - 1 - breaks] == '\n') {
+    breaks++;
+  }
+  textbuf_str(b, breaks == 0 ? "|-\n" : breaks == 1 ? "|\n" : "|+\n");
+  const char *end = s + len - (breaks > 0);
+  for (const char *line = s; line <= end && *line != '\0';) {
+    const char *eol = strchr(line, '\n');
+    if (eol == NULL) {
+      eol = s + len;
+    }
+    if (eol > line) {
+      indent(b, level);
+      textbuf_append(b, line, (size_t)(eol - line));
+    }
+    textbuf_str(b, "\n");
+    line = eol + 1;
+  }
+}
+
+static void emit_quoted(struct textbuf *b, const char *s) {
+  textbuf_str(b, "\"");
+  const char *run = s;
+  char buf[8];
+  size_t n;
+  for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c += n) {
+    const char *escape;
+    if (*c == '"' || *c == '\\') {
+      escape = *c == '"' ? "\\\"" : "\\\\";
+      n = 1;
+    } else {
+      escape = special_char(c, &n, buf);
+    }
+    if (escape != NULL) {
+      textbuf_append(b, run, (size_t)((const char *)c - run));
+      textbuf_str(b, escape);
+      run = (const char *)c + n;
+    }
+  }
+  textbuf_str(b, run);
   textbuf_str(b, "\"");
 }
 
-static void emit_scalar(struct textbuf *b, const cJSON *v) {
+static void emit_string(struct textbuf *b, const char *s) {
+  if (plain_safe(s)) {
+    textbuf_str(b, s);
+  } else {
+    emit_quoted(b, s);
+  }
+}
+
+/* Writes the scalar (or empty container) |v| and the end of its line; a string of
+ * several lines becomes a block whose lines are indented by |level| + 2. */
+static void emit_value_line(struct textbuf *b, const cJSON *v, int level) {
+  char number[40];
+  if (cJSON_IsString(v) && !plain_safe(v->valuestring) && block_safe(v->valuestring)) {
+    emit_block(b, v->valuestring, level + 2);
+    return;
+  }
   if (cJSON_IsString(v)) {
     emit_string(b, v->valuestring);
+  } else if (cJSON_IsNumber(v) && isfinite(v->valuedouble)) {
+    format_number(v->valuedouble, number, sizeof(number));
+    textbuf_str(b, number);
   } else if (cJSON_IsNumber(v)) {
-    double d = v->valuedouble;
-    if (d == floor(d) && fabs(d) < 9007199254740992.0) {
-      textbuf_printf(b, "%.0f", d);
-    } else {
-      textbuf_printf(b, "%.17g", d);
-    }
+    textbuf_str(b, isnan(v->valuedouble) ? ".nan" : v->valuedouble > 0 ? ".inf" : "-.inf");
   } else if (cJSON_IsBool(v)) {
     textbuf_str(b, cJSON_IsTrue(v) ? "true" : "false");
+  } else if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
+    textbuf_str(b, cJSON_IsObject(v) ? "{}" : "[]");
   } else {
     textbuf_str(b, "null");
   }
+  textbuf_str(b, "\n");
 }
 
 static bool is_container(const cJSON *v) {
   return (cJSON_IsObject(v) || cJSON_IsArray(v)) && v->child != NULL;
-}
-
-static void indent(struct textbuf *b, int n) {
-  for (int i = 0; i < n; i++) {
-    textbuf_str(b, " ");
-  }
 }
 
 static void emit_node(struct textbuf *b, const cJSON *v, int level, bool inline_first);
@@ -528,20 +933,12 @@ static void emit_mapping(struct textbuf *b, const cJSON *obj, int level, bool in
     }
     first = false;
     emit_string(b, m->string);
-    textbuf_str(b, ":");
     if (is_container(m)) {
-      textbuf_str(b, "\n");
+      textbuf_str(b, ":\n");
       emit_node(b, m, cJSON_IsArray(m) ? level : level + 2, false);
     } else {
-      textbuf_str(b, " ");
-      if (cJSON_IsObject(m)) {
-        textbuf_str(b, "{}");
-      } else if (cJSON_IsArray(m)) {
-        textbuf_str(b, "[]");
-      } else {
-        emit_scalar(b, m);
-      }
-      textbuf_str(b, "\n");
+      textbuf_str(b, ": ");
+      emit_value_line(b, m, level);
     }
   }
 }
@@ -551,42 +948,98 @@ static void emit_node(struct textbuf *b, const cJSON *v, int level, bool inline_
     emit_mapping(b, v, level, inline_first);
     return;
   }
-  if (cJSON_IsArray(v) && v->child != NULL) {
-    const cJSON *item;
-    cJSON_ArrayForEach(item, v) {
-      indent(b, level);
-      textbuf_str(b, "- ");
-      if (cJSON_IsObject(item) && item->child != NULL) {
-        emit_mapping(b, item, level + 2, true);
-      } else if (cJSON_IsArray(item) && item->child != NULL) {
-        textbuf_str(b, "\n");
-        emit_node(b, item, level + 2, false);
-      } else {
-        if (cJSON_IsObject(item)) {
-          textbuf_str(b, "{}");
-        } else if (cJSON_IsArray(item)) {
-          textbuf_str(b, "[]");
-        } else {
-          emit_scalar(b, item);
-        }
-        textbuf_str(b, "\n");
-      }
-    }
+  if (!cJSON_IsArray(v) || v->child == NULL) {
+    indent(b, level);
+    emit_value_line(b, v, level);
     return;
   }
-  indent(b, level);
-  if (cJSON_IsObject(v)) {
-    textbuf_str(b, "{}");
-  } else if (cJSON_IsArray(v)) {
-    textbuf_str(b, "[]");
-  } else {
-    emit_scalar(b, v);
+  const cJSON *item;
+  cJSON_ArrayForEach(item, v) {
+    indent(b, level);
+    textbuf_str(b, "- ");
+    if (cJSON_IsObject(item) && item->child != NULL) {
+      emit_mapping(b, item, level + 2, true);
+    } else if (is_container(item)) {
+      textbuf_str(b, "\n");
+      emit_node(b, item, level + 2, false);
+    } else {
+      emit_value_line(b, item, level);
+    }
   }
-  textbuf_str(b, "\n");
 }
 
 char *yaml_emit(const cJSON *doc) {
   struct textbuf b = {0};
   emit_node(&b, doc, 0, false);
+  return textbuf_finish(&b);
+}
+
+/* ---- Writing JSON ---- */
+
+static void json_string(struct textbuf *b, const char *s) {
+  textbuf_str(b, "\"");
+  const char *run = s;
+  for (const unsigned char *c = (const unsigned char *)s; *c != '\0'; c++) {
+    if (*c >= 0x20 && *c != '"' && *c != '\\') {
+      continue;
+    }
+    textbuf_append(b, run, (size_t)((const char *)c - run));
+    switch (*c) {
+      case '"':
+      case '\\':
+        textbuf_printf(b, "\\%c", *c);
+        break;
+      case '\n':
+        textbuf_str(b, "\\n");
+        break;
+      case '\t':
+        textbuf_str(b, "\\t");
+        break;
+      case '\r':
+        textbuf_str(b, "\\r");
+        break;
+      default:
+        textbuf_printf(b, "\\u%04x", *c);
+    }
+    run = (const char *)c + 1;
+  }
+  textbuf_str(b, run);
+  textbuf_str(b, "\"");
+}
+
+static void json_node(struct textbuf *b, const cJSON *v, int level) {
+  char number[40];
+  if (is_container(v)) {
+    bool object = cJSON_IsObject(v);
+    textbuf_str(b, object ? "{\n" : "[\n");
+    for (const cJSON *c = v->child; c != NULL; c = c->next) {
+      indent(b, level + 4);
+      if (object) {
+        json_string(b, c->string);
+        textbuf_str(b, ": ");
+      }
+      json_node(b, c, level + 4);
+      textbuf_str(b, c->next != NULL ? ",\n" : "\n");
+    }
+    indent(b, level);
+    textbuf_str(b, object ? "}" : "]");
+  } else if (cJSON_IsString(v)) {
+    json_string(b, v->valuestring);
+  } else if (cJSON_IsNumber(v) && isfinite(v->valuedouble)) {
+    format_number(v->valuedouble, number, sizeof(number));
+    textbuf_str(b, number);
+  } else if (cJSON_IsBool(v)) {
+    textbuf_str(b, cJSON_IsTrue(v) ? "true" : "false");
+  } else if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
+    textbuf_str(b, cJSON_IsObject(v) ? "{}" : "[]");
+  } else {
+    textbuf_str(b, "null"); /* JSON has no infinity or NaN either. */
+  }
+}
+
+char *yaml_emit_json(const cJSON *doc) {
+  struct textbuf b = {0};
+  json_node(&b, doc, 0);
+  textbuf_str(&b, "\n");
   return textbuf_finish(&b);
 }

@@ -1,7 +1,9 @@
-/* inject_cli: `mtlsd inject` (SPEC section 9): Kubernetes objects in (JSON or YAML, one
- * or several documents, `kind: List`), the same objects out in the same format, with
- * every Pod and workload injected (the inject module) and every other object passed
- * through value for value. What happened to each object goes to stderr. */
+/* inject_cli: `mtlsd inject` (SPEC section 9): Kubernetes objects in (YAML or JSON, one
+ * or several documents, a JSON stream, `kind: List`), the same objects out in the same
+ * format (several in JSON as one List), with every Pod and workload injected (the inject
+ * module) and every other object passed through value for value. What happened to each
+ * object goes to stderr. All input is read and checked before anything is injected or
+ * written, in time linear in its size. */
 #ifndef MTLSD_INJECT_CLI_H
 #define MTLSD_INJECT_CLI_H
 

@@ -1,14 +1,19 @@
-/* yaml: Kubernetes YAML to JSON and back, for `mtlsd inject` (SPEC section 9): libyaml
- * reads and the documents become cJSON values, which are written back as block YAML.
+/* yaml: Kubernetes manifests as text, for `mtlsd inject` (SPEC section 9): libyaml reads
+ * YAML and the documents become cJSON values, which are written back as block YAML or as
+ * indented JSON, the way kubectl writes them.
  *
  * Plain scalars resolve the way kubectl's YAML reader (go-yaml v2, YAML 1.1) does, so
  * that a manifest means the same here as in the cluster: `true`, `yes`, `on` are
  * booleans, `0644` is the octal 420, `1e3` a number, `~` null. A quoted or block scalar
- * is always a string. On the way out every string that a YAML 1.1 reader would take
- * for anything else ("8080", "true", "0755", "1e3", "on", "") is quoted, so strings
- * stay strings. Key order is kept; anchors and aliases are expanded; comments are lost.
+ * is always a string. On the way out a string is quoted whenever any YAML 1.1 or 1.2
+ * reader (go-yaml v2 and v3, PyYAML included) could take it for something else: so, more
+ * often than needed, as quoting a string never changes it. A string of several lines is
+ * written as a literal block (`|`) when one can hold it exactly. Numbers are written in
+ * the shortest form that reads back as the same double. Key order is kept; anchors and
+ * aliases are expanded (within kubectl's bound on aliasing); comments are lost.
  *
- * Pure functions; the caller owns what they return. */
+ * A reader (yaml_reader_new) owns a copy of nothing: the text it reads must outlive it.
+ * Every document and string returned belongs to the caller. */
 #ifndef MTLSD_YAML_H
 #define MTLSD_YAML_H
 
@@ -17,18 +22,48 @@
 
 #include <cjson/cJSON.h>
 
-/* yaml_parse returns the documents of the |len| bytes of |text| as a cJSON array (one
- * element per document; empty documents are left out), which the caller deletes. On a
- * syntax error or an unsupported construct it returns NULL with "line L, column C:
- * problem" in |err|. */
+/* A stream of YAML documents, read one at a time. */
+struct yaml_reader;
+
+/* yaml_reader_new starts reading the |len| bytes of |text|; NULL when out of memory. */
+struct yaml_reader *yaml_reader_new(const char *text, size_t len);
+
+/* Where a document starts: its number in the stream (1 for the first; empty documents
+ * count) and its line. */
+struct yaml_doc_place {
+  size_t number;
+  size_t line;
+};
+
+/* yaml_reader_next returns 1 with the next non-empty document in |*doc| and its place in
+ * |*place|, 0 at the end of the stream, and -1 on a syntax error, an unsupported
+ * construct, excessive aliasing or an allocation failure, with "line L, column C: problem
+ * (document N, from line S)" in |err|; the reader is then done. */
+int yaml_reader_next(struct yaml_reader *r, cJSON **doc, struct yaml_doc_place *place, char *err,
+                     size_t err_len);
+
+/* yaml_reader_free ends the reader (NULL is fine). */
+void yaml_reader_free(struct yaml_reader *r);
+
+/* yaml_parse returns every non-empty document of the |len| bytes of |text| as a cJSON
+ * array, which the caller deletes; NULL with the reader's message in |err| on error. */
 cJSON *yaml_parse(const char *text, size_t len, char *err, size_t err_len);
 
 /* yaml_emit writes |doc| as one YAML document (block style, 2-space indents) into a new
  * string the caller frees; NULL when out of memory. */
 char *yaml_emit(const cJSON *doc);
 
+/* yaml_emit_json writes |doc| as JSON indented as kubectl's `-o json` (4 spaces, one
+ * member a line, `{}` and `[]` when empty), with a final newline, into a new string the
+ * caller frees; NULL when out of memory. */
+char *yaml_emit_json(const cJSON *doc);
+
 /* yaml_plain_is_string tells whether the plain scalar |s| reads back as a string (not
  * null, a boolean or a number) under kubectl's rules. */
 bool yaml_plain_is_string(const char *s);
+
+/* yaml_text_position turns byte |offset| of |text| into a line and a column (both from 1;
+ * columns count characters, not the bytes of UTF-8 sequences). */
+void yaml_text_position(const char *text, size_t offset, size_t *line, size_t *column);
 
 #endif
