@@ -114,20 +114,22 @@ static bool check_document(const char *source, const cJSON *doc,
 }
 
 /* Injects |*obj|, replacing it (in |parent| too when it is a List's items) with the
- * injected object; returns false when it was refused. */
-static bool process(const struct inject_config *cfg, cJSON *parent, cJSON **obj) {
+ * injected object, and says what happened in |report|; returns false when it was
+ * refused. */
+static bool process(const struct inject_config *cfg, struct textbuf *report, cJSON *parent,
+                    cJSON **obj) {
   char what[200];
   describe(what, sizeof(what), *obj);
   struct inject_result r;
   if (!inject_object(cfg, *obj, NULL, &r)) {
-    fprintf(stderr, "%s: passed through (%s)\n", what, r.reason);
+    textbuf_printf(report, "%s: passed through (%s)\n", what, r.reason);
     return true;
   }
   if (r.outcome == INJECT_INJECTED) {
     cJSON *injected = inject_apply(*obj, r.patch);
     inject_result_clear(&r);
     if (injected == NULL) {
-      fprintf(stderr, "%s: refused: the mutation does not apply (out of memory?)\n", what);
+      textbuf_printf(report, "%s: refused: the mutation does not apply (out of memory?)\n", what);
       return false;
     }
     if (parent != NULL) {
@@ -136,26 +138,25 @@ static bool process(const struct inject_config *cfg, cJSON *parent, cJSON **obj)
       cJSON_Delete(*obj);
     }
     *obj = injected;
-    fprintf(stderr, "%s: injected\n", what);
+    textbuf_printf(report, "%s: injected\n", what);
     return true;
   }
-  fprintf(stderr, "%s: %s: %s\n", what, r.outcome == INJECT_SKIPPED ? "skipped" : "refused",
-          r.reason);
+  textbuf_printf(report, "%s: %s: %s\n", what, r.outcome == INJECT_SKIPPED ? "skipped" : "refused",
+                 r.reason);
   return r.outcome == INJECT_SKIPPED;
 }
 
-/* Processes one document (of |parent|, when not NULL): an object, or the items of a
- * List. */
-static bool process_document(const struct inject_config *cfg, cJSON *parent, cJSON **doc) {
+/* Processes one document: an object, or the items of a List. */
+static bool process_document(const struct inject_config *cfg, struct textbuf *report, cJSON **doc) {
   if (!is_list(*doc)) {
-    return process(cfg, parent, doc);
+    return process(cfg, report, NULL, doc);
   }
   cJSON *items = cJSON_GetObjectItemCaseSensitive(*doc, "items");
   bool ok = true;
   cJSON *next;
   for (cJSON *item = items->child; item != NULL; item = next) {
     next = item->next;
-    ok = process(cfg, items, &item) && ok;
+    ok = process(cfg, report, items, &item) && ok;
   }
   return ok;
 }
@@ -253,99 +254,63 @@ static bool open_input(struct input *in, const char *file) {
   return true;
 }
 
-/* Reads every document, checking that each is a Kubernetes object, before anything is
- * injected or written: bad input gets no output. NULL after saying why on stderr. */
-static cJSON *read_documents(struct input *in) {
-  cJSON *docs = cJSON_CreateArray();
-  char err[400] = "out of memory";
-  cJSON *doc = NULL;
-  struct yaml_doc_place place;
-  int got = docs != NULL ? 1 : -1;
-  while (got > 0 && (got = next_document(in, &doc, &place, err, sizeof(err))) > 0) {
-    if (!check_document(in->source, doc, &place)) {
-      cJSON_Delete(doc);
-      cJSON_Delete(docs);
-      return NULL;
-    }
-    cJSON_AddItemToArray(docs, doc);
+/* What is written, built as the documents come, each freed once written: the input
+ * read whole is checked whole, but only one document's tree is in memory at a time. */
+struct output {
+  bool json;
+  size_t count;          /* Documents. */
+  struct textbuf text;   /* YAML documents; in JSON, the List after its first document. */
+  cJSON *first;          /* JSON: the first document, until a second makes it a List's. */
+  size_t items;          /* JSON: the List's items written. */
+  struct textbuf report; /* What happened to each object, for stderr. */
+};
+
+/* Appends |doc| as items of the List (its items, when it is a List itself: kubectl's
+ * List has no List in it), and deletes it. */
+static void add_items(struct output *out, cJSON *doc) {
+  const cJSON *items = is_list(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "items") : NULL;
+  for (const cJSON *item = items != NULL ? items->child : doc; item != NULL;
+       item = items != NULL ? item->next : NULL) {
+    textbuf_str(&out->text, out->items++ > 0 ? ",\n        " : "\n        ");
+    yaml_write_json(&out->text, item, 8);
   }
-  if (got < 0) {
-    fprintf(stderr, "mtlsd inject: %s: %s\n", in->source, err);
-    cJSON_Delete(docs);
-    return NULL;
-  }
-  return docs;
+  cJSON_Delete(doc);
 }
 
-/* Several documents written as JSON are one List, as kubectl writes them; the items of a
- * List among them are spliced in. Takes the documents of |docs|; NULL when out of memory. */
-static cJSON *list_of(cJSON *docs) {
-  cJSON *list = cJSON_CreateObject();
-  cJSON *items = NULL;
-  if (list == NULL || cJSON_AddStringToObject(list, "apiVersion", "v1") == NULL ||
-      cJSON_AddStringToObject(list, "kind", "List") == NULL ||
-      (items = cJSON_AddArrayToObject(list, "items")) == NULL) {
-    cJSON_Delete(list);
-    return NULL;
-  }
-  while (docs->child != NULL) {
-    cJSON *doc = cJSON_DetachItemViaPointer(docs, docs->child);
-    cJSON *inner = is_list(doc) ? cJSON_GetObjectItemCaseSensitive(doc, "items") : NULL;
-    if (inner == NULL) {
-      cJSON_AddItemToArray(items, doc);
-      continue;
-    }
-    while (inner->child != NULL) {
-      cJSON_AddItemToArray(items, cJSON_DetachItemViaPointer(inner, inner->child));
-    }
+/* Writes (or, the first in JSON, keeps) |doc|, which it takes. Several documents written
+ * as JSON are one List, as kubectl writes them. */
+static void output_add(struct output *out, cJSON *doc) {
+  if (!out->json) {
+    textbuf_str(&out->text, out->count++ > 0 ? "---\n" : "");
+    yaml_write(&out->text, doc);
     cJSON_Delete(doc);
+    return;
   }
-  return list;
+  if (out->count++ == 0) {
+    out->first = doc;
+    return;
+  }
+  if (out->first != NULL) {
+    textbuf_str(&out->text,
+                "{\n    \"apiVersion\": \"v1\",\n    \"kind\": \"List\",\n"
+                "    \"items\": [");
+    add_items(out, out->first);
+    out->first = NULL;
+  }
+  add_items(out, doc);
 }
 
-/* Injects the documents of |docs| and writes them, in YAML or JSON; deletes |docs|.
- * Returns false, with nothing written, when out of memory; |*ok| says whether no object
- * was refused. */
-static bool inject_and_write(const struct inject_config *cfg, cJSON *docs, bool json, bool *ok) {
-  struct textbuf out = {0};
-  bool failed = false;
-  size_t count = 0;
-  *ok = true;
-  for (cJSON *doc = docs->child, *next; doc != NULL; doc = next, count++) {
-    next = doc->next;
-    if (json) {
-      *ok = process_document(cfg, docs, &doc) && *ok;
-      continue;
-    }
-    /* Each YAML document is written, and its memory freed, as soon as it is injected. */
-    cJSON_DetachItemViaPointer(docs, doc);
-    *ok = process_document(cfg, NULL, &doc) && *ok;
-    char *text = yaml_emit(doc);
-    cJSON_Delete(doc);
-    textbuf_str(&out, count > 0 ? "---\n" : "");
-    textbuf_str(&out, text != NULL ? text : "");
-    failed = failed || text == NULL;
-    free(text);
+/* The whole output, which the caller frees; NULL when out of memory. */
+static char *output_finish(struct output *out) {
+  if (out->first != NULL) {
+    yaml_write_json(&out->text, out->first, 0);
+    textbuf_str(&out->text, "\n");
+    cJSON_Delete(out->first);
+    out->first = NULL;
+  } else if (out->json && out->count > 1) {
+    textbuf_str(&out->text, out->items > 0 ? "\n    ]\n}\n" : "]\n}\n");
   }
-  if (json && count > 0) {
-    cJSON *list = count > 1 ? list_of(docs) : NULL;
-    char *text = count == 1     ? yaml_emit_json(docs->child)
-                 : list != NULL ? yaml_emit_json(list)
-                                : NULL;
-    cJSON_Delete(list);
-    textbuf_str(&out, text != NULL ? text : "");
-    failed = failed || text == NULL;
-    free(text);
-  }
-  cJSON_Delete(docs);
-  char *text = textbuf_finish(&out);
-  if (text == NULL || failed) {
-    free(text);
-    return false;
-  }
-  fputs(text, stdout);
-  free(text);
-  return true;
+  return textbuf_finish(&out->text);
 }
 
 static int inject_files(const char *file, const char *format, const struct inject_config *cfg);
@@ -386,20 +351,44 @@ int inject_main(int argc, char **argv) {
   return code;
 }
 
-/* Reads, injects and writes; see inject_main. */
+/* Reads, injects and writes; see inject_main. Nothing is written, but the problem, when
+ * any document is bad. */
 static int inject_files(const char *file, const char *format, const struct inject_config *cfg) {
   struct input in = {0};
   if (!open_input(&in, file)) {
     free(in.text);
     return MTLSD_EXIT_USAGE;
   }
-  cJSON *docs = read_documents(&in);
+  struct output out = {.json = format != NULL ? strcmp(format, "json") == 0 : in.json};
+  bool ok = true;
+  int got;
+  cJSON *doc;
+  struct yaml_doc_place place;
+  char err[400];
+  while ((got = next_document(&in, &doc, &place, err, sizeof(err))) > 0) {
+    if (!check_document(in.source, doc, &place)) {
+      cJSON_Delete(doc);
+      break;
+    }
+    ok = process_document(cfg, &out.report, &doc) && ok;
+    output_add(&out, doc);
+  }
+  if (got < 0) {
+    fprintf(stderr, "mtlsd inject: %s: %s\n", in.source, err);
+  }
   yaml_reader_free(in.yaml);
   free(in.text);
-  if (docs == NULL) {
-    return MTLSD_EXIT_USAGE;
+  char *report = textbuf_finish(&out.report);
+  char *text = output_finish(&out);
+  int code = got != 0 ? MTLSD_EXIT_USAGE : ok ? MTLSD_EXIT_OK : MTLSD_EXIT_FAILED;
+  if (got == 0 && (report == NULL || text == NULL)) {
+    fprintf(stderr, "mtlsd inject: out of memory\n");
+    code = MTLSD_EXIT_FAILED;
+  } else if (got == 0) {
+    fputs(report, stderr);
+    fputs(text, stdout);
   }
-  if (docs->child == NULL) {
+  if (got == 0 && out.count == 0) {
     /* Said, but no error: a filter (helm --post-renderer, a pipe into kubectl) of a chart
      * that renders nothing must not fail; kubectl apply then says "no objects passed". */
     fprintf(stderr,
@@ -407,10 +396,7 @@ static int inject_files(const char *file, const char *format, const struct injec
             "comments and \"---\")\n",
             in.source);
   }
-  bool ok;
-  if (!inject_and_write(cfg, docs, format != NULL ? strcmp(format, "json") == 0 : in.json, &ok)) {
-    fprintf(stderr, "mtlsd inject: out of memory\n");
-    return MTLSD_EXIT_FAILED;
-  }
-  return ok ? MTLSD_EXIT_OK : MTLSD_EXIT_FAILED;
+  free(report);
+  free(text);
+  return code;
 }

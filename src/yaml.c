@@ -968,9 +968,13 @@ static void emit_node(struct textbuf *b, const cJSON *v, int level, bool inline_
   }
 }
 
+void yaml_write(struct textbuf *b, const cJSON *doc) {
+  emit_node(b, doc, 0, false);
+}
+
 char *yaml_emit(const cJSON *doc) {
   struct textbuf b = {0};
-  emit_node(&b, doc, 0, false);
+  yaml_write(&b, doc);
   return textbuf_finish(&b);
 }
 
@@ -1037,9 +1041,6 @@ static void json_node(struct textbuf *b, const cJSON *v, int level) {
   }
 }
 
-char *yaml_emit_json(const cJSON *doc) {
-  struct textbuf b = {0};
-  json_node(&b, doc, 0);
-  textbuf_str(&b, "\n");
-  return textbuf_finish(&b);
+void yaml_write_json(struct textbuf *b, const cJSON *doc, int level) {
+  json_node(b, doc, level);
 }

@@ -2,8 +2,9 @@
  * or several documents, a JSON stream, `kind: List`), the same objects out in the same
  * format (several in JSON as one List), with every Pod and workload injected (the inject
  * module) and every other object passed through value for value. What happened to each
- * object goes to stderr. All input is read and checked before anything is injected or
- * written, in time linear in its size. */
+ * object goes to stderr. Nothing is written (but the problem) when any document is bad;
+ * time is linear in the size of the input, and one document's tree at a time is in
+ * memory. */
 #ifndef MTLSD_INJECT_CLI_H
 #define MTLSD_INJECT_CLI_H
 

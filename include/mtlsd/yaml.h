@@ -13,7 +13,8 @@
  * aliases are expanded (within kubectl's bound on aliasing); comments are lost.
  *
  * A reader (yaml_reader_new) owns a copy of nothing: the text it reads must outlive it.
- * Every document and string returned belongs to the caller. */
+ * Every document and string returned belongs to the caller; the writers append to the
+ * caller's buffer, whose failure (out of memory) says that the text is incomplete. */
 #ifndef MTLSD_YAML_H
 #define MTLSD_YAML_H
 
@@ -21,6 +22,8 @@
 #include <stddef.h>
 
 #include <cjson/cJSON.h>
+
+#include "mtlsd/textbuf.h"
 
 /* A stream of YAML documents, read one at a time. */
 struct yaml_reader;
@@ -49,14 +52,16 @@ void yaml_reader_free(struct yaml_reader *r);
  * array, which the caller deletes; NULL with the reader's message in |err| on error. */
 cJSON *yaml_parse(const char *text, size_t len, char *err, size_t err_len);
 
-/* yaml_emit writes |doc| as one YAML document (block style, 2-space indents) into a new
- * string the caller frees; NULL when out of memory. */
+/* yaml_write appends |doc| to |b| as one YAML document (block style, 2-space indents). */
+void yaml_write(struct textbuf *b, const cJSON *doc);
+
+/* yaml_emit is yaml_write into a new string the caller frees; NULL when out of memory. */
 char *yaml_emit(const cJSON *doc);
 
-/* yaml_emit_json writes |doc| as JSON indented as kubectl's `-o json` (4 spaces, one
- * member a line, `{}` and `[]` when empty), with a final newline, into a new string the
- * caller frees; NULL when out of memory. */
-char *yaml_emit_json(const cJSON *doc);
+/* yaml_write_json appends |doc| to |b| as JSON indented as kubectl's `-o json` (4 spaces,
+ * one member a line, `{}` and `[]` when empty) for a value that starts |level| spaces
+ * in: its lines after the first are indented |level| more. No final newline. */
+void yaml_write_json(struct textbuf *b, const cJSON *doc, int level);
 
 /* yaml_plain_is_string tells whether the plain scalar |s| reads back as a string (not
  * null, a boolean or a number) under kubectl's rules. */

@@ -217,7 +217,9 @@ TEST(json_is_written_as_kubectl_writes_it) {
   cJSON *doc = parse_one(
       "kind: Pod\nmetadata: {name: \"a\\\"b\", labels: {}}\nspec: {containers: [], l: [1, "
       "0.1, true, null, \"\\t\"]}\n");
-  char *json = yaml_emit_json(doc);
+  struct textbuf b = {0};
+  yaml_write_json(&b, doc, 0);
+  char *json = textbuf_finish(&b);
   CHECK_STREQ(json,
               "{\n"
               "    \"kind\": \"Pod\",\n"
@@ -235,10 +237,16 @@ TEST(json_is_written_as_kubectl_writes_it) {
               "            \"\\t\"\n"
               "        ]\n"
               "    }\n"
-              "}\n");
+              "}");
   cJSON *back = cJSON_Parse(json);
   CHECK(cJSON_Compare(doc, back, true));
   cJSON_Delete(back);
+  free(json);
+  /* Within a List: every line after the first indented as deep as the first starts. */
+  struct textbuf item = {0};
+  yaml_write_json(&item, cJSON_GetObjectItem(doc, "metadata"), 8);
+  json = textbuf_finish(&item);
+  CHECK_STREQ(json, "{\n            \"name\": \"a\\\"b\",\n            \"labels\": {}\n        }");
   free(json);
   cJSON_Delete(doc);
 }
