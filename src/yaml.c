@@ -345,8 +345,8 @@ static cJSON *expand_alias(struct yaml_reader *r, const yaml_event_t *ev) {
   if (excessive_aliasing(r->nodes, r->aliased)) {
     char what[200];
     snprintf(what, sizeof(what),
-             "excessive aliasing: with *%.40s, %zu of the document's %zu nodes would be "
-             "copies (kubectl refuses it too)",
+             "excessive aliasing (kubectl refuses it too): with *%.40s, %zu of the "
+             "document's %zu nodes would be copies",
              name, r->aliased, r->nodes);
     fail_at(r, &ev->start_mark, what);
     return NULL;
