@@ -1401,18 +1401,26 @@ static bool next_token(const char **ptr, char *out, size_t cap) {
   return true;
 }
 
-/* Inserts |item| at |index| of |array| (at most its size). cJSON 1.7.15's own
- * cJSON_InsertItemInArray loses an item inserted after one inserted at 0 (the last
- * element's back link is left stale), so this moves the tail out and back instead. */
+/* Inserts |item| at |index| of |array| (at most its size), linking it in place: cJSON
+ * 1.7.15's own cJSON_InsertItemInArray leaves the first element's back link (to the last)
+ * stale after an insertion at 0, and detaching by index is quadratic. */
 static void array_insert(cJSON *array, int index, cJSON *item) {
-  cJSON tail = {.type = cJSON_Array};
-  while (cJSON_GetArraySize(array) > index) {
-    json_append(&tail, cJSON_DetachItemFromArray(array, index));
+  cJSON *at = array->child;
+  for (int i = 0; at != NULL && i < index; i++) {
+    at = at->next;
   }
-  json_append(array, item);
-  while (tail.child != NULL) {
-    json_append(array, cJSON_DetachItemFromArray(&tail, 0));
+  if (at == NULL) {
+    json_append(array, item);
+    return;
   }
+  item->next = at;
+  item->prev = at->prev; /* The first element's prev is the last one. */
+  if (at == array->child) {
+    array->child = item;
+  } else {
+    at->prev->next = item;
+  }
+  at->prev = item;
 }
 
 static bool apply_add(cJSON *doc, const char *path, const cJSON *value) {

@@ -139,6 +139,9 @@ static bool process(const struct inject_config *cfg, struct textbuf *report, cJS
     }
     *obj = injected;
     textbuf_printf(report, "%s: injected\n", what);
+    for (size_t i = 0; i < r.warning_count; i++) {
+      textbuf_printf(report, "%s: warning: %s\n", what, r.warnings[i]);
+    }
     return true;
   }
   textbuf_printf(report, "%s: %s: %s\n", what, r.outcome == INJECT_SKIPPED ? "skipped" : "refused",

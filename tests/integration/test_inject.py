@@ -198,7 +198,7 @@ class InjectTest(unittest.TestCase):
                                capture_output=True, text=True, timeout=30,
                                env={**os.environ, **env})
             self.assertEqual(r.returncode, 0, r.stderr)
-            first, _ = json.JSONDecoder().raw_decode(r.stdout)  # the Deployment
+            first = json.loads(r.stdout)["items"][0]  # the Deployment, first of a List
             spec = first["spec"]["template"]["spec"]
             init = next(c for c in spec["initContainers"] if c["name"] == "mtlsd-init")
             return init["args"]
@@ -253,7 +253,7 @@ class InjectTest(unittest.TestCase):
             "tls": {"min_version": "1.3"}, "limits": {"max_connections": 2048},
             "admin": {"lifecycle": False}, "certs": {"poll_interval": "10s"}, "workers": 1}})
         self.assertEqual(r.returncode, 0, r.stderr)
-        spec = json.JSONDecoder().raw_decode(r.stdout)[0]["spec"]["template"]["spec"]
+        spec = json.loads(r.stdout)["items"][0]["spec"]["template"]["spec"]
         sidecar = next(c for c in spec["initContainers"] if c["name"] == "mtlsd")
         env = {e["name"]: e.get("value") for e in sidecar["env"]}
         config = json.loads(env["MTLSD_CONFIG"])

@@ -139,7 +139,8 @@ class SchemaTest(unittest.TestCase):
         for text in MANIFESTS:
             r = inject(text, "-o", "json")
             assert r.returncode == 0, r.stderr
-            cls.injected += json_stream(r.stdout)
+            for o in json_stream(r.stdout):  # several documents come out as one List
+                cls.injected += o["items"] if o.get("kind") == "List" else [o]
 
     def test_everything_injected_is_valid_kubernetes(self):
         self.assertEqual(len(self.injected), 8)
@@ -155,6 +156,9 @@ class SchemaTest(unittest.TestCase):
             objects = []
             for path in sorted(glob.glob(os.path.join(TOP, "tests", "golden", "inject",
                                                       pattern))):
+                with open(path.split(".in.")[0].rsplit(".out", 1)[0] + ".code") as f:
+                    if f.read().strip() == "2":
+                        continue  # bad input, which mtlsd refuses (and so would the API)
                 with open(path) as f:
                     text = f.read()
                 docs = json_stream(text) if text.lstrip().startswith("{") else yaml_docs(text)
