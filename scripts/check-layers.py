@@ -17,7 +17,7 @@ import sys
 LAYERS = [
     ("base", "io exit list textbuf timefmt file log netaddr json_syntax json_alloc config identity "
              "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header "
-             "exposition"),
+             "exposition kjson jsonpatch"),
     ("tls", "tls"),
     ("runtime", "stats runtime transport certload acceptor"),
     ("connection", "relay dial conn http_server prober"),
@@ -25,7 +25,7 @@ LAYERS = [
     ("server", "server webhook"),
     ("main", "main"),
 ]
-ALIASES = {"certgen": "tls", "tls_certs": "tls", "tls_certgen": "tls", "config_render": "config"}
+ALIASES = {"inject_checks": "inject", "inject_probes": "inject", "certgen": "tls", "tls_certs": "tls", "tls_certgen": "tls", "config_render": "config"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"mtlsd/([a-z0-9_]+)\.h"', re.M)
 
 

@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "mtlsd/json_syntax.h"
+#include "mtlsd/kjson.h"
 
 #define REVIEW_VERSION "admission.k8s.io/v1"
 
@@ -36,19 +37,14 @@ static char *base64(const char *data, size_t len) {
   return out;
 }
 
-static const char *string_member(const cJSON *obj, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-  return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* "pod shop/web-7d9f (generateName)" for the log. */
 static void describe(char *out, size_t len, const cJSON *request, const cJSON *object) {
   const cJSON *kind = cJSON_GetObjectItemCaseSensitive(request, "kind");
   const cJSON *meta = cJSON_GetObjectItemCaseSensitive(object, "metadata");
-  const char *k = string_member(kind, "kind");
-  const char *ns = string_member(request, "namespace");
-  const char *name = string_member(meta, "name");
-  const char *generate = string_member(meta, "generateName");
+  const char *k = kjson_string(kind, "kind");
+  const char *ns = kjson_string(request, "namespace");
+  const char *name = kjson_string(meta, "name");
+  const char *generate = kjson_string(meta, "generateName");
   snprintf(out, len, "%s %s/%s%s", k != NULL ? k : "object", ns != NULL ? ns : "",
            name != NULL       ? name
            : generate != NULL ? generate
@@ -63,8 +59,8 @@ static const cJSON *review_request(const cJSON *review, char *msg, size_t msg_le
     snprintf(msg, msg_len, "not an AdmissionReview: the document is not a JSON object");
     return NULL;
   }
-  const char *version = string_member(review, "apiVersion");
-  const char *kind = string_member(review, "kind");
+  const char *version = kjson_string(review, "apiVersion");
+  const char *kind = kjson_string(review, "kind");
   if (version == NULL || strcmp(version, REVIEW_VERSION) != 0) {
     snprintf(msg, msg_len,
              "apiVersion: \"%.100s\" is not " REVIEW_VERSION
@@ -77,7 +73,7 @@ static const cJSON *review_request(const cJSON *review, char *msg, size_t msg_le
     return NULL;
   }
   const cJSON *request = cJSON_GetObjectItemCaseSensitive(review, "request");
-  const char *uid = string_member(request, "uid");
+  const char *uid = kjson_string(request, "uid");
   if (!cJSON_IsObject(request)) {
     snprintf(msg, msg_len, "request: missing, or not an object");
     return NULL;
@@ -136,7 +132,7 @@ static bool fill_response(cJSON *response, const struct inject_result *r) {
 /* What happens to |request|'s object: the mutation for the CREATE of something that has
  * pods, else a skip with its reason. */
 static void decide(const struct inject_config *cfg, const cJSON *request, struct inject_result *r) {
-  const char *operation = string_member(request, "operation");
+  const char *operation = kjson_string(request, "operation");
   const cJSON *object = cJSON_GetObjectItemCaseSensitive(request, "object");
   *r = (struct inject_result){.outcome = INJECT_SKIPPED};
   if (operation == NULL || strcmp(operation, "CREATE") != 0) {
@@ -151,7 +147,7 @@ static void decide(const struct inject_config *cfg, const cJSON *request, struct
   }
   /* At a pod's CREATE its own metadata.namespace is often empty (a ReplicaSet's pods):
    * the request says where it goes. */
-  if (!inject_object(cfg, object, string_member(request, "namespace"), r)) {
+  if (!inject_object(cfg, object, kjson_string(request, "namespace"), r)) {
     r->outcome = INJECT_SKIPPED;
   }
 }
@@ -188,7 +184,7 @@ char *admission_review(const struct inject_config *cfg, const char *body, size_t
             cJSON_AddStringToObject(answer, "kind", "AdmissionReview") != NULL;
   cJSON *response = ok ? cJSON_AddObjectToObject(answer, "response") : NULL;
   ok = response != NULL &&
-       cJSON_AddStringToObject(response, "uid", string_member(request, "uid")) != NULL &&
+       cJSON_AddStringToObject(response, "uid", kjson_string(request, "uid")) != NULL &&
        fill_response(response, &r);
   char *text = ok ? cJSON_PrintUnformatted(answer) : NULL;
   cJSON_Delete(answer);

@@ -13,6 +13,8 @@
 #include "mtlsd/inject.h"
 #include "mtlsd/injector.h"
 #include "mtlsd/json_syntax.h"
+#include "mtlsd/jsonpatch.h"
+#include "mtlsd/kjson.h"
 #include "mtlsd/textbuf.h"
 #include "mtlsd/yaml.h"
 
@@ -49,15 +51,10 @@ static char *read_stdin(size_t *len) {
   return textbuf_finish(&b);
 }
 
-static const char *member(const cJSON *obj, const char *key) {
-  const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
-  return cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
 /* "deployment/web" for the report. */
 static void describe(char *out, size_t len, const cJSON *obj) {
-  const char *kind = member(obj, "kind");
-  const char *name = member(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "name");
+  const char *kind = kjson_string(obj, "kind");
+  const char *name = kjson_string(cJSON_GetObjectItemCaseSensitive(obj, "metadata"), "name");
   char lower[64];
   snprintf(lower, sizeof(lower), "%s", kind != NULL ? kind : "object");
   for (char *c = lower; *c != '\0'; c++) {
@@ -68,7 +65,7 @@ static void describe(char *out, size_t len, const cJSON *obj) {
 
 /* Whether |doc| is a List (kind: List, PodList...) with its items. */
 static bool is_list(const cJSON *doc) {
-  const char *kind = member(doc, "kind");
+  const char *kind = kjson_string(doc, "kind");
   size_t klen = kind != NULL ? strlen(kind) : 0;
   return klen >= 4 && strcmp(kind + klen - 4, "List") == 0 &&
          cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(doc, "items"));
@@ -80,8 +77,8 @@ static const char *not_an_object(const cJSON *obj) {
   if (!cJSON_IsObject(obj)) {
     return cJSON_IsArray(obj) ? "a list, not a mapping" : "a scalar, not a mapping";
   }
-  const char *kind = member(obj, "kind");
-  const char *api_version = member(obj, "apiVersion");
+  const char *kind = kjson_string(obj, "kind");
+  const char *api_version = kjson_string(obj, "apiVersion");
   if (kind == NULL || kind[0] == '\0') {
     return "it has no \"kind\" (is it a Helm values file?)";
   }
@@ -106,7 +103,7 @@ static bool check_document(const char *source, const cJSON *doc,
       fprintf(stderr,
               "mtlsd inject: %s: document %zu (line %zu): item %zu of the %s is not a "
               "Kubernetes object: %s\n",
-              source, place->number, place->line, i, member(doc, "kind"), why);
+              source, place->number, place->line, i, kjson_string(doc, "kind"), why);
       return false;
     }
   }
@@ -126,7 +123,7 @@ static bool process(const struct inject_config *cfg, struct textbuf *report, cJS
     return true;
   }
   if (r.outcome == INJECT_INJECTED) {
-    cJSON *injected = inject_apply(*obj, r.patch);
+    cJSON *injected = jsonpatch_apply(*obj, r.patch);
     inject_result_clear(&r);
     if (injected == NULL) {
       textbuf_printf(report, "%s: refused: the mutation does not apply (out of memory?)\n", what);

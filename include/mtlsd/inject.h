@@ -3,14 +3,15 @@
  * injects it out, no I/O.
  *
  * The result is a list of RFC 6902 "add" operations against the object as received, so
- * that the webhook can return it as is and `mtlsd inject` can apply it (inject_apply):
+ * that the webhook can return it as is and `mtlsd inject` can apply it (jsonpatch_apply):
  * both give the same pod by construction. Nothing is removed or reordered and no field
  * is dropped, as the object is never re-serialized through a typed model: operations
  * only add members and array elements (and, for the probe rewrite, replace the probe
  * objects of the application containers, which "add" does on an existing member).
  *
  * Owns struct inject_config (inject_config_default) and the patch of an inject_result
- * (inject_result_clear). */
+ * (inject_result_clear). The modules behind it: inject.c (the driver and what is added),
+ * inject_checks.c, inject_probes.c (src/inject_internal.h), over kjson and jsonpatch. */
 #ifndef MTLSD_INJECT_H
 #define MTLSD_INJECT_H
 
@@ -79,8 +80,5 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
 /* inject_result_clear frees the patch of |r|. */
 void inject_result_clear(struct inject_result *r);
 
-/* inject_apply returns a copy of |object| with the "add" operations of |patch| applied
- * (the caller deletes it), or NULL when an operation does not apply. */
-cJSON *inject_apply(const cJSON *object, const cJSON *patch);
 
 #endif

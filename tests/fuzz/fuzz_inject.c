@@ -10,6 +10,7 @@
 
 #include "fuzz.h"
 #include "mtlsd/inject.h"
+#include "mtlsd/jsonpatch.h"
 #include "mtlsd/yaml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -38,7 +39,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       require(strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(op, "op")), "add") == 0,
               "an operation other than add", NULL);
     }
-    cJSON *injected = inject_apply(doc, r.patch);
+    cJSON *injected = jsonpatch_apply(doc, r.patch);
     char *patch = cJSON_PrintUnformatted(r.patch);
     require(injected != NULL, "the patch does not apply", patch);
     struct inject_result again;

@@ -4,6 +4,7 @@
  * escapes of its paths. */
 #include "mtlsd/inject.h"
 #include "mtlsd/json_alloc.h"
+#include "mtlsd/jsonpatch.h"
 
 #include "test.h"
 
@@ -36,7 +37,7 @@ static cJSON *inject(const cJSON *object, const char *ns, struct inject_result *
   if (r->outcome != INJECT_INJECTED) {
     return NULL;
   }
-  cJSON *out = inject_apply(object, r->patch);
+  cJSON *out = jsonpatch_apply(object, r->patch);
   CHECK(out != NULL);
   return out;
 }
