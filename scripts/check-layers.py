@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Checks that mtlsd's modules depend on each other in one direction only.
 
-A module is a header include/mtlsd/NAME.h with its sources src/NAME.c (tls_certs.c and
-tls_certgen.c belong to tls, whose certgen.h is also its own; config_render.c to
+A module is a header include/mtlsd/NAME.h with its sources src/NAME.c (tls_*.c belong
+to tls, whose certgen.h is also its own; config_render.c to
 config). Every #include
 "mtlsd/..." edge must point to a module of the same or a lower layer (see LAYERS and
 docs/architecture.md), and the module graph must have no cycle.
@@ -25,7 +25,7 @@ LAYERS = [
     ("server", "server webhook"),
     ("main", "main"),
 ]
-ALIASES = {"inject_checks": "inject", "inject_probes": "inject", "certgen": "tls", "tls_certs": "tls", "tls_certgen": "tls", "config_render": "config"}
+ALIASES = {"inject_checks": "inject", "inject_probes": "inject", "certgen": "tls", "tls_certs": "tls", "tls_certgen": "tls", "tls_ctx": "tls", "tls_verify": "tls", "tls_session": "tls", "tls_bio": "tls", "tls_conn": "tls", "config_render": "config"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"mtlsd/([a-z0-9_]+)\.h"', re.M)
 
 

@@ -1,13 +1,118 @@
-/* Private to the tls module (tls.c, tls_certs.c): what a certificate set holds, and the
- * helpers both files use to read certificates. */
+/* Private to the tls module: the objects of mtlsd/tls.h seen from inside, and what its
+ * files call in each other. As BoringSSL keeps ssl/internal.h, one header for all of
+ * them, so that a struct has one definition and a file's neighbours are one look away:
+ *   tls_ctx.c      the SSL_CTXs: struct tls_contexts (reference-counted; each tls_conn
+ *                  holds one reference), the probes' unverified context, the ex_data
+ *                  index that leads a callback from an SSL to its tls_conn;
+ *   tls_verify.c   peer verification, inside the handshake and after a resumption;
+ *   tls_session.c  the client session cache (the server keeps no sessions: tickets);
+ *   tls_bio.c      the gathering socket BIO under every tls_conn, with the calls that
+ *                  move records through it (tls_conn_read, _write, _flush, _shutdown);
+ *   tls_conn.c     struct tls_conn: creation, the handshake, what it learnt, freeing;
+ *   tls_certs.c    certificate sets: reading the files, parsing and validating them.
+ * Every struct here is owned as mtlsd/tls.h says: a tls_conn owns its SSL (and so its
+ * BIO), its strings and its gathering buffer, and a reference to its contexts. */
 #ifndef MTLSD_TLS_INTERNAL_H
 #define MTLSD_TLS_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdio.h>
 
 #include <openssl/pool.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include "mtlsd/tls.h"
+
+/* ---- Contexts and connections (tls_ctx.c, tls_conn.c) ---- */
+
+struct tls_contexts {
+  atomic_int refs;
+  uint64_t generation;
+  struct tls_certset *set; /* Owned: freed with the last reference. */
+  SSL_CTX *server;
+  SSL_CTX *client; /* NULL for a serving-only set (no trust bundle, nobody to verify). */
+};
+
+struct tls_conn {
+  SSL *ssl;
+  struct tls_contexts *ctxs; /* One reference; NULL on a probe's unverified connection. */
+  const struct tls_peer_policy *policy;
+  bool is_server;
+  bool failure_set;
+  enum tls_failure failure;
+  const char *detail;
+  char detail_buf[160];
+  char *peer_identity;
+  char peer_root[TLS_PEER_ROOT_HEX + 1];
+  int64_t peer_not_after;
+  struct tls_session_cache *cache; /* Borrowed: the worker's, which outlives it. */
+  char *cache_key;
+  int fd;      /* Borrowed: the caller closes it. */
+  bool gather; /* Inside a write of several records: gather them for one send(2). */
+  /* Records waiting for the socket: gathered so that several go out in one send(2). */
+  uint8_t *wbuf;
+  size_t wlen;
+  size_t woff;
+  bool close_notify_queued;
+};
+
+/* The ex_data index under which an SSL of the mesh contexts points to its tls_conn, so
+ * that the verification and session callbacks find it. Set by the first
+ * tls_contexts_new, which runs on the main thread before any worker starts. */
+extern int tls_conn_ex_index;
+
+/* tls_probe_ctx returns the context of the kubelet-style HTTPS probes (made on first
+ * use, kept for the process), or NULL when it could not be made. */
+SSL_CTX *tls_probe_ctx(void);
+
+/* tls_conn_set_failure records why |conn| failed; the first reason wins, as the later
+ * ones are its consequences. Inline: the handshake and the record path both call it. */
+static inline void tls_conn_set_failure(struct tls_conn *conn, enum tls_failure failure,
+                                        const char *detail) {
+  if (!conn->failure_set) {
+    conn->failure_set = true;
+    conn->failure = failure;
+    snprintf(conn->detail_buf, sizeof(conn->detail_buf), "%s", detail);
+    conn->detail = conn->detail_buf;
+  }
+}
+
+/* ---- Peer verification (tls_verify.c) ---- */
+
+/* tls_verify_peer is the custom verify callback of the mesh contexts: it verifies the
+ * peer's chain against the trust bundle, then its identity against the connection's
+ * policy, so a refused peer never completes the handshake. */
+enum ssl_verify_result_t tls_verify_peer(SSL *ssl, uint8_t *out_alert);
+
+/* tls_verify_resumed_peer applies the clock and the policy again to the chain of a
+ * resumed session, which skipped tls_verify_peer; false with the failure recorded. */
+bool tls_verify_resumed_peer(struct tls_conn *conn);
+
+/* ---- The client session cache (tls_session.c) ---- */
+
+/* tls_session_new_cb is the client contexts' new-session callback: it stores the
+ * session in the connection's cache, under its key. */
+int tls_session_new_cb(SSL *ssl, SSL_SESSION *session);
+
+/* tls_session_resume offers |ssl| the session cached under |key| when it was made with
+ * contexts of |generation| and is still resumable, and drops it otherwise. */
+void tls_session_resume(struct tls_session_cache *cache, const char *key, uint64_t generation,
+                        SSL *ssl);
+
+/* ---- The socket BIO and the record path (tls_bio.c) ---- */
+
+/* tls_bio_attach gives |conn->ssl| a gathering socket BIO on |conn->fd|. */
+bool tls_bio_attach(struct tls_conn *conn);
+
+/* tls_bio_release gives back |conn|'s gathering buffer, if it holds one. */
+void tls_bio_release(struct tls_conn *conn);
+
+/* tls_conn_map_error maps a failed SSL call's result |ret| to an IO_* result, recording
+ * why it failed. */
+int tls_conn_map_error(struct tls_conn *conn, int ret);
+
+/* ---- Certificates (tls_certs.c) ---- */
 
 struct tls_certset {
   CRYPTO_BUFFER **chain; /* Leaf first, then intermediates: what the handshake sends. */
