@@ -25,7 +25,7 @@ LAYERS = [
     ("server", "server webhook"),
     ("main", "main"),
 ]
-ALIASES = {"inject_checks": "inject", "inject_probes": "inject", "certgen": "tls", "tls_certs": "tls", "tls_certgen": "tls", "tls_ctx": "tls", "tls_verify": "tls", "tls_session": "tls", "tls_bio": "tls", "tls_conn": "tls", "config_render": "config"}
+ALIASES = {"probe_http": "prober", "probe_grpc": "prober", "stats_render": "stats", "inject_checks": "inject", "inject_probes": "inject", "certgen": "tls", "tls_certs": "tls", "tls_certgen": "tls", "tls_ctx": "tls", "tls_verify": "tls", "tls_session": "tls", "tls_bio": "tls", "tls_conn": "tls", "config_render": "config"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"mtlsd/([a-z0-9_]+)\.h"', re.M)
 
 

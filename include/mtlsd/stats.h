@@ -1,5 +1,5 @@
 /* stats: every counter, gauge and histogram mtlsd exports (SPEC section 5), and their
- * JSON and Prometheus renderings.
+ * JSON and Prometheus renderings (stats_render.c).
  *
  * Owns struct stats. Data-path counters live per worker and per listener, and each is
  * written by one worker thread only, with relaxed atomic loads and stores (plain moves on
@@ -154,6 +154,10 @@ void stats_count_review(struct stats *stats, enum injection_result result, doubl
 
 /* stats_count_root counts one peer verified by the root whose SHA-256 prefix is |root|. */
 void stats_count_root(struct listener_stats *s, const char *root);
+
+/* stats_bucket_bound returns the upper bound, in seconds, of bucket |i| (below
+ * STATS_BUCKETS) of histograms of |kind|. */
+double stats_bucket_bound(enum histogram_kind kind, size_t i);
 
 /* stats_render_json returns every metric as a JSON text (per listener and in total);
  * stats_render_prometheus returns the Prometheus text format 0.0.4. The caller frees the
