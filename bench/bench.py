@@ -727,6 +727,21 @@ def scenario_bulk(pair, m, raw):
             m[f"up_cpu_per_gb_{side}"] = v / (r["bytes"] / 1e9)
 
 
+def scenario_latency(pair, m, raw):
+    """Light load: 64-byte round trips on one connection, p50/p90/p99 in microseconds."""
+    rc, out = run_bounded(f"pingpong-{pair.peer}",
+                          [sys.executable, BENCH / "pingpong.py", "--connect",
+                           f"127.0.0.1:{pair.entry['echo']}", "--seconds", str(DURATION)],
+                          CPU_LOAD, DURATION + 60)
+    pair.alive()
+    if rc != 0:
+        raise RuntimeError(f"pingpong failed (exit {rc}): {out[-400:]}")
+    r = json.loads(out.strip().splitlines()[-1])
+    raw["latency"] = r
+    for q in ("p50", "p90", "p99"):
+        m[f"lat_{q}_us"] = r[f"{q}_us"]
+
+
 def scenario_idle(peer, resumption, m, raw):
     """A fresh pair: RSS idle, with IDLE_CONNS relayed connections open, after they close."""
     pair = Pair(peer, resumption)
@@ -763,7 +778,7 @@ def scenario_idle(peer, resumption, m, raw):
 def run_peer(peer, resumption, scenarios):
     m, raw, errors = {}, {}, []
     log(f"{peer}: resumption {'on' if resumption else 'off'}, scenarios {','.join(scenarios)}")
-    throughput = [s for s in scenarios if s in ("keepalive", "conn", "bulk")]
+    throughput = [s for s in scenarios if s in ("keepalive", "conn", "bulk", "latency")]
     if throughput:
         try:
             pair = Pair(peer, resumption)
@@ -783,7 +798,7 @@ def run_peer(peer, resumption, scenarios):
                 for attempt in (1, 2):
                     try:
                         {"keepalive": scenario_keepalive, "conn": scenario_conn,
-                         "bulk": scenario_bulk}[s](pair, m, raw)
+                         "bulk": scenario_bulk, "latency": scenario_latency}[s](pair, m, raw)
                         if s == "keepalive":
                             for side, v in pair.rss().items():
                                 m[f"rss_after_ka_{side}_kib"] = v
@@ -964,7 +979,7 @@ def main():
     prepare()
     binaries = snapshot_binaries()
     setup_ports()
-    all_scen = ["keepalive", "conn", "bulk", "idle"]
+    all_scen = ["keepalive", "conn", "bulk", "latency", "idle"]
     resume_scen = {"conn": ["conn"], "all": all_scen, "none": []}.get(RESUME_SCENARIOS)
     if resume_scen is None:
         resume_scen = RESUME_SCENARIOS.replace(",", " ").split()

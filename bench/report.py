@@ -32,6 +32,9 @@ FULL_METRICS = [
     ("down_cpu_per_gb", "(c) CPU-s per GB server→client, both sides", "{:.3f}", "lo"),
     ("up_gbps", "(c) bulk client→server, iperf3, Gbit/s", "{:.2f}", "hi"),
     ("up_cpu_per_gb", "(c) CPU-s per GB client→server, both sides", "{:.3f}", "lo"),
+    ("lat_p50_us", "(e) 64-byte ping-pong, one connection: p50 round trip, µs", "{:.0f}", "lo"),
+    ("lat_p90_us", "(e) p90 round trip, µs", "{:.0f}", "lo"),
+    ("lat_p99_us", "(e) p99 round trip, µs", "{:.0f}", "lo"),
     ("rss_idle_client_kib", "(d) RSS idle, client side, KiB", "{:,.0f}", "lo"),
     ("rss_idle_server_kib", "(d) RSS idle, server side, KiB", "{:,.0f}", "lo"),
     ("rss_after_ka_client_kib", "(d) RSS after (a), client side, KiB", "{:,.0f}", "lo"),
@@ -113,6 +116,26 @@ def table(agg_vals, peers, metrics, n_idle):
             cells.append(s + (f" ({', '.join(extra)})" if extra else ""))
         lines.append(f"| {label.format(n=f'{n_idle:,}')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def added_latency(full, peers):
+    """What each proxy pair adds to a round trip at light load: its (e) figures minus the
+    direct run's, and mtlsd's added time as a ratio of HAProxy's."""
+    d = full.get("direct", {})
+    rows = []
+    for q in ("p50", "p90", "p99"):
+        key = f"lat_{q}_us"
+        if key not in d:
+            return ""
+        cells = []
+        for p in peers:
+            v = full.get(p, {}).get(key)
+            cells.append("—" if p == "direct" or v is None else f"+{v - d[key]:.0f}")
+        m, h = full.get("mtlsd", {}).get(key), full.get("haproxy", {}).get(key)
+        r = ratio(None if m is None else m - d[key], None if h is None else h - d[key])
+        rows.append(f"| {q} | " + " | ".join(cells) + f" | {fmt_ratio(r)} |")
+    head = "| added µs | " + " | ".join(PEER_LABEL.get(p, p) for p in peers) + " | mtlsd ÷ HAProxy |"
+    return "\n".join([head, "|---|" + "---:|" * (len(peers) + 1)] + rows)
 
 
 def goals(full, resumed):
@@ -320,6 +343,12 @@ def main():
         out.append("## Resumption on (each proxy's default)")
         out.append("")
         out.append(table(resumed, peers, RESUMED_METRICS, st["idle_conns"]))
+    added = added_latency(full, peers)
+    if added:
+        out.append("")
+        out.append("## Latency added at light load (scenario e, over the direct run)")
+        out.append("")
+        out.append(added)
     out.append("")
     out.append("## CPU by side")
     out.append("")
