@@ -15,7 +15,8 @@ import re
 import sys
 
 LAYERS = [
-    ("base", "io exit list textbuf timefmt file log netaddr json_syntax json_alloc config identity "
+    ("base", "io exit list textbuf timefmt file log netaddr json_syntax json_alloc duration jsonread "
+             "sysinfo config identity "
              "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header "
              "exposition kjson jsonpatch"),
     ("tls", "tls"),

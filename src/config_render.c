@@ -29,7 +29,7 @@ static void add_number(cJSON *obj, const char *key, double value, bool *ok) {
 
 static void add_duration(cJSON *obj, const char *key, duration_ms value, bool *ok) {
   char text[32];
-  config_format_duration(text, sizeof(text), value);
+  duration_format(text, sizeof(text), value);
   add_string(obj, key, text, ok);
 }
 

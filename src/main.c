@@ -338,7 +338,7 @@ static int cmd_wait_ready(int argc, char **argv) {
     if (strcmp(argv[i], "--admin") == 0 && has_value) {
       admin = argv[++i];
     } else if (strcmp(argv[i], "--timeout") == 0 && has_value &&
-               config_parse_duration(&timeout, argv[i + 1])) {
+               duration_parse(&timeout, NULL, argv[i + 1])) {
       i++;
     } else {
       fprintf(stderr, "mtlsd wait-ready: unexpected or invalid argument \"%s\"\n", argv[i]);

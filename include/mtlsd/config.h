@@ -12,11 +12,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mtlsd/duration.h"
 #include "mtlsd/log.h"
 #include "mtlsd/netaddr.h"
-
-/* Durations are kept in milliseconds. */
-typedef uint64_t duration_ms;
 
 enum listener_mode { LISTENER_OUTBOUND, LISTENER_INBOUND };
 
@@ -244,20 +242,10 @@ void config_free_injector(struct injector_file *f);
 const struct app_probe *config_find_app_probe(const struct config *cfg, const char *key,
                                               size_t key_len);
 
-/* config_parse_duration parses "250ms", "15s", "5m", "1h" into |*out|: decimal digits, an
- * optional fraction ("1.5s") that must come to a whole number of milliseconds, and a unit
- * among ms, s, m and h. No sign, no spaces. Zero parses ("0s"); the configuration itself
- * refuses it. Returns false, leaving |*out| untouched, on anything else or on overflow. */
-bool config_parse_duration(duration_ms *out, const char *text);
-
 /* config_mode_name and config_tls_version_name return the configuration's spelling of
  * a listener mode ("outbound") and of a TLS version ("1.3"). */
 const char *config_mode_name(enum listener_mode mode);
 const char *config_tls_version_name(enum tls_version version);
-
-/* config_format_duration writes |ms| in the largest unit that divides it exactly
- * ("1500ms", "15s", "1h"), the form config_parse_duration reads back. */
-void config_format_duration(char *out, size_t out_len, duration_ms ms);
 
 /* config_is_own_port returns whether |port| is one that mtlsd itself listens on (a
  * listener or the admin port, on any address): a transparent connection whose original

@@ -1,11 +1,14 @@
 /* Unit tests for config: every class of bad configuration with its exact message, the
  * defaults, every key, the round trip through config_to_json, durations, file reading
- * and allocation failure.
+ * and allocation failure, MTLSD_APP_PROBES and the injector's file, which config.c reads
+ * too; and the CPU count (sysinfo).
  *
- * The module's .c file is included (as h2o's t/00unit does) to reach its static helpers
- * and the allocation-failure hook; the library's copy of config.o is then never linked,
- * since nothing else refers to it. */
+ * The modules' .c files are included (as h2o's t/00unit does) to reach their static
+ * helpers and jsonread's allocation-failure hook; the library's copies of their objects
+ * are then never linked, since nothing else refers to them. */
 #include "config.c"
+#include "jsonread.c"
+#include "sysinfo.c"
 
 #include <sys/stat.h>
 
@@ -950,7 +953,7 @@ TEST(durations) {
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     duration_ms ms = 42;
-    bool ok = config_parse_duration(&ms, cases[i].text);
+    bool ok = duration_parse(&ms, NULL, cases[i].text);
     if (ok != cases[i].ok) {
       fprintf(stderr, "  durations case %zu\n", i);
     }
@@ -962,10 +965,13 @@ TEST(durations) {
     }
   }
   duration_ms ms = 0;
-  CHECK(!config_parse_duration(&ms, NULL));
-  CHECK_STREQ(parse_duration(&ms, "0.0001s"), "not a whole number of milliseconds");
-  CHECK_STREQ(parse_duration(&ms, "18446744073709551616ms"), "duration too large");
-  CHECK_STREQ(parse_duration(&ms, "18446744073709551.615s"), NULL);
+  const char *problem = NULL;
+  CHECK(!duration_parse(&ms, NULL, NULL));
+  CHECK(!duration_parse(&ms, &problem, "0.0001s"));
+  CHECK_STREQ(problem, "not a whole number of milliseconds");
+  CHECK(!duration_parse(&ms, &problem, "18446744073709551616ms"));
+  CHECK_STREQ(problem, "duration too large");
+  CHECK(duration_parse(&ms, &problem, "18446744073709551.615s"));
   CHECK(ms == UINT64_MAX);
 }
 
@@ -988,10 +994,10 @@ TEST(format_durations) {
   };
   for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
     char text[32];
-    config_format_duration(text, sizeof(text), cases[i].ms);
+    duration_format(text, sizeof(text), cases[i].ms);
     CHECK_STREQ(text, cases[i].text);
     duration_ms back = 0;
-    CHECK(config_parse_duration(&back, text));
+    CHECK(duration_parse(&back, NULL, text));
     CHECK(back == cases[i].ms);
   }
 }
@@ -1064,7 +1070,7 @@ TEST(load_file) {
 
 /* cJSON's allocations count against the same budget as config's own. */
 static void *budget_malloc(size_t size) {
-  return config_alloc_ok() ? malloc(size) : NULL;
+  return jr_alloc_ok() ? malloc(size) : NULL;
 }
 
 /* Fails every allocation in turn, on the biggest configuration and on a rendering of it:
@@ -1077,7 +1083,7 @@ TEST(allocation_failures) {
   bool parsed = false;
   long budget = 0;
   for (; budget < 10000 && !parsed; budget++) {
-    config_alloc_budget = budget;
+    jr_alloc_budget = budget;
     char err[256] = "";
     struct config *cfg = config_parse("config.json", json, strlen(json), err, sizeof(err));
     if (cfg == NULL) {
@@ -1088,7 +1094,7 @@ TEST(allocation_failures) {
     parsed = true;
     long rendered_at = -1;
     for (long render = 0; render < 10000; render++) {
-      config_alloc_budget = render;
+      jr_alloc_budget = render;
       char *text = config_to_json(cfg);
       if (text != NULL) {
         rendered_at = render;
@@ -1099,7 +1105,7 @@ TEST(allocation_failures) {
     CHECK(rendered_at > 0);
     config_free(cfg);
   }
-  config_alloc_budget = -1;
+  jr_alloc_budget = -1;
   cJSON_InitHooks(NULL);
   CHECK(parsed);
   CHECK(budget > 50);
@@ -1300,7 +1306,7 @@ TEST(cpu_quota) {
   CHECK_INTEQ(cpus_within_quota(2, "800000 100000\n"), 2);
   CHECK_INTEQ(cpus_within_quota(8, "garbage"), 8);
   CHECK_INTEQ(cpus_within_quota(8, NULL), 8);
-  CHECK(available_cpus() >= 1);
+  CHECK(sysinfo_available_cpus() >= 1);
 }
 
 /* The injector's configuration file: every key, its defaults left unset, and the errors. */
