@@ -16,7 +16,7 @@ import sys
 
 LAYERS = [
     ("base", "io exit list textbuf timefmt file log netaddr json_syntax json_alloc duration jsonread "
-             "sysinfo config identity "
+             "sysinfo config app_probes injector_config identity "
              "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header "
              "exposition kjson jsonpatch"),
     ("tls", "tls"),

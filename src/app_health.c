@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mtlsd/app_probes.h"
 #include "mtlsd/list.h"
 #include "mtlsd/log.h"
 #include "mtlsd/prober.h"

@@ -43,7 +43,7 @@ bool injector_load(struct injector *inj, const char *path, char *err, size_t err
   memset(inj, 0, sizeof(*inj));
   inject_config_default(&inj->cfg);
   if (path != NULL) {
-    inj->file = config_load_injector(path, err, err_len);
+    inj->file = injector_config_load(path, err, err_len);
     if (inj->file == NULL) {
       return false;
     }
@@ -53,6 +53,6 @@ bool injector_load(struct injector *inj, const char *path, char *err, size_t err
 }
 
 void injector_free(struct injector *inj) {
-  config_free_injector(inj->file);
+  injector_config_free(inj->file);
   memset(inj, 0, sizeof(*inj));
 }

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include <uv.h>
 
+#include "mtlsd/app_probes.h"
 #include "mtlsd/certgen.h"
 #include "mtlsd/config.h"
 #include "mtlsd/exit.h"

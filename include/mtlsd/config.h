@@ -55,7 +55,9 @@ struct listener_config {
 
 /* An application container's original Kubernetes probe, run by the sidecar for the
  * health port's /app-health/<container>/<kind> (SPEC section 5), or its original
- * postStart or preStop handler, for /app-lifecycle/<container>/<hook>. */
+ * postStart or preStop handler, for /app-lifecycle/<container>/<hook>. Read from
+ * MTLSD_APP_PROBES by app_probes (mtlsd/app_probes.h); declared here because struct config
+ * holds them and config_free frees them. */
 enum app_probe_type { APP_PROBE_HTTP, APP_PROBE_TCP, APP_PROBE_GRPC };
 
 struct app_probe_header {
@@ -141,7 +143,8 @@ struct config {
   unsigned workers; /* Resolved: never 0 after loading (0 in the file means one per CPU). */
   unsigned workers_configured; /* As written, for /config. */
 
-  /* From MTLSD_APP_PROBES (config_parse_app_probes), not from the configuration file. */
+  /* From MTLSD_APP_PROBES (config_parse_app_probes in mtlsd/app_probes.h), not from the
+   * configuration file. */
   struct app_probe *app_probes;
   size_t app_probe_count;
   /* From MTLSD_APP_METRICS (config_parse_app_metrics): where the health port's /metrics
@@ -189,59 +192,6 @@ void config_free(struct config *cfg);
  * Returns NULL on allocation failure. */
 char *config_to_json(const struct config *cfg);
 
-/* config_parse_app_probes reads |json| (|len| bytes; MTLSD_APP_PROBES, named |name| in
- * messages): an object mapping "<container>/<kind>" to the original probe of the pod
- * spec, of which it keeps httpGet, tcpSocket or grpc (exactly one) and timeoutSeconds,
- * and accepts the other probe fields (periodSeconds, ...), which the kubelet applies to
- * the rewritten probe; and "<container>/<poststartz|prestopz>" to an original lifecycle
- * handler (httpGet or tcpSocket) with the timeoutSeconds the injector gave it. Ports must be
- * numbers (the injector resolves named ports). The probes go into |cfg|, which owns them. Returns
- * false with "NAME: PATH: problem" in |err| on anything else, leaving |cfg| unchanged. */
-bool config_parse_app_probes(struct config *cfg, const char *name, const char *json, size_t len,
-                             char *err, size_t err_len);
-
-/* config_parse_app_metrics reads |json| (|len| bytes; MTLSD_APP_METRICS, named |name| in
- * messages): {"port": N, "path": "/metrics"}, the pod's own prometheus.io/port and path;
- * port 1-65535 is required, path defaults to "/metrics" and must start with '/'; any
- * other key is refused. Sets cfg->app_metrics; returns false with "NAME: PATH: problem"
- * in |err| on anything else, leaving |cfg| unchanged. */
-bool config_parse_app_metrics(struct config *cfg, const char *name, const char *json, size_t len,
-                              char *err, size_t err_len);
-
-/* The injector's configuration file (`mtlsd inject --config`, docs/injection.md): what
- * every injected pod gets unless its annotations say otherwise. NULL members (and the
- * lists, joined by commas as the annotations write them) were not set: the built-in
- * defaults apply. */
-struct injector_file {
-  char *image;
-  char *pull_policy;
-  char *trust_domain;
-  char *namespace;    /* The injector's own, never injected. */
-  int native_sidecar; /* -1 unset, else 0 or 1. */
-  char *cpu_request, *memory_request, *cpu_limit, *memory_limit;
-  char *csi_driver;
-  char *exclude_inbound_ports, *exclude_outbound_ports;
-  char *exclude_outbound_cidrs, *include_outbound_cidrs;
-  /* Default true: the init container excludes the API server it sees; false adds
-   * --no-exclude-api-server to it. */
-  bool exclude_api_server;
-  bool ipv6;     /* Default true: IPv6 is intercepted and listened on too. */
-  char *sidecar; /* JSON text of the sidecars' base configuration, validated; NULL: none. */
-};
-
-/* config_load_injector reads and validates the injector configuration at |path| (strict
- * like config_load: unknown keys, wrong types and bad values are errors naming the file
- * and the JSON path). Returns NULL with the message in |err| on failure; free the result
- * with config_free_injector. */
-struct injector_file *config_load_injector(const char *path, char *err, size_t err_len);
-
-void config_free_injector(struct injector_file *f);
-
-/* config_find_app_probe returns the probe of |key| ("<container>/<kind>", |key_len|
- * bytes), or NULL. */
-const struct app_probe *config_find_app_probe(const struct config *cfg, const char *key,
-                                              size_t key_len);
-
 /* config_mode_name and config_tls_version_name return the configuration's spelling of
  * a listener mode ("outbound") and of a TLS version ("1.3"). */
 const char *config_mode_name(enum listener_mode mode);
@@ -257,5 +207,15 @@ bool config_is_own_port(const struct config *cfg, uint16_t port);
  * stands for, in preference order: every suite the configuration accepts (ECDHE with an
  * AEAD cipher). |*out_count| receives their number. The array is static; do not free. */
 const char *const *config_default_cipher_suites(size_t *out_count);
+
+/* config_free_app_probes frees |probes|, |count| of them, and all they point to. */
+void config_free_app_probes(struct app_probe *probes, size_t count);
+
+/* config_key_hints returns the keys of each of the file's objects, for jsonread's "unknown
+ * key (it belongs in \"limits\")" hints. The readers of MTLSD_APP_PROBES and of the
+ * injector's file pass it too, as they did when they shared config.c; the hints it gives
+ * there name the sidecar's objects. */
+struct jr_hint;
+const struct jr_hint *config_key_hints(void);
 
 #endif

@@ -11,8 +11,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include "mtlsd/config.h"
 #include "mtlsd/inject.h"
+#include "mtlsd/injector_config.h"
 
 struct injector {
   struct inject_config cfg;

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "fuzz.h"
+#include "mtlsd/app_probes.h"
 #include "mtlsd/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

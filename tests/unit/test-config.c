@@ -1,7 +1,7 @@
 /* Unit tests for config: every class of bad configuration with its exact message, the
  * defaults, every key, the round trip through config_to_json, durations, file reading
- * and allocation failure, MTLSD_APP_PROBES and the injector's file, which config.c reads
- * too; and the CPU count (sysinfo).
+ * and allocation failure; and for the readers that share jsonread with it (app_probes,
+ * injector_config) and the CPU count (sysinfo).
  *
  * The modules' .c files are included (as h2o's t/00unit does) to reach their static
  * helpers and jsonread's allocation-failure hook; the library's copies of their objects
@@ -12,6 +12,8 @@
 
 #include <sys/stat.h>
 
+#include "mtlsd/app_probes.h"
+#include "mtlsd/injector_config.h"
 #include "test.h"
 
 /* JSON written with single quotes reads better in C; dq turns them into double quotes. */
@@ -1318,7 +1320,7 @@ static struct injector_file *load_injector_sq(const char *single_quoted, char *e
   CHECK(fd >= 0 && write(fd, json, strlen(json)) == (ssize_t)strlen(json));
   close(fd);
   free(json);
-  struct injector_file *f = config_load_injector(path, err, err_len);
+  struct injector_file *f = injector_config_load(path, err, err_len);
   /* Messages name the file: make them comparable. */
   size_t n = strlen(path);
   if (strncmp(err, path, n) == 0) {
@@ -1355,10 +1357,10 @@ TEST(injector_file) {
     CHECK(f->exclude_outbound_ports == NULL);
     CHECK_STREQ(f->exclude_outbound_cidrs, "10.96.0.1/32,fd00::/8");
   }
-  config_free_injector(f);
+  injector_config_free(f);
   f = load_injector_sq("{}", err, sizeof(err));
   CHECK(f != NULL && f->image == NULL && f->native_sidecar == -1);
-  config_free_injector(f);
+  injector_config_free(f);
 
   static const struct bad_case bad[] = {
       {"{'imag':'x'}", "inj.json: imag: unknown key (did you mean \"image\"?)"},
@@ -1383,7 +1385,7 @@ TEST(injector_file) {
     f = load_injector_sq(bad[i].json, err, sizeof(err));
     CHECK(f == NULL);
     CHECK_STREQ(err, bad[i].err);
-    config_free_injector(f);
+    injector_config_free(f);
   }
 }
 

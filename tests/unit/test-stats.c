@@ -4,6 +4,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "mtlsd/app_probes.h"
 #include "test.h"
 
 static struct config *two_listeners(void) {
