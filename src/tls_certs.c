@@ -31,6 +31,17 @@
 /* Certificate files are small; anything bigger is a mistake, not a bundle. */
 enum { CERT_FILE_MAX = 1 << 20 };
 
+int tls_pem_file_read(const char *path, uint8_t **out, size_t *out_len) {
+  return file_read_all(path, CERT_FILE_MAX, FILE_REGULAR_ONLY, out, out_len);
+}
+
+void tls_pem_file_free(uint8_t *data, size_t len) {
+  if (data != NULL) {
+    OPENSSL_cleanse(data, len);
+    free(data);
+  }
+}
+
 static pthread_once_t g_pool_once = PTHREAD_ONCE_INIT;
 static CRYPTO_BUFFER_POOL *g_pool;
 
@@ -177,6 +188,14 @@ static void digest_add_file(SHA256_CTX *sha, int read_result, const uint8_t *dat
   memcpy(head + sizeof(result), &n, sizeof(n));
   SHA256_Update(sha, head, sizeof(head));
   SHA256_Update(sha, data, len);
+}
+
+EVP_PKEY *tls_pem_parse_key(const uint8_t *pem, size_t len) {
+  BIO *bio = BIO_new_mem_buf(pem, (int)len);
+  /* No password callback: an encrypted key fails instead of prompting. */
+  EVP_PKEY *key = bio != NULL ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+  BIO_free(bio);
+  return key;
 }
 
 STACK_OF(X509) * tls_pem_parse_certs(const uint8_t *pem, size_t len) {
@@ -332,9 +351,7 @@ struct tls_certset *tls_certset_parse(const struct tls_pem_files *files, char *e
     }
   }
 
-  BIO *key_bio = BIO_new_mem_buf(key_pem, (int)key_len);
-  set->key = key_bio != NULL ? PEM_read_bio_PrivateKey(key_bio, NULL, NULL, NULL) : NULL;
-  BIO_free(key_bio);
+  set->key = tls_pem_parse_key(key_pem, key_len);
   ERR_clear_error();
   if (set->key == NULL) {
     snprintf(err, err_len, "%s: no PEM private key found", key_name);
@@ -416,10 +433,9 @@ static void certfiles_read(struct certfiles *f, const struct certs_config *certs
   for (size_t i = 0; i < 3; i++) {
     char path[PATH_MAX];
     if (f->names[i] != NULL) {
-      f->result[i] =
-          file_path_join(path, sizeof(path), certs->dir, f->names[i])
-              ? file_read_all(path, CERT_FILE_MAX, FILE_REGULAR_ONLY, &f->data[i], &f->len[i])
-              : -ENAMETOOLONG;
+      f->result[i] = file_path_join(path, sizeof(path), certs->dir, f->names[i])
+                         ? tls_pem_file_read(path, &f->data[i], &f->len[i])
+                         : -ENAMETOOLONG;
     }
     digest_add_file(&sha, f->result[i], f->data[i], f->len[i]);
   }
@@ -428,10 +444,7 @@ static void certfiles_read(struct certfiles *f, const struct certs_config *certs
 
 static void certfiles_release(struct certfiles *f) {
   for (size_t i = 0; i < 3; i++) {
-    if (f->data[i] != NULL) {
-      OPENSSL_cleanse(f->data[i], f->len[i]); /* One of them is a key. */
-      free(f->data[i]);
-    }
+    tls_pem_file_free(f->data[i], f->len[i]); /* One of them is a key. */
   }
 }
 

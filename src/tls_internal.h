@@ -9,7 +9,8 @@
  *   tls_bio.c      the gathering socket BIO under every tls_conn, with the calls that
  *                  move records through it (tls_conn_read, _write, _flush, _shutdown);
  *   tls_conn.c     struct tls_conn: creation, the handshake, what it learnt, freeing;
- *   tls_certs.c    certificate sets: reading the files, parsing and validating them.
+ *   tls_certs.c    certificate sets: reading the files, parsing and validating them;
+ *   tls_x509.c     making keys and certificates for the cert command (mtlsd/tls_x509.h).
  * Every struct here is owned as mtlsd/tls.h says: a tls_conn owns its SSL (and so its
  * BIO), its strings and its gathering buffer, and a reference to its contexts. */
 #ifndef MTLSD_TLS_INTERNAL_H
@@ -154,6 +155,21 @@ void tls_cert_sha256_hex(char *out, size_t hex_len, const X509 *cert);
  * CERTIFICATE block in the PEM text |pem|, skipping other block types; it may be empty.
  * Returns NULL when a certificate does not parse or on allocation failure. */
 STACK_OF(X509) * tls_pem_parse_certs(const uint8_t *pem, size_t len);
+
+/* tls_pem_parse_key returns the private key of the PEM text |pem|, which the caller
+ * frees, or NULL (with the reason on BoringSSL's error queue) when there is none or it
+ * is encrypted: there is no password callback, so that nothing ever prompts. */
+EVP_PKEY *tls_pem_parse_key(const uint8_t *pem, size_t len);
+
+/* tls_pem_file_read reads the certificate or key file |path| into a new buffer of
+ * |*out_len| bytes that the caller releases with tls_pem_file_free: a regular file of at
+ * most 1 MiB, as file_read_all reads it. Returns 0 or a negative errno (-EFBIG when
+ * larger; see file_read_all). */
+int tls_pem_file_read(const char *path, uint8_t **out, size_t *out_len);
+
+/* tls_pem_file_free wipes (the buffer may hold a key) and frees |len| bytes at |data|;
+ * NULL is a no-op. */
+void tls_pem_file_free(uint8_t *data, size_t len);
 
 /* tls_buffer_pool returns the process-wide pool that deduplicates certificate bytes
  * across connections (every peer of one identity shares one copy). */

@@ -2,8 +2,9 @@
  * CA that writes the same files cert-manager and SPIRE do, so that tests, demos and local
  * clusters need no other tool.
  *
- * It lives in the TLS layer (src/tls_certgen.c) because it is built on BoringSSL, but
- * shares nothing with the proxy at run time: it is a command, run once, that exits. */
+ * The command is src/cmd_cert.c; the keys and certificates it writes come from
+ * tls_x509 (mtlsd/tls_x509.h), the part built on BoringSSL. It shares nothing with the
+ * proxy at run time: it is a command, run once, that exits. */
 #ifndef MTLSD_CERTGEN_H
 #define MTLSD_CERTGEN_H
 
