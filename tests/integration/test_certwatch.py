@@ -316,15 +316,19 @@ class CertwatchTest(unittest.TestCase):
 
     def test_not_yet_valid_set_is_taken_once_valid(self):
         s1 = self.pki.issue("s1", spiffe("server"))
-        not_before = int(time.time()) + 3
-        early = self.pki.issue("early", spiffe("server"),
-                               extra=["--not-before", utc(not_before)])
         certs = os.path.join(self.tmp, "certs")
         writer = AtomicWriter(certs)
         writer.write(cert_files(s1))
         m, port = self.start(certs)
+        # The window opens well after the set is written, so that the refusal (after the
+        # debounce and the settling time) comes while the set is still early, however slow
+        # the machine is at issuing it and starting the sidecar (a 3 s window measured from
+        # before both was missed once on a loaded CI machine: the set was valid by then).
+        not_before = int(time.time()) + 3 + FAILURE_VISIBLE_S
+        early = self.pki.issue("early", spiffe("server"),
+                               extra=["--not-before", utc(not_before)])
         writer.write(cert_files(early))
-        wait_until(lambda: refusals(m), timeout=FAILURE_VISIBLE_S, what="the refusal")
+        wait_until(lambda: refusals(m), timeout=not_before - time.time(), what="the refusal")
         self.assertIn("not valid yet", refusals(m)[0])
         self.assertEqual(exchange(port, self.client), leaf_der(read(f"{s1}/tls.crt")))
         # Unchanged files, retried by the poll once their window opens.
@@ -334,7 +338,9 @@ class CertwatchTest(unittest.TestCase):
         self.assertEqual(len(refusals(m)), 1, refusals(m))
 
     def test_expiry_warning_then_expired_error(self):
-        not_after = int(time.time()) + 4
+        # Long enough that issuing the set and starting the sidecar on a loaded machine
+        # leave it unexpired at start (the warning comes first).
+        not_after = int(time.time()) + 4 + FAILURE_VISIBLE_S
         short = self.pki.issue("short", spiffe("server"), extra=["--not-after", utc(not_after)])
         backend = Backend()
         self.addCleanup(backend.close)
@@ -352,7 +358,7 @@ class CertwatchTest(unittest.TestCase):
             return [e["msg"] for e in log_events(m)
                     if e.get("module") == "certwatch" and e.get("level") == level]
 
-        wait_until(lambda: logged("warn"), timeout=3, what="the expiry warning")
+        wait_until(lambda: logged("warn"), timeout=FAILURE_VISIBLE_S, what="the expiry warning")
         self.assertIn("expires in", logged("warn")[0])
         wait_until(lambda: logged("error"), timeout=not_after - time.time() + 4,
                    what="the expired error")
