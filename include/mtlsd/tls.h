@@ -1,5 +1,6 @@
-/* tls: every use of BoringSSL in mtlsd (with tls_certs.c and tls_certgen.c); the rest of
- * the proxy never sees an SSL *.
+/* tls: every use of BoringSSL in mtlsd (the tls_*.c files: contexts, verification,
+ * sessions, the BIO, connections, certificate sets, X.509); the rest of the proxy never
+ * sees an SSL *.
  *
  * Owns three kinds of object:
  *   struct tls_certset   one validated set of certificate files (leaf chain, key, trust
