@@ -24,7 +24,7 @@ LAYERS = [
     ("connection", "relay dial conn http_server prober"),
     ("services", "worker certwatch app_health health_metrics admin"),
     ("server", "server webhook"),
-    ("main", "main cmd_cert"),
+    ("main", "main cmd_cert cmd_iptables"),
 ]
 ALIASES = {"probe_http": "prober", "probe_grpc": "prober", "stats_render": "stats", "inject_checks": "inject", "inject_probes": "inject", "certgen": "cmd_cert", "tls_certs": "tls", "tls_ctx": "tls", "tls_verify": "tls", "tls_session": "tls", "tls_bio": "tls", "tls_conn": "tls", "tls_x509": "tls", "config_render": "config"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"mtlsd/([a-z0-9_]+)\.h"', re.M)

@@ -16,11 +16,11 @@
 
 #include "mtlsd/app_probes.h"
 #include "mtlsd/certgen.h"
+#include "mtlsd/cmd_iptables.h"
 #include "mtlsd/config.h"
 #include "mtlsd/exit.h"
 #include "mtlsd/file.h"
 #include "mtlsd/inject_cli.h"
-#include "mtlsd/iptables.h"
 #include "mtlsd/json_alloc.h"
 #include "mtlsd/log.h"
 #include "mtlsd/netaddr.h"

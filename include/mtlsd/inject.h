@@ -80,5 +80,4 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
 /* inject_result_clear frees the patch of |r|. */
 void inject_result_clear(struct inject_result *r);
 
-
 #endif

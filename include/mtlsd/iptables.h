@@ -75,8 +75,19 @@ char *iptables_render_closed(const struct iptables_opts *opts, const char *insta
  * that table: what iptables_render and iptables_render_closed install. */
 char *iptables_render_clean(const char *table, const char *installed);
 
-/* iptables_main runs `mtlsd iptables ...`: |argv[0]| is "iptables". Returns the exit
- * code (0 ok, 1 when applying failed, 2 on a usage error). */
-int iptables_main(int argc, char **argv);
+/* iptables_parse_u32 reads a decimal number up to |max|; iptables_parse_port a port from 1
+ * to 65535. False on anything else. */
+bool iptables_parse_u32(uint32_t *out, const char *s, uint32_t max);
+bool iptables_parse_port(uint16_t *out, const char *s);
+
+/* iptables_parse_ports and iptables_parse_cidrs add the items of the comma-separated
+ * |list| to |ports| (|*count| of them so far) or |cidrs|, as iptables_port_list_check and
+ * iptables_cidr_list_check check them (the problem in |err|). The CIDRs are copies that
+ * iptables_cidrs_free frees. */
+bool iptables_parse_ports(uint16_t *ports, size_t *count, const char *list, char *err,
+                          size_t err_len);
+bool iptables_parse_cidrs(struct iptables_cidrs *cidrs, const char *list, char *err,
+                          size_t err_len);
+void iptables_cidrs_free(struct iptables_cidrs *cidrs);
 
 #endif
