@@ -63,10 +63,6 @@ char *yaml_emit(const cJSON *doc);
  * in: its lines after the first are indented |level| more. No final newline. */
 void yaml_write_json(struct textbuf *b, const cJSON *doc, int level);
 
-/* yaml_plain_is_string tells whether the plain scalar |s| reads back as a string (not
- * null, a boolean or a number) under kubectl's rules. */
-bool yaml_plain_is_string(const char *s);
-
 /* yaml_text_position turns byte |offset| of |text| into a line and a column (both from 1;
  * columns count characters, not the bytes of UTF-8 sequences). */
 void yaml_text_position(const char *text, size_t offset, size_t *line, size_t *column);
