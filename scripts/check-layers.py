@@ -26,7 +26,7 @@ LAYERS = [
     ("server", "server webhook"),
     ("main", "main cmd_cert cmd_iptables"),
 ]
-ALIASES = {"yaml_write": "yaml", "probe_http": "prober", "probe_grpc": "prober", "stats_render": "stats", "inject_checks": "inject", "inject_probes": "inject", "certgen": "cmd_cert", "tls_certs": "tls", "tls_ctx": "tls", "tls_verify": "tls", "tls_session": "tls", "tls_bio": "tls", "tls_conn": "tls", "tls_x509": "tls", "config_render": "config"}
+ALIASES = {"http_admit": "http_server", "http_respond": "http_server", "yaml_write": "yaml", "probe_http": "prober", "probe_grpc": "prober", "stats_render": "stats", "inject_checks": "inject", "inject_probes": "inject", "certgen": "cmd_cert", "tls_certs": "tls", "tls_ctx": "tls", "tls_verify": "tls", "tls_session": "tls", "tls_bio": "tls", "tls_conn": "tls", "tls_x509": "tls", "config_render": "config"}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"mtlsd/([a-z0-9_]+)\.h"', re.M)
 
 
