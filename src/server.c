@@ -172,9 +172,60 @@ static void warn_if_key_readable(const struct config *cfg) {
   }
 }
 
+/* Admin first, then the listeners of every worker, then the certificate watch (SPEC
+ * section 6), all bound before any other thread runs, and then the process confined: what
+ * the workers inherit is the confined process. False (said in the log) when one cannot. */
+static bool bind_and_confine(struct server *srv) {
+  const struct config *cfg = srv->cfg;
+  char err[512];
+  srv->admin = admin_start(&srv->loop, srv->rt, &kControlOps, srv, err, sizeof(err));
+  if (srv->admin == NULL) {
+    log_write(LOG_ERROR, "server", "admin: %s", err);
+    return false;
+  }
+  for (unsigned i = 0; i < cfg->workers; i++) {
+    if (worker_bind(&srv->workers[i], srv->rt, i, &kWorkerOps, srv, err, sizeof(err)) != 0) {
+      log_write(LOG_ERROR, "server", "%s", err);
+      for (unsigned j = 0; j <= i; j++) {
+        worker_close_fds(&srv->workers[j]);
+      }
+      return false;
+    }
+  }
+  srv->certwatch = certwatch_start(&srv->loop, &cfg->certs, &kCertwatchOps, srv);
+  runtime_fit_descriptors(srv->rt);
+  if (!runtime_confine(srv->rt)) {
+    for (unsigned j = 0; j < cfg->workers; j++) {
+      worker_close_fds(&srv->workers[j]);
+    }
+    return false;
+  }
+  return true;
+}
+
+/* Starts every worker's thread; when one cannot start, the others are stopped and false
+ * returned. */
+static bool start_workers(struct server *srv) {
+  const struct config *cfg = srv->cfg;
+  for (unsigned i = 0; i < cfg->workers; i++) {
+    int r = worker_start(&srv->workers[i]);
+    if (r != 0) {
+      log_write(LOG_ERROR, "server", "cannot start worker %u: %s; stopping", i, uv_strerror(r));
+      for (unsigned j = i; j < cfg->workers; j++) {
+        worker_close_fds(&srv->workers[j]);
+      }
+      atomic_store(&srv->rt->state, RUNTIME_STOPPED);
+      wake_workers(srv);
+      return false;
+    }
+    srv->worker_count++;
+    srv->rt->worker_count = srv->worker_count;
+  }
+  return true;
+}
+
 int server_run(const struct config *cfg) {
   int exit_code = MTLSD_EXIT_FAILED;
-  char err[512];
   /* BoringSSL writes to sockets with write(2); a peer's reset must not kill us. */
   signal(SIGPIPE, SIG_IGN);
   raise_fd_limit();
@@ -213,49 +264,13 @@ int server_run(const struct config *cfg) {
     log_write(LOG_ERROR, "server", "out of memory");
     goto out_loop;
   }
-  /* Admin first, then listeners (SPEC section 6); all bound before any thread runs. */
   uv_async_init(&srv->loop, &srv->wakeup, on_wakeup);
   srv->wakeup.data = srv;
   start_signal(srv, &srv->sig_term, SIGTERM);
   start_signal(srv, &srv->sig_int, SIGINT);
   start_signal(srv, &srv->sig_hup, SIGHUP);
-  srv->admin = admin_start(&srv->loop, rt, &kControlOps, srv, err, sizeof(err));
-  if (srv->admin == NULL) {
-    log_write(LOG_ERROR, "server", "admin: %s", err);
+  if (!bind_and_confine(srv) || !start_workers(srv)) {
     goto out_handles;
-  }
-  for (unsigned i = 0; i < cfg->workers; i++) {
-    if (worker_bind(&srv->workers[i], rt, i, &kWorkerOps, srv, err, sizeof(err)) != 0) {
-      log_write(LOG_ERROR, "server", "%s", err);
-      for (unsigned j = 0; j <= i; j++) {
-        worker_close_fds(&srv->workers[j]);
-      }
-      goto out_handles;
-    }
-  }
-  srv->certwatch = certwatch_start(&srv->loop, &cfg->certs, &kCertwatchOps, srv);
-  runtime_fit_descriptors(rt);
-  /* Everything is bound and no other thread runs yet: what the workers inherit is the
-   * confined process. */
-  if (!runtime_confine(rt)) {
-    for (unsigned j = 0; j < cfg->workers; j++) {
-      worker_close_fds(&srv->workers[j]);
-    }
-    goto out_handles;
-  }
-  for (unsigned i = 0; i < cfg->workers; i++) {
-    r = worker_start(&srv->workers[i]);
-    if (r != 0) {
-      log_write(LOG_ERROR, "server", "cannot start worker %u: %s; stopping", i, uv_strerror(r));
-      for (unsigned j = i; j < cfg->workers; j++) {
-        worker_close_fds(&srv->workers[j]);
-      }
-      atomic_store(&rt->state, RUNTIME_STOPPED);
-      wake_workers(srv);
-      goto out_handles;
-    }
-    srv->worker_count++;
-    rt->worker_count = srv->worker_count;
   }
   atomic_store(&rt->state, RUNTIME_LIVE);
   log_write(LOG_INFO, "server", "mtlsd %s serving %zu listeners on %u workers", MTLSD_VERSION,
