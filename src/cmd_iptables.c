@@ -167,43 +167,45 @@ struct command {
   bool ipv6;
 };
 
+/* The long options; those without a short letter are numbered past any char. */
+enum {
+  OPT_OUT = 256,
+  OPT_IN,
+  OPT_ADMIN,
+  OPT_HEALTH,
+  OPT_UID,
+  OPT_GID,
+  OPT_IN_PORTS,
+  OPT_EX_IN,
+  OPT_EX_OUT,
+  OPT_EX_CIDR,
+  OPT_IN_CIDR,
+  OPT_NO_API
+};
+static const struct option long_opts[] = {
+    {"print", no_argument, NULL, 'p'},
+    {"apply", no_argument, NULL, 'a'},
+    {"clean", no_argument, NULL, 'c'},
+    {"ipv6", no_argument, NULL, '6'},
+    {"help", no_argument, NULL, 'h'},
+    {"outbound-port", required_argument, NULL, OPT_OUT},
+    {"inbound-port", required_argument, NULL, OPT_IN},
+    {"admin-port", required_argument, NULL, OPT_ADMIN},
+    {"health-port", required_argument, NULL, OPT_HEALTH},
+    {"proxy-uid", required_argument, NULL, OPT_UID},
+    {"proxy-gid", required_argument, NULL, OPT_GID},
+    {"inbound-ports", required_argument, NULL, OPT_IN_PORTS},
+    {"exclude-inbound-ports", required_argument, NULL, OPT_EX_IN},
+    {"exclude-outbound-ports", required_argument, NULL, OPT_EX_OUT},
+    {"exclude-outbound-cidrs", required_argument, NULL, OPT_EX_CIDR},
+    {"include-outbound-cidrs", required_argument, NULL, OPT_IN_CIDR},
+    {"no-exclude-api-server", no_argument, NULL, OPT_NO_API},
+    {NULL, 0, NULL, 0},
+};
+
 /* Reads the options into |cmd|: true to go on, else false with the exit code in |*code|
  * (0 after --help; the problem is on stderr). */
 static bool parse_options(int argc, char **argv, struct command *cmd, int *code) {
-  enum {
-    OPT_OUT = 256,
-    OPT_IN,
-    OPT_ADMIN,
-    OPT_HEALTH,
-    OPT_UID,
-    OPT_GID,
-    OPT_IN_PORTS,
-    OPT_EX_IN,
-    OPT_EX_OUT,
-    OPT_EX_CIDR,
-    OPT_IN_CIDR,
-    OPT_NO_API
-  };
-  static const struct option long_opts[] = {
-      {"print", no_argument, NULL, 'p'},
-      {"apply", no_argument, NULL, 'a'},
-      {"clean", no_argument, NULL, 'c'},
-      {"ipv6", no_argument, NULL, '6'},
-      {"help", no_argument, NULL, 'h'},
-      {"outbound-port", required_argument, NULL, OPT_OUT},
-      {"inbound-port", required_argument, NULL, OPT_IN},
-      {"admin-port", required_argument, NULL, OPT_ADMIN},
-      {"health-port", required_argument, NULL, OPT_HEALTH},
-      {"proxy-uid", required_argument, NULL, OPT_UID},
-      {"proxy-gid", required_argument, NULL, OPT_GID},
-      {"inbound-ports", required_argument, NULL, OPT_IN_PORTS},
-      {"exclude-inbound-ports", required_argument, NULL, OPT_EX_IN},
-      {"exclude-outbound-ports", required_argument, NULL, OPT_EX_OUT},
-      {"exclude-outbound-cidrs", required_argument, NULL, OPT_EX_CIDR},
-      {"include-outbound-cidrs", required_argument, NULL, OPT_IN_CIDR},
-      {"no-exclude-api-server", no_argument, NULL, OPT_NO_API},
-      {NULL, 0, NULL, 0},
-  };
   struct iptables_opts *o = &cmd->o;
   *code = MTLSD_EXIT_USAGE;
   optind = 1;
