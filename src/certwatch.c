@@ -1,5 +1,5 @@
 /* certwatch: notices when the certificate directory changes and asks its owner to
- * reload it (SPEC section 4), on the main thread's loop.
+ * reload it (docs/configuration.md, certs), on the main thread's loop.
  *
  * Two sources of "something changed": an inotify watch on the directory (uv_fs_event_t),
  * which is fast but misses some volume types and dies with the directory it watches, and
@@ -34,7 +34,7 @@
 
 /* Quiet time after the last event before looking: long enough to cover a certificate
  * and its key written one after the other, short enough to keep a rotation well inside
- * SPEC's one second. */
+ * the second docs/configuration.md promises. */
 enum { DEBOUNCE_MS = 150 };
 /* How long an invalid set must stay unchanged before it counts as a failed reload rather
  * than a half-written one. */

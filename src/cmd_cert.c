@@ -3,8 +3,8 @@
  * output directory and what is printed. Keys and certificates are made by tls_x509 (the
  * only part that needs BoringSSL), so this file includes no <openssl/...> header.
  *
- * It writes the Kubernetes/cert-manager layout that mtlsd reads (SPEC section 4): a root
- * CA (ca.crt, ca.key), leaves (tls.crt with the leaf first, tls.key, ca.crt as the trust
+ * It writes the Kubernetes/cert-manager layout that mtlsd reads (docs/configuration.md, certs): a
+ * root CA (ca.crt, ca.key), leaves (tls.crt with the leaf first, tls.key, ca.crt as the trust
  * bundle) and optionally one level of intermediate CA. Options that make a certificate
  * already expired or not yet valid exist because the tests of mtlsd itself need them.
  *

@@ -206,10 +206,10 @@ static void release_handshake_slot(struct conn *c) {
 }
 
 /* Gives |c| one of its listener's handshake slots; when this host's share is taken, the
- * oldest connection still handshaking is closed for it, a silent one first (SPEC section
- * 3): a flood of idle or slow handshakes then only ever delays itself, and a peer whose
- * ClientHello has come is not closed for connections that have sent nothing. Inbound
- * connections start silent; the pod's own outbound ones have spoken. */
+ * oldest connection still handshaking is closed for it, a silent one first (docs/configuration.md):
+ * a flood of idle or slow handshakes then only ever delays itself, and a peer whose ClientHello has
+ * come is not closed for connections that have sent nothing. Inbound connections start silent; the
+ * pod's own outbound ones have spoken. */
 static void take_handshake_slot(struct conn *c) {
   struct conn_listener *l = c->l;
   struct list_node *victims = !list_empty(&l->silent) ? &l->silent : &l->spoken;
@@ -595,7 +595,7 @@ static void start_connect(struct conn *c) {
 
 /* ---- Permissive inbound ---- */
 
-/* Relays the connection as plaintext, with no identity (SPEC section 3, permissive). */
+/* Relays the connection as plaintext, with no identity (docs/configuration.md, permissive). */
 static void start_plaintext(struct conn *c) {
   c->plaintext = true;
   release_handshake_slot(c);

@@ -1,4 +1,4 @@
-/* identity: SPIFFE ID and DNS name validation, and allow-list matching (SPEC section 3).
+/* identity: SPIFFE ID and DNS name validation, and allow-list matching (docs/configuration.md).
  *
  * Everything here runs on strings that came out of a peer's certificate or out of the
  * configuration file, so every function accepts NULL and arbitrary bytes, never reads

@@ -1,4 +1,4 @@
-/* main: the command line (SPEC section 2): run, check, cert, version. */
+/* main: the command line (the README, Command line): run, check, cert, version. */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -132,14 +132,13 @@ static int parse_common(struct common_opts *opts, int argc, char **argv, const c
   return -1;
 }
 
-/* The environment variable an injected sidecar gets its configuration from (SPEC
- * section 2); its name stands in for the file's in every message. */
+/* The environment variable an injected sidecar gets its configuration from (the README, Command
+ * line); its name stands in for the file's in every message. */
 static const char kConfigEnv[] = "MTLSD_CONFIG";
-/* The application containers' original probes, put there by the injector (SPEC section
- * 5). */
+/* The application containers' original probes, put there by the injector (docs/admin.md). */
 static const char kProbesEnv[] = "MTLSD_APP_PROBES";
 /* The application's own metrics endpoint (its prometheus.io/port and path), which the
- * health port's /metrics serves with mtlsd's (SPEC section 5). */
+ * health port's /metrics serves with mtlsd's (docs/admin.md). */
 static const char kMetricsEnv[] = "MTLSD_APP_METRICS";
 
 /* Adds MTLSD_APP_PROBES to |cfg|; false after printing why not. */

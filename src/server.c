@@ -66,7 +66,7 @@ static struct tls_contexts *current_op(void *arg) {
   return runtime_tls_acquire(srv->rt);
 }
 
-/* Starts a graceful drain (SPEC section 6), and exits afterwards when |then_exit|.
+/* Starts a graceful drain (docs/admin.md, POST /drain), and exits afterwards when |then_exit|.
  * Thread-safe. */
 static void request_drain(struct server *srv, bool then_exit) {
   if (then_exit) {
@@ -172,9 +172,9 @@ static void warn_if_key_readable(const struct config *cfg) {
   }
 }
 
-/* Admin first, then the listeners of every worker, then the certificate watch (SPEC
- * section 6), all bound before any other thread runs, and then the process confined: what
- * the workers inherit is the confined process. False (said in the log) when one cannot. */
+/* Admin first, then the listeners of every worker, then the certificate watch, all bound
+ * before any other thread runs, and then the process confined: what the workers inherit
+ * is the confined process. False (said in the log) when one cannot. */
 static bool bind_and_confine(struct server *srv) {
   const struct config *cfg = srv->cfg;
   char err[512];

@@ -89,7 +89,7 @@ struct metric_def {
   size_t value_count;
   const char *label; /* The label beside "listener" (or alone for scalars); NULL if none. */
   const char *(*label_value)(size_t i);
-  bool permissive_only; /* Only permissive listeners have its series (SPEC section 5). */
+  bool permissive_only; /* Only permissive listeners have its series (docs/admin.md). */
   bool webhook_only;    /* Only the webhook has it; the webhook has no per-listener ones. */
 };
 

@@ -139,7 +139,7 @@ struct cert_identities {
 };
 
 /* tls_cert_identities extracts |cert|'s identities into |*out| and applies the SPIFFE
- * X.509-SVID rules (SPEC section 3); the caller releases them with
+ * X.509-SVID rules (docs/configuration.md); the caller releases them with
  * tls_cert_identities_free. Returns false on allocation failure. */
 bool tls_cert_identities(struct cert_identities *out, X509 *cert);
 void tls_cert_identities_free(struct cert_identities *ids);

@@ -26,7 +26,7 @@
  * port is a kubelet and a Prometheus. A review arrives in full within five seconds (the
  * API server's own default timeout) or the connection is cut, so a slow or idle client
  * holds nothing for long; a pod's AdmissionReview is tens of KiB, and 10 MiB is the
- * bound SPEC section 9 sets. What all of it may hold at once is sized for the chart's
+ * bound docs/injection.md sets. What all of it may hold at once is sized for the chart's
  * 128 MiB memory limit (docs/injection.md): 384 connections of at most some 115 KiB
  * each (buffers, TLS, the uncharged first 64 KiB of a body) is 43 MiB, bodies beyond
  * that 16 MiB, answers 8 MiB, and the one review being processed at most 25 MiB (the

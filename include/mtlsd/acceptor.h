@@ -1,8 +1,8 @@
 /* acceptor: one listening TCP socket and the accepting of its connections on a libuv
  * loop, for the proxy's listeners and the HTTP servers alike. It accepts in batches, so
  * that a flood of connections does not starve the loop's other work. When the process
- * runs out of file descriptors, the callers waiting are refused at once (SPEC section 6)
- * rather than left in the backlog to time out: a descriptor held back for this (libuv's
+ * runs out of file descriptors, the callers waiting are refused at once (docs/configuration.md,
+ * limits) rather than left in the backlog to time out: a descriptor held back for this (libuv's
  * "EMFILE trick") is let go for one accept, the caller is handed to on_refuse (or closed),
  * and the descriptor is taken back. Should even that fail (or the kernel be out of
  * memory) it pauses for a moment instead of spinning on the pending connection

@@ -1,4 +1,4 @@
-/* access_log: the access log line of one closed connection (SPEC section 7), in the
+/* access_log: the access log line of one closed connection (the README, Logs), in the
  * JSON or the text log format. A pure formatter: the caller writes the line
  * (log_access_write). */
 #ifndef MTLSD_ACCESS_LOG_H

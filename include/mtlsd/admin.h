@@ -1,4 +1,4 @@
-/* admin: the local admin port and the health port (SPEC section 5): the routes of
+/* admin: the local admin port and the health port (docs/admin.md): the routes of
  * admin.listen and of health.listen, each port its own http_server (its own connection
  * budget and timeouts, so that neither a flood on one nor a full other ever blocks it),
  * on the main thread's loop, so that a heavy scrape never delays a worker. The routes
@@ -25,7 +25,7 @@ struct admin_control_ops {
   /* reload: as certwatch_ops.reload. */
   enum certload_result (*reload)(void *arg, enum certload_mode mode, const uint8_t *expect,
                                  char *msg, size_t msg_len);
-  /* drain starts a graceful drain (SPEC section 6), and exits afterwards when
+  /* drain starts a graceful drain (docs/admin.md, POST /drain), and exits afterwards when
    * |then_exit|. */
   void (*drain)(void *arg, bool then_exit);
 };

@@ -1,5 +1,5 @@
 /* admission: one Kubernetes AdmissionReview (admission.k8s.io/v1) in, its answer out,
- * for `mtlsd webhook` (SPEC section 9). Pure: JSON text in, JSON text out, no I/O; the
+ * for `mtlsd webhook` (docs/injection.md). Pure: JSON text in, JSON text out, no I/O; the
  * mutation itself is the inject module's, so the webhook's patch and `mtlsd inject`'s
  * output are the same pod by construction.
  *

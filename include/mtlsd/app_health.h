@@ -1,5 +1,5 @@
 /* app_health: the health port's /app-health/<container>/<kind> and
- * /app-lifecycle/<container>/<hook> (SPEC section 5): each request runs the container's
+ * /app-lifecycle/<container>/<hook> (docs/admin.md): each request runs the container's
  * original probe, or postStart/preStop handler, from the sidecar (prober) and is answered
  * when the run ends, 200 when it passed and 503 with the reason when not. At most one run
  * per probe or hook is in flight: requests that arrive meanwhile wait for its result, so a

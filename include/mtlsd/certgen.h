@@ -1,4 +1,4 @@
-/* certgen: "mtlsd cert ca" and "mtlsd cert issue" (SPEC section 2), a small development
+/* certgen: "mtlsd cert ca" and "mtlsd cert issue" (the README, Command line), a small development
  * CA that writes the same files cert-manager and SPIRE do, so that tests, demos and local
  * clusters need no other tool.
  *

@@ -1,7 +1,7 @@
-/* certload: loading the certificate directory into a runtime (SPEC section 4), for the
- * sidecar and the webhook alike. A valid set that differs from the one serving becomes
- * the next generation (published, counted, logged); an invalid one is refused, logged
- * and recorded for /certs and /ready while the serving set stays.
+/* certload: loading the certificate directory into a runtime (docs/configuration.md, certs), for
+ * the sidecar and the webhook alike. A valid set that differs from the one serving becomes the next
+ * generation (published, counted, logged); an invalid one is refused, logged and recorded for
+ * /certs and /ready while the serving set stays.
  *
  * Owns nothing: the contexts it builds are handed to the runtime. Call it from one
  * thread at a time (the main loop's). */

@@ -1,5 +1,5 @@
-/* certwatch: watches the certificate directory (SPEC section 4) with libuv's fs events
- * and a poll_interval fallback, debounces bursts of writes, and asks its owner to reload
+/* certwatch: watches the certificate directory (docs/configuration.md, certs) with libuv's fs
+ * events and a poll_interval fallback, debounces bursts of writes, and asks its owner to reload
  * when the files' contents change. It knows nothing of who loads the files: it calls
  * back through struct certwatch_ops.
  *

@@ -1,4 +1,4 @@
-/* config: the JSON configuration file (SPEC section 3), loaded strictly into an
+/* config: the JSON configuration file (docs/configuration.md), loaded strictly into an
  * immutable struct with every default filled in.
  *
  * Owns struct config and everything it points to: config_load allocates it, config_free
@@ -54,7 +54,7 @@ struct listener_config {
 };
 
 /* An application container's original Kubernetes probe, run by the sidecar for the
- * health port's /app-health/<container>/<kind> (SPEC section 5), or its original
+ * health port's /app-health/<container>/<kind> (docs/admin.md), or its original
  * postStart or preStop handler, for /app-lifecycle/<container>/<hook>. Read from
  * MTLSD_APP_PROBES by app_probes (mtlsd/app_probes.h); declared here because struct config
  * holds them and config_free frees them. */
@@ -80,7 +80,7 @@ struct app_probe {
   duration_ms timeout; /* timeoutSeconds; 1 s when absent (30 s for a hook). */
 };
 
-/* Where the certificate files are and how they are watched (SPEC section 4). */
+/* Where the certificate files are and how they are watched (docs/configuration.md, certs). */
 struct certs_config {
   char *dir;
   char *cert_file;
@@ -101,7 +101,7 @@ struct config {
 
   struct certs_config certs;
 
-  /* The read-only health port on the pod's address (SPEC section 5); off unless set. */
+  /* The read-only health port on the pod's address (docs/admin.md); off unless set. */
   struct {
     bool enabled;
     struct hostport listen;

@@ -1,4 +1,4 @@
-/* conn: one relayed connection, from accept to close (SPEC sections 1 and 3): the
+/* conn: one relayed connection, from accept to close (the README and docs/configuration.md): the
  * refusals before any work (limits, loop, no certificate), the TLS handshake on the mTLS
  * side, dialing the upstream, the PROXY protocol header, the relay, the deadlines, and
  * the access log line and metrics at the end.
@@ -35,7 +35,7 @@ struct conn_listener {
   /* This host's share of limits.max_handshaking (set by the host, at least 1), and the
    * connections holding one, newest first, apart by whether their peer has sent a byte
    * yet: when all are taken, a new connection takes the slot of the oldest silent one,
-   * or of the oldest if none is silent (SPEC section 3). Per host, so no lock and no
+   * or of the oldest if none is silent (docs/configuration.md). Per host, so no lock and no
    * other thread's connection is ever closed. The host initialises both lists. */
   unsigned handshake_slots;
   unsigned handshaking;

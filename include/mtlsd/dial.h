@@ -1,5 +1,5 @@
 /* dial: where a connection's upstream is and how to reach it: the original destination
- * of an intercepted socket, the loop check (SPEC section 3), and struct dialer, which
+ * of an intercepted socket, the loop check (docs/configuration.md), and struct dialer, which
  * turns a listener's upstream (an explicit HOST:PORT, forward_host, or the original
  * destination) into connecting sockets, one address after another.
  *
@@ -23,7 +23,7 @@ bool dial_original_destination(int fd, const struct sockaddr_storage *local,
                                struct sockaddr_storage *out, socklen_t *out_len);
 
 /* dial_is_loop tells whether the original destination |target| of a transparent
- * connection on a listener of |mode| is one of mtlsd's own ports (SPEC section 3). */
+ * connection on a listener of |mode| is one of mtlsd's own ports (docs/configuration.md). */
 bool dial_is_loop(const struct config *cfg, enum listener_mode mode,
                   const struct sockaddr_storage *target);
 

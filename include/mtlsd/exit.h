@@ -1,4 +1,4 @@
-/* exit: the process exit codes of every mtlsd command (SPEC section 2). */
+/* exit: the process exit codes of every mtlsd command (the README, Command line). */
 #ifndef MTLSD_EXIT_H
 #define MTLSD_EXIT_H
 

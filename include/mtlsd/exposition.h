@@ -1,5 +1,5 @@
 /* exposition: the Prometheus text exposition format 0.0.4, as far as the health port
- * needs it to serve an application's metrics after mtlsd's own (SPEC section 5): a check
+ * needs it to serve an application's metrics after mtlsd's own (docs/admin.md): a check
  * that a text is one (so that the application's cannot make a scraper refuse the whole
  * answer, mtlsd's included), and the application's families that can follow mtlsd's
  * without making the whole invalid.

@@ -1,6 +1,6 @@
-/* health_metrics: GET /metrics (and /stats/prometheus) on the health port (SPEC section
- * 5): mtlsd's own metrics, and, when MTLSD_APP_METRICS says where, the application's
- * after them, so that one scrape target serves both.
+/* health_metrics: GET /metrics (and /stats/prometheus) on the health port (docs/admin.md): mtlsd's
+ * own metrics, and, when MTLSD_APP_METRICS says where, the application's after them, so that one
+ * scrape target serves both.
  *
  * Every pod can reach the health port, as often as it likes, so a scrape costs the pod
  * little: the answer is rendered at most once a second and shared; the application is

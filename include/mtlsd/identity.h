@@ -1,4 +1,4 @@
-/* identity: who a peer is, and whether it may talk to us (SPEC section 3, "Identity").
+/* identity: who a peer is, and whether it may talk to us (docs/configuration.md, "Identity").
  *
  * A certificate's identity is its URI SAN when that is a spiffe:// ID, else its DNS SANs.
  * This module validates SPIFFE IDs (per the SPIFFE ID specification), validates allow
@@ -53,7 +53,7 @@ struct peer_identity {
 };
 
 /* identity_pattern_match applies the single allow pattern |pattern| to a *client*
- * certificate's identities |peer| (SPEC section 3) and returns the identity that
+ * certificate's identities |peer| (docs/configuration.md) and returns the identity that
  * satisfied it, borrowed from |peer|, or NULL. An invalid pattern, or a peer SAN that is
  * not well-formed, never matches.
  *   - A certificate with a SPIFFE ID is that ID and nothing else: only SPIFFE patterns

@@ -1,6 +1,6 @@
-/* inject: the one mutation behind `mtlsd inject` and the admission webhook (SPEC section
- * 9, "What injection does to a pod"). Pure: a Kubernetes object in, the JSON Patch that
- * injects it out, no I/O.
+/* inject: the one mutation behind `mtlsd inject` and the admission webhook (docs/injection.md,
+ * "What injection does to a pod"). Pure: a Kubernetes object in, the JSON Patch that injects it
+ * out, no I/O.
  *
  * The result is a list of RFC 6902 "add" operations against the object as received, so
  * that the webhook can return it as is and `mtlsd inject` can apply it (jsonpatch_apply):

@@ -1,4 +1,4 @@
-/* inject_cli: `mtlsd inject` (SPEC section 9): Kubernetes objects in (YAML or JSON, one
+/* inject_cli: `mtlsd inject` (docs/injection.md): Kubernetes objects in (YAML or JSON, one
  * or several documents, a JSON stream, `kind: List`), the same objects out in the same
  * format (several in JSON as one List), with every Pod and workload injected (the inject
  * module) and every other object passed through value for value. What happened to each

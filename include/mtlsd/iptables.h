@@ -1,5 +1,5 @@
-/* iptables: `mtlsd iptables` (SPEC section 8), the NAT rules that send a pod's TCP
- * traffic through its sidecar, as an init container installs them.
+/* iptables: `mtlsd iptables` (the README, Transparent interception), the NAT rules that send a
+ * pod's TCP traffic through its sidecar, as an init container installs them.
  *
  * Owns the rule set: generating it (a pure function of the options and of the rules
  * already installed, so it can be unit-tested), and printing, applying or removing it

@@ -48,7 +48,7 @@ void log_escape_text(struct textbuf *out, const char *src, bool keep_spaces);
 void log_write(enum log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* log_access_open directs the access log (SPEC section 7) to |target|: stdout, stderr, the
+/* log_access_open directs the access log (the README, Logs) to |target|: stdout, stderr, the
  * file |path| (opened for appending), or nowhere. Returns a negative errno on failure. */
 enum log_access_target {
   ACCESS_LOG_TARGET_OFF,

@@ -1,9 +1,9 @@
-/* prober: one run of an application container's original Kubernetes probe (SPEC section
- * 5), from the sidecar, the way the kubelet runs it: httpGet (HTTP, or HTTPS without
- * verifying the certificate; 200-399 passes; redirects followed on the same host, a
- * redirect elsewhere passes), tcpSocket (a connect), or grpc (grpc.health.v1.Health/Check
- * over h2c, SERVING passes), each within the probe's timeoutSeconds. The same HTTP client
- * also fetches a bounded body (prober_fetch: the application's metrics).
+/* prober: one run of an application container's original Kubernetes probe (docs/admin.md), from the
+ * sidecar, the way the kubelet runs it: httpGet (HTTP, or HTTPS without verifying the certificate;
+ * 200-399 passes; redirects followed on the same host, a redirect elsewhere passes), tcpSocket (a
+ * connect), or grpc (grpc.health.v1.Health/Check over h2c, SERVING passes), each within the probe's
+ * timeoutSeconds. The same HTTP client also fetches a bounded body (prober_fetch: the application's
+ * metrics).
  *
  * Owns struct prober, its socket and its handles on the loop it was started on; it frees
  * itself once it has finished (or was cancelled) and its handles have closed. */

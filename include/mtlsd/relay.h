@@ -1,5 +1,5 @@
 /* relay: the bytes of one connection, moved both ways between two transports with
- * half-close and backpressure (SPEC section 1).
+ * half-close and backpressure (the README).
  *
  * Each direction is a flow with at most one buffer in flight, taken from a bufpool only
  * while bytes are in it; a flow whose destination is full stops reading its source

@@ -1,4 +1,4 @@
-/* server: the process's lifecycle (SPEC section 6) for `mtlsd run`: validate, load
+/* server: the process's lifecycle (docs/admin.md) for `mtlsd run`: validate, load
  * certificates, bind everything, start the admin port, the certificate watch and the
  * workers, then serve until a drain ends. It owns the runtime and is the only part that
  * changes it wholesale (publishing certificates, moving the state); the parts it starts

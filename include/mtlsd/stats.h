@@ -1,4 +1,4 @@
-/* stats: every counter, gauge and histogram mtlsd exports (SPEC section 5), and their
+/* stats: every counter, gauge and histogram mtlsd exports (docs/admin.md), and their
  * JSON and Prometheus renderings (stats_render.c).
  *
  * Owns struct stats. Data-path counters live per worker and per listener, and each is

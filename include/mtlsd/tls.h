@@ -100,9 +100,9 @@ int64_t tls_certset_not_after(const struct tls_certset *set);
  * DNS SAN); the string lives as long as |set|. */
 const char *tls_certset_primary_identity(const struct tls_certset *set);
 
-/* tls_certset_add_info adds |set| as the members "leaf" and "bundle" of /certs (SPEC
- * section 5) to the JSON object |root|, which keeps owning them. Returns false when out
- * of memory (|root| may then hold some of them). */
+/* tls_certset_add_info adds |set| as the members "leaf" and "bundle" of /certs (docs/admin.md) to
+ * the JSON object |root|, which keeps owning them. Returns false when out of memory (|root| may
+ * then hold some of them). */
 bool tls_certset_add_info(struct cJSON *root, const struct tls_certset *set);
 
 /* ---- Contexts ---- */

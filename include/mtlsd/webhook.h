@@ -1,4 +1,4 @@
-/* webhook: the `mtlsd webhook` process (SPEC section 9): the mutating admission webhook
+/* webhook: the `mtlsd webhook` process (docs/injection.md): the mutating admission webhook
  * that injects pods as the API server creates them. One HTTPS port: POST /inject answers
  * AdmissionReviews (the admission module, over the inject module's mutation), and GET
  * /healthz, /ready and /metrics. Its serving certificate is loaded and hot-reloaded

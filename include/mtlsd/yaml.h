@@ -1,4 +1,4 @@
-/* yaml: Kubernetes manifests as text, for `mtlsd inject` (SPEC section 9): libyaml reads
+/* yaml: Kubernetes manifests as text, for `mtlsd inject` (docs/injection.md): libyaml reads
  * YAML and the documents become cJSON values, which are written back as block YAML or as
  * indented JSON, the way kubectl writes them.
  *

@@ -1,4 +1,4 @@
-"""The mtlsd image, built offline for the tests that run it (SPEC section 9, "Image").
+"""The mtlsd image, built offline for the tests that run it (docs/injection.md, "Image").
 
 The base image is made here rather than pulled: `debootstrap --variant=minbase bookworm`
 into build/image/rootfs, imported with `podman import` as

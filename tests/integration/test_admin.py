@@ -1,4 +1,4 @@
-"""Integration tests for the admin port (SPEC section 5): every endpoint, the metrics
+"""Integration tests for the admin port (docs/admin.md): every endpoint, the metrics
 (checked by promtool and scraped by a real Prometheus server), the lifecycle endpoints,
 and abuse (garbage, oversized heads and bodies, slow and idle clients, too many
 connections), driving the real mtlsd binary with real certificates.
@@ -38,7 +38,7 @@ GET_ENDPOINTS = {
     "/server_info": JSON_CT,
 }
 POST_ENDPOINTS = ("/reload", "/drain", "/quitquitquit")
-# Every metric of SPEC section 5, present from start-up.
+# Every metric of docs/admin.md, present from start-up.
 SPEC_METRICS = (
     "mtlsd_connections_total", "mtlsd_connections_active", "mtlsd_handshakes_total",
     "mtlsd_handshake_failures_total", "mtlsd_handshake_duration_seconds",

@@ -1,4 +1,4 @@
-"""Integration tests for "mtlsd cert ca" and "mtlsd cert issue" (SPEC section 2).
+"""Integration tests for "mtlsd cert ca" and "mtlsd cert issue" (the README, Command line).
 
 They run the real binary (MTLSD_BIN) in temporary directories and check what it wrote
 with an independent implementation, the openssl command line: chains verify, SANs, key

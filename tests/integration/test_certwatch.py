@@ -1,5 +1,6 @@
-"""Certificate hot reload (SPEC section 4) and peer expiry on long connections, driven
-through a real inbound listener with Python's ssl module as the client.
+"""Certificate hot reload (docs/configuration.md, certs) and peer expiry on long
+connections, driven through a real inbound listener with Python's ssl module as the
+client.
 
 What mtlsd serves is read from the handshake itself (the server certificate's DER,
 compared with the leaf in the files written), never from mtlsd's own account of it.
@@ -22,7 +23,8 @@ from harness import (AtomicWriter, Backend, Mtlsd, Pki, TempDir, cert_files, cli
                      free_port, http_get, read, spiffe, wait_until)
 
 POLL_INTERVAL = "1s"
-# SPEC: every new handshake uses a new set within one second of the last file write.
+# docs/configuration.md (certs): every new handshake uses a new set within one second of the last
+# file write.
 PICKUP_LIMIT_S = 1.0
 # certwatch gives an invalid set this long to settle before counting it as failed,
 # plus its debounce; a failure must be visible well after that.

@@ -1,4 +1,4 @@
-"""The command line (SPEC section 2): exit codes, usage errors, check, version, and the
+"""The command line (the README, Command line): exit codes, usage errors, check, version, and the
 configuration error contract (one precise line, exit 2, nothing bound)."""
 
 import json
@@ -147,7 +147,7 @@ class CliTest(unittest.TestCase):
                           r.stderr)
 
     def test_wait_ready_holds_until_the_sidecar_is_ready(self):
-        """The postStart hook of a sidecar that is not native (SPEC section 9)."""
+        """The postStart hook of a sidecar that is not native (docs/injection.md)."""
         pki = Pki(self.tmp)
         cfg = self.good_config()
         admin = cfg["admin"]["listen"]

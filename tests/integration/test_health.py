@@ -1,4 +1,4 @@
-"""The health port (SPEC section 5): its read-only routes, and the application probes and
+"""The health port (docs/admin.md): its read-only routes, and the application probes and
 lifecycle hooks it runs the way the kubelet would (MTLSD_APP_PROBES), against real servers
 started here: an HTTP app (200, 503, redirects, slow, headers), an HTTPS one, TCP ports open
 and closed, and a gRPC server with the standard health service. The application's own

@@ -1,4 +1,4 @@
-"""The Helm chart (helm/mtlsd, SPEC section 9), offline: `helm lint --strict`, and `helm
+"""The Helm chart (helm/mtlsd, docs/injection.md), offline: `helm lint --strict`, and `helm
 template` with the defaults and with other values, every rendering checked object by
 object — the built-in kinds by k8s_schema.mjs against the models of @kubernetes/client-
 node (every field must exist), the CRD kinds (cert-manager, Prometheus Operator) against

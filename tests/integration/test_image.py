@@ -1,4 +1,4 @@
-"""The image (SPEC section 9): built offline from deploy/Dockerfile, it runs as 1337 with
+"""The image (docs/injection.md): built offline from deploy/Dockerfile, it runs as 1337 with
 a read-only root and no capabilities, holds iptables for the init container, serves
 its built-in configuration unless MTLSD_CONFIG replaces it, and runs the admission
 webhook as the Helm chart does."""

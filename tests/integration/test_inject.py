@@ -1,4 +1,4 @@
-"""`mtlsd inject` (SPEC section 9): manifests in, injected manifests out, in the format
+"""`mtlsd inject` (docs/injection.md): manifests in, injected manifests out, in the format
 they came in; other objects pass through value for value; skips and refusals on stderr
 with their reasons and the exit codes. The YAML written is read back with Debian's
 PyYAML (a second, independent YAML 1.1 reader), through /usr/bin/python3."""

@@ -24,7 +24,7 @@ APP_PORT, EXCLUDED_PORT = 8080, 9999
 # app listens on it on its address.
 OTHER_ADMIN_PORT = 15000
 # Pod B also has a port the app bound to loopback only, an explicit outbound listener
-# (SPEC's "to-payments") and its admin port on a port that the rules' --admin-port does
+# (the README's "to-payments") and its admin port on a port that the rules' --admin-port does
 # not name: none of them may be reached from the mesh.
 LOOPBACK_ONLY_PORT, TO_PAYMENTS_PORT, B_ADMIN_PORT = 7070, 9001, 15050
 

@@ -425,7 +425,8 @@ class RelayTest(SidecarCase):
         try:
             # Proxied connections are capped below the limit (runtime_fit_descriptors), but
             # the admin port's callers, which never send a request, can still use up the
-            # rest. A caller of the listener is then refused at once (SPEC section 6), not
+            # rest. A caller of the listener is then refused at once (docs/configuration.md,
+            # limits), not
             # left in the backlog, and nothing spins.
             for _ in range(120):
                 stalled.append(socket.create_connection((admin[0], int(admin[1]))))
@@ -628,7 +629,8 @@ def greeter_handler(backend, conn):
 
 
 class PermissiveTest(SidecarCase):
-    """SPEC section 3, listeners[].permissive: the first byte decides; strict never waits."""
+    """docs/configuration.md, listeners[].permissive: the first byte decides; strict never
+    waits."""
 
     def setUp(self):
         super().setUp()
@@ -800,7 +802,7 @@ class PermissiveTest(SidecarCase):
         self.assertLess(time.monotonic() - start, 2)
         m.wait_access(lambda e: e["result"] == "protocol")
         self.assertEqual(backend.accepted, 0)
-        # Only permissive listeners have the plaintext series (SPEC section 5).
+        # Only permissive listeners have the plaintext series (docs/admin.md).
         self.assertIsNone(self.plaintext_count(m))
         metrics = http_get(m.admin_url("/metrics"))[2].decode()
         self.assertNotIn('mtlsd_plaintext_connections_total{listener="in"}', metrics)

@@ -1,4 +1,4 @@
-"""`mtlsd webhook` (SPEC section 9): AdmissionReviews over HTTPS from Python's ssl (the
+"""`mtlsd webhook` (docs/injection.md): AdmissionReviews over HTTPS from Python's ssl (the
 API server's part), the returned JSONPatch applied with Debian's python3-jsonpatch (an
 independent RFC 6902 implementation, through /usr/bin/python3) and compared with what
 `mtlsd inject` writes for the same pod; skips, refusals, bad requests, 11 MiB, slow and
