@@ -558,7 +558,7 @@ static bool add_annotations(struct mutation *m) {
   return ok;
 }
 
-/* The label the mesh directory watches (docs/directory.md): this pod has a sidecar. */
+/* The label the mesh directory will watch (docs/injection.md): this pod has a sidecar. */
 static bool add_label(struct mutation *m) {
   char ptr[JSONPATCH_POINTER_MAX];
   jsonpatch_pointer_join(ptr, m->meta_ptr, "labels");
