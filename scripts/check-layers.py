@@ -15,7 +15,7 @@ import re
 import sys
 
 LAYERS = [
-    ("base", "io exit list textbuf timefmt file log netaddr json_syntax json_alloc duration jsonread "
+    ("base", "io exit defaults list textbuf timefmt file log netaddr json_syntax json_alloc duration jsonread "
              "sysinfo config app_probes injector_config identity "
              "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header "
              "exposition kjson jsonpatch"),

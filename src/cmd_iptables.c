@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/wait.h>
 
+#include "mtlsd/defaults.h"
 #include "mtlsd/exit.h"
 #include "mtlsd/iptables.h"
 #include "mtlsd/textbuf.h"
@@ -20,11 +21,14 @@ static const char usage_text[] =
     "Prints (the default) or applies, through iptables-restore, the NAT rules that send a\n"
     "pod's TCP traffic through its sidecar; --clean removes them.\n"
     "\n"
-    "  --outbound-port N            the transparent outbound listener (15001)\n"
-    "  --inbound-port N             the transparent inbound listener (15006)\n"
-    "  --admin-port N               never redirected (15000)\n"
+    "  --outbound-port N            the transparent outbound listener (" MTLSD_TEXT(
+        MTLSD_OUTBOUND_PORT) ")\n"
+    "  --inbound-port N             the transparent inbound listener (" MTLSD_TEXT(
+        MTLSD_INBOUND_PORT) ")\n"
+    "  --admin-port N               never redirected (" MTLSD_TEXT(MTLSD_ADMIN_PORT) ")\n"
     "  --health-port N              never redirected either (the sidecar's health port)\n"
-    "  --proxy-uid N, --proxy-gid N the sidecar's own traffic is not redirected (1337)\n"
+    "  --proxy-uid N, --proxy-gid N the sidecar's own traffic is not redirected (" MTLSD_TEXT(
+        MTLSD_PROXY_ID) ")\n"
     "  --inbound-ports P,P...       intercept only these inbound ports (default: all)\n"
     "  --exclude-inbound-ports P,P...\n"
     "  --exclude-outbound-ports P,P...\n"

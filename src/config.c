@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "mtlsd/defaults.h"
 #include "mtlsd/file.h"
 #include "mtlsd/identity.h"
 #include "mtlsd/jsonread.h"
@@ -22,7 +23,7 @@ enum {
 };
 
 #define DEFAULT_TRUST_DOMAIN "cluster.local"
-#define DEFAULT_ADMIN_LISTEN "127.0.0.1:15000"
+#define DEFAULT_ADMIN_LISTEN "127.0.0.1:" MTLSD_TEXT(MTLSD_ADMIN_PORT)
 
 /* The TLS 1.2 suites the configuration accepts: ECDHE key exchange with an AEAD cipher,
  * in the order BoringSSL prefers them. It is also the default. */
@@ -599,7 +600,7 @@ static bool set_defaults(struct jsonread *p, struct config *cfg) {
   return jr_replace_string(p, &cfg->tls.groups[0], "X25519") &&
          jr_replace_string(p, &cfg->tls.groups[1], "P-256") &&
          jr_replace_string(p, &cfg->trust_domain, DEFAULT_TRUST_DOMAIN) &&
-         jr_replace_string(p, &cfg->certs.dir, "/var/run/mtlsd/certs") &&
+         jr_replace_string(p, &cfg->certs.dir, MTLSD_CERTS_DIR) &&
          jr_replace_string(p, &cfg->certs.cert_file, "tls.crt") &&
          jr_replace_string(p, &cfg->certs.key_file, "tls.key") &&
          jr_replace_string(p, &cfg->certs.ca_file, "ca.crt");

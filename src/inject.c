@@ -7,6 +7,7 @@
  * the front of the containers. */
 #include "mtlsd/inject.h"
 
+#include "mtlsd/defaults.h"
 #include "mtlsd/json_alloc.h"
 
 #include <stdarg.h>
@@ -190,15 +191,17 @@ static char *sidecar_config(const struct mutation *m) {
     return NULL;
   }
   kjson_set(cfg, "trust_domain", cJSON_CreateString(m->cfg->trust_domain));
-  kjson_set(kjson_object(cfg, "admin"), "listen", cJSON_CreateString("127.0.0.1:15000"));
-  kjson_set(kjson_object(cfg, "health"), "listen", cJSON_CreateString("0.0.0.0:15020"));
-  kjson_set(kjson_object(cfg, "certs"), "dir", cJSON_CreateString(CERTS_PATH));
+  kjson_set(kjson_object(cfg, "admin"), "listen",
+            cJSON_CreateString("127.0.0.1:" MTLSD_TEXT(MTLSD_ADMIN_PORT)));
+  kjson_set(kjson_object(cfg, "health"), "listen",
+            cJSON_CreateString("0.0.0.0:" MTLSD_TEXT(MTLSD_HEALTH_PORT)));
+  kjson_set(kjson_object(cfg, "certs"), "dir", cJSON_CreateString(MTLSD_CERTS_DIR));
   cJSON *listeners = cJSON_AddArrayToObject(cfg, "listeners");
   static const char *const kListeners[][3] = {
-      {"outbound", "outbound", "127.0.0.1:15001"},
-      {"outbound6", "outbound", "[::1]:15001"},
-      {"inbound", "inbound", "0.0.0.0:15006"},
-      {"inbound6", "inbound", "[::]:15006"},
+      {"outbound", "outbound", "127.0.0.1:" MTLSD_TEXT(MTLSD_OUTBOUND_PORT)},
+      {"outbound6", "outbound", "[::1]:" MTLSD_TEXT(MTLSD_OUTBOUND_PORT)},
+      {"inbound", "inbound", "0.0.0.0:" MTLSD_TEXT(MTLSD_INBOUND_PORT)},
+      {"inbound6", "inbound", "[::]:" MTLSD_TEXT(MTLSD_INBOUND_PORT)},
   };
   for (size_t i = 0; i < 4; i++) {
     if (!m->cfg->ipv6 && strchr(kListeners[i][2], '[') != NULL) {
@@ -236,8 +239,8 @@ static char *sidecar_config(const struct mutation *m) {
 
 static cJSON *security_context(bool init) {
   cJSON *sc = cJSON_CreateObject();
-  cJSON_AddNumberToObject(sc, "runAsUser", init ? 0 : PROXY_UID);
-  cJSON_AddNumberToObject(sc, "runAsGroup", init ? 0 : PROXY_UID);
+  cJSON_AddNumberToObject(sc, "runAsUser", init ? 0 : MTLSD_PROXY_ID);
+  cJSON_AddNumberToObject(sc, "runAsGroup", init ? 0 : MTLSD_PROXY_ID);
   cJSON_AddBoolToObject(sc, "runAsNonRoot", !init);
   cJSON_AddBoolToObject(sc, "readOnlyRootFilesystem", true);
   cJSON_AddBoolToObject(sc, "allowPrivilegeEscalation", false);
@@ -270,9 +273,12 @@ static cJSON *init_container(const struct mutation *m) {
   cJSON_AddStringToObject(c, "image", m->cfg->image);
   cJSON_AddStringToObject(c, "imagePullPolicy", m->cfg->pull_policy);
   cJSON *args = cJSON_AddArrayToObject(c, "args");
-  static const char *const kBase[] = {"iptables",     "--apply", "--health-port", "15020",
-                                      "--admin-port", "15000",   "--proxy-uid",   "1337",
-                                      "--proxy-gid",  "1337",    "--ipv6"};
+  static const char *const kBase[] = {"iptables",      "--apply",
+                                      "--health-port", MTLSD_TEXT(MTLSD_HEALTH_PORT),
+                                      "--admin-port",  MTLSD_TEXT(MTLSD_ADMIN_PORT),
+                                      "--proxy-uid",   MTLSD_TEXT(MTLSD_PROXY_ID),
+                                      "--proxy-gid",   MTLSD_TEXT(MTLSD_PROXY_ID),
+                                      "--ipv6"};
   /* "--ipv6" is last: left out where pods have no IPv6. */
   size_t base_count = sizeof(kBase) / sizeof(kBase[0]) - (m->cfg->ipv6 ? 0 : 1);
   for (size_t i = 0; i < base_count; i++) {
@@ -325,7 +331,7 @@ static cJSON *health_probe(const char *path, int period, int failures) {
   cJSON *p = cJSON_CreateObject();
   cJSON *get = cJSON_AddObjectToObject(p, "httpGet");
   cJSON_AddStringToObject(get, "path", path);
-  cJSON_AddNumberToObject(get, "port", HEALTH_PORT);
+  cJSON_AddNumberToObject(get, "port", MTLSD_HEALTH_PORT);
   cJSON_AddNumberToObject(p, "periodSeconds", period);
   cJSON_AddNumberToObject(p, "failureThreshold", failures);
   return p;
@@ -375,7 +381,7 @@ static cJSON *sidecar_container(struct mutation *m) {
   cJSON *ports = cJSON_AddArrayToObject(c, "ports");
   cJSON *port = cJSON_CreateObject();
   cJSON_AddStringToObject(port, "name", "mtlsd-health");
-  cJSON_AddNumberToObject(port, "containerPort", HEALTH_PORT);
+  cJSON_AddNumberToObject(port, "containerPort", MTLSD_HEALTH_PORT);
   cJSON_AddStringToObject(port, "protocol", "TCP");
   kjson_append(ports, port);
   cJSON *env = cJSON_AddArrayToObject(c, "env");
@@ -414,7 +420,7 @@ static cJSON *sidecar_container(struct mutation *m) {
   cJSON *mounts = cJSON_AddArrayToObject(c, "volumeMounts");
   cJSON *mount = cJSON_CreateObject();
   cJSON_AddStringToObject(mount, "name", CERTS_VOLUME);
-  cJSON_AddStringToObject(mount, "mountPath", CERTS_PATH);
+  cJSON_AddStringToObject(mount, "mountPath", MTLSD_CERTS_DIR);
   cJSON_AddBoolToObject(mount, "readOnly", true);
   kjson_append(mounts, mount);
   return c;
@@ -435,7 +441,7 @@ static cJSON *certs_volume(const struct mutation *m) {
   cJSON_AddStringToObject(csi, "driver", m->cfg->csi_driver);
   cJSON_AddBoolToObject(csi, "readOnly", true);
   cJSON *attrs = cJSON_AddObjectToObject(csi, "volumeAttributes");
-  cJSON_AddStringToObject(attrs, "spiffe.csi.cert-manager.io/fs-group", "1337");
+  cJSON_AddStringToObject(attrs, "spiffe.csi.cert-manager.io/fs-group", MTLSD_TEXT(MTLSD_PROXY_ID));
   return v;
 }
 
@@ -469,7 +475,7 @@ static bool merge_app_metrics(struct mutation *m, const char *base) {
   char *end = NULL;
   long number = port != NULL ? strtol(port, &end, 10) : 0;
   if (port == NULL || end == port || *end != '\0' || number < 1 || number > 65535 ||
-      number == HEALTH_PORT || (scrape != NULL && strcmp(scrape, "false") == 0)) {
+      number == MTLSD_HEALTH_PORT || (scrape != NULL && strcmp(scrape, "false") == 0)) {
     return true;
   }
   bool path_ok = path == NULL || (path[0] == '/' && strlen(path) <= METRICS_PATH_MAX &&
@@ -491,7 +497,7 @@ static bool merge_app_metrics(struct mutation *m, const char *base) {
   }
   char ptr[JSONPATCH_POINTER_MAX];
   jsonpatch_pointer_join(ptr, base, "prometheus.io/port");
-  bool ok = inject_add_op(m, ptr, cJSON_CreateString("15020"));
+  bool ok = inject_add_op(m, ptr, cJSON_CreateString(MTLSD_TEXT(MTLSD_HEALTH_PORT)));
   jsonpatch_pointer_join(ptr, base, "prometheus.io/path");
   return ok && inject_add_op(m, ptr, cJSON_CreateString("/metrics"));
 }
@@ -546,7 +552,7 @@ static bool add_annotations(struct mutation *m) {
   }
   if (ok && !has_prometheus_annotation(m)) {
     static const char *const kProm[][2] = {{"prometheus.io/scrape", "true"},
-                                           {"prometheus.io/port", "15020"},
+                                           {"prometheus.io/port", MTLSD_TEXT(MTLSD_HEALTH_PORT)},
                                            {"prometheus.io/path", "/metrics"}};
     for (size_t i = 0; ok && i < 3; i++) {
       jsonpatch_pointer_join(ptr, base, kProm[i][0]);
@@ -583,7 +589,7 @@ static bool set_fs_group(struct mutation *m) {
   const cJSON *sc = kjson_field(m->spec, "securityContext");
   const cJSON *group = kjson_field(sc, "fsGroup");
   if (group != NULL) {
-    if (!cJSON_IsNumber(group) || group->valuedouble != PROXY_UID) {
+    if (!cJSON_IsNumber(group) || group->valuedouble != MTLSD_PROXY_ID) {
       inject_warn(
           m,
           "the Secret %s is read through the pod's fsGroup, which every container of the pod "
@@ -594,7 +600,7 @@ static bool set_fs_group(struct mutation *m) {
   }
   char ptr[JSONPATCH_POINTER_MAX];
   jsonpatch_pointer_join(ptr, m->spec_ptr, "securityContext");
-  cJSON *value = cJSON_CreateNumber(PROXY_UID);
+  cJSON *value = cJSON_CreateNumber(MTLSD_PROXY_ID);
   if (sc != NULL) {
     jsonpatch_pointer_push(ptr, "fsGroup");
   } else {
@@ -605,7 +611,7 @@ static bool set_fs_group(struct mutation *m) {
   inject_warn(m,
               "spec.securityContext.fsGroup set to %d, so that the sidecar reads the Secret %s "
               "(every container of the pod can read it)",
-              PROXY_UID, secret);
+              MTLSD_PROXY_ID, secret);
   return inject_add_op(m, ptr, value);
 }
 

@@ -288,14 +288,14 @@ bool inject_check_identities(struct mutation *m) {
     bool listed = false;
     if (cJSON_IsArray(v)) {
       cJSON_ArrayForEach(g, v) {
-        listed |= cJSON_IsNumber(g) && g->valuedouble == PROXY_UID;
+        listed |= cJSON_IsNumber(g) && g->valuedouble == MTLSD_PROXY_ID;
       }
     }
-    if (listed || (cJSON_IsNumber(v) && v->valuedouble == PROXY_UID)) {
+    if (listed || (cJSON_IsNumber(v) && v->valuedouble == MTLSD_PROXY_ID)) {
       return inject_settle(m, INJECT_REFUSED,
                            "spec.securityContext.%s has %d, the proxy's group: every container "
                            "would read the pod's private key",
-                           kPodGroups[i], PROXY_UID);
+                           kPodGroups[i], MTLSD_PROXY_ID);
     }
   }
   static const char *const kLists[] = {"initContainers", "containers"};
@@ -315,11 +315,11 @@ bool inject_check_identities(struct mutation *m) {
                                name, kKeys[i]);
         }
         long id = own >= 0 ? own : inherited;
-        if (id == PROXY_UID) {
+        if (id == MTLSD_PROXY_ID) {
           return inject_settle(m, INJECT_REFUSED,
                                "%s %s runs with %s %d%s, the proxy's: its traffic would bypass "
                                "interception",
-                               kWhat[l], name, kKeys[i], PROXY_UID,
+                               kWhat[l], name, kKeys[i], MTLSD_PROXY_ID,
                                own >= 0 ? "" : " (from the pod's securityContext)");
         }
       }
@@ -351,8 +351,10 @@ bool inject_check_conflicts(struct mutation *m) {
   static const struct {
     int port;
     const char *what;
-  } kOwnPorts[] = {
-      {15000, "admin"}, {15001, "outbound"}, {15006, "inbound"}, {HEALTH_PORT, "health"}};
+  } kOwnPorts[] = {{MTLSD_ADMIN_PORT, "admin"},
+                   {MTLSD_OUTBOUND_PORT, "outbound"},
+                   {MTLSD_INBOUND_PORT, "inbound"},
+                   {MTLSD_HEALTH_PORT, "health"}};
   for (size_t i = 0; i < sizeof(kMeshAnnotations) / sizeof(kMeshAnnotations[0]); i++) {
     if (kjson_field(m->annotations, kMeshAnnotations[i]) != NULL) {
       return inject_settle(m, INJECT_REFUSED,

@@ -13,13 +13,11 @@
 
 #include <cjson/cJSON.h>
 
+#include "mtlsd/defaults.h"
 #include "mtlsd/inject.h"
 
 #define ANNOTATION_PREFIX "mtlsd.io/"
-#define PROXY_UID 1337
-#define HEALTH_PORT 15020
 #define CERTS_VOLUME "mtlsd-certs"
-#define CERTS_PATH "/var/run/mtlsd/certs"
 #define SIDECAR_NAME "mtlsd"
 #define INIT_NAME "mtlsd-init"
 #define INJECTED_LABEL "mtlsd.io/injected"

@@ -104,7 +104,7 @@ static bool rewrite_action(struct mutation *m, const struct target *t, const str
   char path[200];
   snprintf(path, sizeof(path), "/%s/%s/%s", a->route, t->name, a->kind);
   cJSON_AddStringToObject(get, "path", path);
-  cJSON_AddNumberToObject(get, "port", HEALTH_PORT);
+  cJSON_AddNumberToObject(get, "port", MTLSD_HEALTH_PORT);
   cJSON_AddStringToObject(get, "scheme", "HTTP");
   for (size_t i = 0; a->probe && i < sizeof(kTiming) / sizeof(kTiming[0]); i++) {
     const cJSON *timing = kjson_field(action, kTiming[i]);

@@ -9,6 +9,7 @@
 
 #include "mtlsd/app_probes.h"
 #include "mtlsd/config.h"
+#include "mtlsd/defaults.h"
 #include "mtlsd/file.h"
 #include "mtlsd/identity.h"
 #include "mtlsd/inject.h"
@@ -169,7 +170,7 @@ static bool parse_sidecar_base(struct jsonread *p, const cJSON *root, struct inj
   cJSON *doc = cJSON_Duplicate(v, true);
   cJSON *listener = cJSON_Parse(
       "[{\"name\":\"outbound\",\"mode\":\"outbound\","
-      "\"listen\":\"127.0.0.1:15001\",\"transparent\":true}]");
+      "\"listen\":\"127.0.0.1:" MTLSD_TEXT(MTLSD_OUTBOUND_PORT) "\",\"transparent\":true}]");
   bool built = doc != NULL && listener != NULL && cJSON_AddItemToObject(doc, "listeners", listener);
   if (!built) {
     cJSON_Delete(listener);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mtlsd/defaults.h"
 #include "mtlsd/textbuf.h"
 
 static const char *const own_chains[] = {"MTLSD_INBOUND", "MTLSD_IN_REDIRECT", "MTLSD_OUTPUT",
@@ -24,11 +25,11 @@ static const char *const closed_chains[] = {"MTLSD_IN_CLOSED", "MTLSD_OUT_CLOSED
 
 void iptables_default_opts(struct iptables_opts *opts) {
   memset(opts, 0, sizeof(*opts));
-  opts->outbound_port = 15001;
-  opts->inbound_port = 15006;
-  opts->admin_port = 15000;
-  opts->proxy_uid = 1337;
-  opts->proxy_gid = 1337;
+  opts->outbound_port = MTLSD_OUTBOUND_PORT;
+  opts->inbound_port = MTLSD_INBOUND_PORT;
+  opts->admin_port = MTLSD_ADMIN_PORT;
+  opts->proxy_uid = MTLSD_PROXY_ID;
+  opts->proxy_gid = MTLSD_PROXY_ID;
   opts->exclude_api_server = true;
 }
 

@@ -18,6 +18,7 @@
 #include "mtlsd/certgen.h"
 #include "mtlsd/cmd_iptables.h"
 #include "mtlsd/config.h"
+#include "mtlsd/defaults.h"
 #include "mtlsd/exit.h"
 #include "mtlsd/file.h"
 #include "mtlsd/inject_cli.h"
@@ -331,7 +332,7 @@ static bool ready_once(const struct hostport *addr, char *why, size_t why_len) {
 /* mtlsd wait-ready: the postStart hook of a sidecar that is not a native one; the
  * kubelet starts the next container only once it returns. */
 static int cmd_wait_ready(int argc, char **argv) {
-  const char *admin = "127.0.0.1:15000";
+  const char *admin = "127.0.0.1:" MTLSD_TEXT(MTLSD_ADMIN_PORT);
   duration_ms timeout = 120000;
   for (int i = 1; i < argc; i++) {
     bool has_value = i + 1 < argc;
