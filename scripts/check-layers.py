@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Checks that mtlsd's modules depend on each other in one direction only.
+"""Checks that mtlsd's layers depend on each other in one direction only.
 
-A module is a header include/mtlsd/NAME.h with its sources src/NAME.c (tls_*.c belong
-to tls; certgen.h is cmd_cert's header; config_render.c belongs to
-config). Every #include
-"mtlsd/..." edge must point to a module of the same or a lower layer (see LAYERS and
-docs/architecture.md), and the module graph must have no cycle.
+The folders are the layers: every module is a header include/mtlsd/<layer>/<name>.h and
+its sources src/<layer>/<name>*.c, so a file's layer is the folder it is in; there is no
+table of modules to keep in step. A file may include "mtlsd/<other>/..." only when
+<other> is its own layer or one it stands on (LAYERS, the order docs/architecture.md
+draws); kube and the tls..proxy column stand side by side and meet only in cmd. A private
+header (src/<layer>/<name>_internal.h) is included only from its own folder. And the
+modules (a header's name, or a source's when it has none) must have no include cycle.
+And the two maps of the tree, the picture in docs/architecture.md and the README's
+module table, must name every module: they fail here when they drift.
 
 Usage: scripts/check-layers.py   (exit 0 when the layering holds; each violation is
 printed with the file that causes it)
@@ -14,52 +18,74 @@ import pathlib
 import re
 import sys
 
-LAYERS = [
-    ("base", "io exit defaults list textbuf timefmt file log netaddr json_syntax json_alloc duration jsonread "
-             "sysinfo config app_probes injector_config identity "
-             "http_parser iptables sandbox inject injector admission inject_cli yaml bufpool access_log proxy_header "
-             "exposition kjson jsonpatch"),
-    ("tls", "tls"),
-    ("runtime", "stats runtime transport certload acceptor"),
-    ("connection", "relay dial conn http_server prober"),
-    ("services", "worker certwatch app_health health_metrics admin"),
-    ("server", "server webhook"),
-    ("main", "main cmd_cert cmd_iptables"),
-]
-ALIASES = {"http_admit": "http_server", "http_respond": "http_server", "yaml_write": "yaml", "probe_http": "prober", "probe_grpc": "prober", "stats_render": "stats", "inject_checks": "inject", "inject_probes": "inject", "certgen": "cmd_cert", "tls_certs": "tls", "tls_ctx": "tls", "tls_verify": "tls", "tls_session": "tls", "tls_bio": "tls", "tls_conn": "tls", "tls_x509": "tls", "config_render": "config"}
-INCLUDE = re.compile(r'^\s*#\s*include\s+"mtlsd/([a-z0-9_]+)\.h"', re.M)
+# Each layer and the layers it stands on (its own included).
+LAYERS = {
+    "base": {"base"},
+    "os": {"base", "os"},
+    "config": {"base", "os", "config"},
+    "kube": {"base", "os", "config", "kube"},
+    "tls": {"base", "os", "config", "tls"},
+    "net": {"base", "os", "config", "tls", "net"},
+    "http": {"base", "os", "config", "tls", "net", "http"},
+    "proxy": {"base", "os", "config", "tls", "net", "http", "proxy"},
+    "cmd": {"base", "os", "config", "kube", "tls", "net", "http", "proxy", "cmd"},
+}
+PUBLIC = re.compile(r'^\s*#\s*include\s+"mtlsd/([a-z0-9_]+)/([a-z0-9_]+)\.h"', re.M)
+PRIVATE = re.compile(r'^\s*#\s*include\s+"([a-z0-9_]+\.h)"', re.M)
+FLAT = re.compile(r'^\s*#\s*include\s+"mtlsd/([a-z0-9_]+)\.h"', re.M)
 
 
-def module_of(path):
-    name = path.stem
-    return ALIASES.get(name, name)
+def docs_drift(top, modules):
+    """The modules of the tree that the two maps of it miss: the picture under
+    docs/architecture.md's "Layers" and the README's module table."""
+    problems = []
+    arch = (top / "docs/architecture.md").read_text()
+    picture = re.search(r"## Layers\n.*?```\n(.*?)```", arch, re.S)
+    words = set(re.findall(r"[a-z0-9_]+", picture.group(1))) if picture else set()
+    readme = (top / "README.md").read_text()
+    table = re.search(r"\| layer \| module \| owns \|\n(.*?)\n\n", readme, re.S)
+    named = set(re.findall(r"`([a-z0-9_]+)`", table.group(1))) if table else set()
+    for mod in sorted(modules):
+        if mod.endswith("_internal"):
+            continue
+        if mod not in words:
+            problems.append(f"docs/architecture.md: the Layers picture misses the module {mod}")
+        if mod not in named:
+            problems.append(f"README.md: the module map misses the module {mod}")
+    return problems
 
 
 def main():
     top = pathlib.Path(__file__).resolve().parent.parent
-    layer = {}
-    for rank, (_, names) in enumerate(LAYERS):
-        for name in names.split():
-            layer[name] = rank
-    files = sorted((top / "include/mtlsd").glob("*.h")) + sorted((top / "src").glob("*.c"))
+    files = sorted((top / "include/mtlsd").rglob("*.h")) + sorted((top / "src").rglob("*.[ch]"))
     edges = {}
+    modules = set()
     errors = []
     for f in files:
-        mod = module_of(f)
-        if mod not in layer:
-            errors.append(f"{f.relative_to(top)}: module {mod} is in no layer of {__file__}")
+        rel = f.relative_to(top)
+        parts = rel.parts
+        base = 2 if parts[0] == "include" else 1
+        if len(parts) != base + 2 or parts[base] not in LAYERS:
+            errors.append(f"{rel}: not in a layer's folder ({', '.join(LAYERS)})")
             continue
-        for dep in INCLUDE.findall(f.read_text()):
-            dep = ALIASES.get(dep, dep)
-            if dep == mod:
+        layer, mod = parts[base], f.stem
+        modules.add(mod)
+        text = f.read_text()
+        for name in FLAT.findall(text):
+            errors.append(f"{rel}: includes mtlsd/{name}.h, which names no layer")
+        for dep_layer, dep in PUBLIC.findall(text):
+            if dep_layer not in LAYERS or not (top / "include/mtlsd" / dep_layer /
+                                               f"{dep}.h").exists():
+                errors.append(f"{rel}: includes mtlsd/{dep_layer}/{dep}.h, which does not exist")
                 continue
-            if dep not in layer:
-                errors.append(f"{f.relative_to(top)}: includes {dep}, which is in no layer")
-                continue
-            edges.setdefault(mod, set()).add(dep)
-            if layer[dep] > layer[mod]:
-                errors.append(f"{f.relative_to(top)}: {mod} ({LAYERS[layer[mod]][0]}) includes "
-                              f"{dep} ({LAYERS[layer[dep]][0]}), a higher layer")
+            if dep_layer not in LAYERS[layer]:
+                errors.append(f"{rel}: {layer} includes mtlsd/{dep_layer}/{dep}.h, a layer it "
+                              f"does not stand on")
+            if dep != mod:
+                edges.setdefault(mod, set()).add(dep)
+        for header in PRIVATE.findall(text):
+            if not (f.parent / header).exists():
+                errors.append(f"{rel}: includes \"{header}\", which is no header of its folder")
     # A cycle among modules, even within one layer, is an error.
     state = {}
 
@@ -75,11 +101,12 @@ def main():
     for node in sorted(edges):
         if node not in state:
             visit(node, [node])
+    errors += docs_drift(top, modules)
     for e in errors:
         print(e, file=sys.stderr)
     if not errors:
-        print(f"layering holds: {len(files)} files, {len(layer)} modules, "
-              f"{sum(len(v) for v in edges.values())} module dependencies, no cycle")
+        print(f"layering holds: {len(files)} files in {len(LAYERS)} layers, {len(modules)} "
+              f"modules, {sum(len(v) for v in edges.values())} module dependencies, no cycle")
     return 1 if errors else 0
 
 

@@ -9,7 +9,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "mtlsd/admission.h"
+#include "mtlsd/kube/admission.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

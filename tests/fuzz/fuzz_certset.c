@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "fuzz.h"
-#include "mtlsd/tls.h"
+#include "mtlsd/tls/tls.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

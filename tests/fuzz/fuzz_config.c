@@ -14,8 +14,8 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "mtlsd/app_probes.h"
-#include "mtlsd/config.h"
+#include "mtlsd/config/app_probes.h"
+#include "mtlsd/config/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "mtlsd/exposition.h"
+#include "mtlsd/base/exposition.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

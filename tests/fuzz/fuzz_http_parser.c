@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "mtlsd/http_parser.h"
+#include "mtlsd/http/http_parser.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "mtlsd/identity.h"
+#include "mtlsd/base/identity.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -9,9 +9,9 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "mtlsd/inject.h"
-#include "mtlsd/jsonpatch.h"
-#include "mtlsd/yaml.h"
+#include "mtlsd/kube/inject.h"
+#include "mtlsd/kube/jsonpatch.h"
+#include "mtlsd/kube/yaml.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "mtlsd/proxy_header.h"
+#include "mtlsd/net/proxy_header.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

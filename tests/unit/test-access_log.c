@@ -1,5 +1,5 @@
 /* The access log formatter: both formats, escaping, and a 2048-byte identity. */
-#include "mtlsd/access_log.h"
+#include "mtlsd/proxy/access_log.h"
 
 #include <cjson/cJSON.h>
 

@@ -2,7 +2,7 @@
  * that decodes to the mutation's "add" operations, skips with a warning (none for a pod
  * injected already), refusals not allowed, other operations let through, and every way a
  * body can fail to be an AdmissionReview v1 named. */
-#include "mtlsd/admission.h"
+#include "mtlsd/kube/admission.h"
 
 #include "test.h"
 

@@ -1,7 +1,7 @@
 /* certwatch's change detection and debounce on a real loop and a real directory, with
  * fake ops: a "set" is valid when tls.crt and tls.key hold the same text, which is how a
  * certificate written before its key looks for a moment. */
-#include "mtlsd/certwatch.h"
+#include "mtlsd/proxy/certwatch.h"
 
 #include <fcntl.h>
 #include <stdlib.h>

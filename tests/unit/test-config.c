@@ -6,14 +6,14 @@
  * The modules' .c files are included (as h2o's t/00unit does) to reach their static
  * helpers and jsonread's allocation-failure hook; the library's copies of their objects
  * are then never linked, since nothing else refers to them. */
-#include "config.c"
-#include "jsonread.c"
-#include "sysinfo.c"
+#include "base/jsonread.c"
+#include "config/config.c"
+#include "os/sysinfo.c"
 
 #include <sys/stat.h>
 
-#include "mtlsd/app_probes.h"
-#include "mtlsd/injector_config.h"
+#include "mtlsd/config/app_probes.h"
+#include "mtlsd/kube/injector_config.h"
 #include "test.h"
 
 /* JSON written with single quotes reads better in C; dq turns them into double quotes. */

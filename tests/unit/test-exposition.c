@@ -1,6 +1,6 @@
 /* exposition: which of an application's metrics may follow mtlsd's own on the health
  * port's /metrics, and which texts are refused. */
-#include "mtlsd/exposition.h"
+#include "mtlsd/base/exposition.h"
 
 #include <stdlib.h>
 

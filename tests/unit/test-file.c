@@ -1,6 +1,6 @@
 /* Unit tests for file: whole-file reads that refuse, without blocking, what a hostile
  * certificate volume could hold in place of a file, and path joins that never truncate. */
-#include "mtlsd/file.h"
+#include "mtlsd/base/file.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,7 +1,7 @@
 /* Unit tests for http_parser: tables of good and bad request heads, each also fed one
  * byte at a time (the parse must not depend on how the bytes arrive), plus pipelining,
  * the size limits, the body-length rules and the query helper. */
-#include "mtlsd/http_parser.h"
+#include "mtlsd/http/http_parser.h"
 
 #include <string.h>
 

@@ -1,7 +1,7 @@
 /* Unit tests for identity: SPIFFE ID, trust domain and DNS name validation, allow
  * pattern validation, and pattern matching, each driven by a table so that a new edge
  * case is one more row. */
-#include "mtlsd/identity.h"
+#include "mtlsd/base/identity.h"
 
 #include <string.h>
 

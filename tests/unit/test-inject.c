@@ -2,9 +2,9 @@
  * (nothing another webhook put there is lost or moved), the probe rewrite with named
  * ports, idempotency, every skip and refusal with its reason, and the JSON Pointer
  * escapes of its paths. */
-#include "mtlsd/inject.h"
-#include "mtlsd/json_alloc.h"
-#include "mtlsd/jsonpatch.h"
+#include "mtlsd/base/json_alloc.h"
+#include "mtlsd/kube/inject.h"
+#include "mtlsd/kube/jsonpatch.h"
 
 #include "test.h"
 

@@ -1,6 +1,6 @@
 /* The interception rules: what `mtlsd iptables` installs, and that re-applying or
  * cleaning is exact. */
-#include "mtlsd/iptables.h"
+#include "mtlsd/kube/iptables.h"
 
 #include "test.h"
 

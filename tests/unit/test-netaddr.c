@@ -3,7 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
-#include "mtlsd/netaddr.h"
+#include "mtlsd/base/netaddr.h"
 #include "test.h"
 
 TEST(parse_good) {

@@ -1,5 +1,5 @@
 /* The PROXY protocol v2 encoder, byte by byte against the specification's layout. */
-#include "mtlsd/proxy_header.h"
+#include "mtlsd/net/proxy_header.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -3,7 +3,7 @@
  * abstract UNIX socket, a dump of every socket through inet_diag) and what serving needs
  * (non-blocking sockets, name resolution's UDP, the routing netlink). Each outcome is
  * reported to the parent through a pipe. */
-#include "mtlsd/sandbox.h"
+#include "mtlsd/os/sandbox.h"
 
 #include <errno.h>
 #include <linux/netlink.h>

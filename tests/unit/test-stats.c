@@ -1,10 +1,10 @@
 /* stats rendering: both formats from a fabricated set of counters on two workers, so
  * that summing, labels, histograms and roots are checked without a running proxy. */
-#include "mtlsd/stats.h"
+#include "mtlsd/net/stats.h"
 
 #include <cjson/cJSON.h>
 
-#include "mtlsd/app_probes.h"
+#include "mtlsd/config/app_probes.h"
 #include "test.h"
 
 static struct config *two_listeners(void) {

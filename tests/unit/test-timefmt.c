@@ -1,5 +1,5 @@
 /* RFC 3339: writing, reading, and the round trip between them. */
-#include "mtlsd/timefmt.h"
+#include "mtlsd/base/timefmt.h"
 
 #include "test.h"
 

@@ -5,7 +5,7 @@
  * and resumption that never crosses a certificate generation. (The X.509-SVID rules on a
  * peer's certificate are tested end to end in test_security.py: certgen's sets that
  * break them are refused here already when loaded as the client's own.) */
-#include "mtlsd/tls.h"
+#include "mtlsd/tls/tls.h"
 
 #include <stdlib.h>
 #include <sys/socket.h>

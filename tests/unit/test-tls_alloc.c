@@ -3,7 +3,7 @@
  * this binary defines it to fail the Nth allocation, for every N that loading a set and
  * building its contexts makes. Each run must end in contexts or in NULL with a message;
  * never a crash, a half-built set or a leak (LeakSanitizer checks at exit). */
-#include "mtlsd/tls.h"
+#include "mtlsd/tls/tls.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,9 +1,9 @@
 /* The plain transport over a socketpair, and the relay over two of them: what the
  * transport reports (bytes, WANT, EOF, the drained hint), and that the relay moves bytes
  * both ways, passes half-close on and stops reading when its destination is full. */
-#include "mtlsd/dial.h"
-#include "mtlsd/relay.h"
-#include "mtlsd/transport.h"
+#include "mtlsd/net/dial.h"
+#include "mtlsd/net/relay.h"
+#include "mtlsd/net/transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -2,14 +2,14 @@
  * anchors and merges, several documents, and errors with their position; how values
  * look when written (numbers, blocks, JSON); kubectl's bound on aliasing, allocation
  * failures, and time linear in the size of the input (of `mtlsd inject` too). */
-#include "mtlsd/yaml.h"
+#include "mtlsd/kube/yaml.h"
 
 #include <fcntl.h>
 #include <time.h>
 
-#include "mtlsd/inject_cli.h"
-#include "mtlsd/json_alloc.h"
-#include "mtlsd/textbuf.h"
+#include "mtlsd/base/json_alloc.h"
+#include "mtlsd/base/textbuf.h"
+#include "mtlsd/cmd/inject_cli.h"
 #include "test.h"
 
 static cJSON *parse_one(const char *text) {

@@ -3,7 +3,7 @@
 #ifndef MTLSD_TEST_CERTGEN_H
 #define MTLSD_TEST_CERTGEN_H
 
-#include "mtlsd/certgen.h"
+#include "mtlsd/cmd/certgen.h"
 
 static inline int certgen(const char *const *args) {
   int argc = 0;
