@@ -749,9 +749,21 @@ void conn_refuse(struct conn_listener *l, int fd) {
   refuse(l, fd, REFUSED_LIMIT);
 }
 
+void conn_host_refresh_tls(struct conn_host *host) {
+  uint64_t have = host->tls != NULL ? tls_contexts_generation(host->tls) : 0;
+  if (have != runtime_tls_generation(host->rt)) {
+    struct tls_contexts *fresh = runtime_tls_acquire(host->rt);
+    tls_contexts_free(host->tls);
+    host->tls = fresh;
+  }
+}
+
 void conn_accept(struct conn_host *host, struct conn_listener *l, int fd) {
   struct runtime *rt = host->rt;
   stats_add(l->stats, LC_CONNECTIONS_TOTAL, 1);
+  /* The set published last, even when this worker's wakeup has not run yet: once a
+   * reload is logged, every new handshake uses the new set. */
+  conn_host_refresh_tls(host);
   if (!take_slots(rt, l)) {
     refuse(l, fd, REFUSED_LIMIT);
     return;

@@ -159,12 +159,7 @@ static void on_wakeup(uv_async_t *async) {
   if (w->stopping) {
     return;
   }
-  struct conn_host *host = &w->host;
-  if (host->tls == NULL || tls_contexts_generation(host->tls) != runtime_tls_generation(rt)) {
-    struct tls_contexts *fresh = runtime_tls_acquire(rt);
-    tls_contexts_free(host->tls);
-    host->tls = fresh;
-  }
+  conn_host_refresh_tls(&w->host);
   int state = atomic_load(&rt->state);
   if (state == RUNTIME_STOPPED) {
     stop(w);

@@ -62,6 +62,10 @@ struct conn_host {
   void *arg;
 };
 
+/* conn_host_refresh_tls takes the runtime's current TLS contexts into |host| when they
+ * are of another generation (one atomic load when they are not). */
+void conn_host_refresh_tls(struct conn_host *host);
+
 /* conn_accept takes over the accepted socket |fd| of listener |l|; it always consumes
  * |fd| (closing it on any failure). */
 void conn_accept(struct conn_host *host, struct conn_listener *l, int fd);
