@@ -224,10 +224,6 @@ void probe_grpc_exchange(struct prober *p) {
     if (!prober_flush_out(p)) {
       return;
     }
-    if (p->out_len > 0) {
-      prober_want(p, IO_WAIT_WRITE);
-      return;
-    }
     if (p->stream_closed) {
       grpc_result(p);
       return;

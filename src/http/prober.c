@@ -131,7 +131,6 @@ bool prober_queue(struct prober *p, const void *data, size_t len) {
   return true;
 }
 
-/* Writes what is queued; returns false after prober_finish() on an error. */
 bool prober_flush_out(struct prober *p) {
   while (p->out_off < p->out_len) {
     ssize_t n = transport_write(&p->xprt, p->out + p->out_off, p->out_len - p->out_off);
@@ -140,7 +139,8 @@ bool prober_flush_out(struct prober *p) {
       continue;
     }
     if (n == IO_WANT_READ || n == IO_WANT_WRITE) {
-      return true;
+      prober_want(p, IO_WAIT_WRITE);
+      return false;
     }
     prober_finish(p, false, "writing to %s:%u failed", p->host, p->port);
     return false;
@@ -179,10 +179,6 @@ static void exchange(struct prober *p) {
     return;
   }
   if (!prober_flush_out(p)) {
-    return;
-  }
-  if (p->out_len > 0) {
-    prober_want(p, IO_WAIT_WRITE);
     return;
   }
   if (p->in_body) {

@@ -117,7 +117,9 @@ void prober_want(struct prober *p, int events);
 /* prober_queue adds |len| bytes to what is to be written; false when out of memory. */
 bool prober_queue(struct prober *p, const void *data, size_t len);
 
-/* prober_flush_out writes what is queued; false after prober_finish on an error. */
+/* prober_flush_out writes what is queued: true once all of it is written; false while
+ * the socket cannot take more (it is then watched for writing) or after prober_finish on
+ * an error. */
 bool prober_flush_out(struct prober *p);
 
 /* prober_read_some reads up to |cap| bytes: the count, 0 when nothing is ready yet (the
