@@ -72,11 +72,11 @@ static struct tls_contexts *current_op(void *arg) {
 
 static const struct certwatch_ops kCertwatchOps = {.reload = reload_op, .current = current_op};
 
-static void handle_inject(struct http_exchange *x, void *arg) {
+static void handle_inject(struct http_conn *x, void *arg) {
   struct webhook *wh = arg;
   uint64_t start = uv_hrtime();
   size_t len = 0;
-  const char *body = http_exchange_body(x, &len);
+  const char *body = http_conn_body(x, &len);
   enum admission_result result;
   char msg[800];
   char *answer = admission_review(&wh->injector.cfg, body, len, &result, msg, sizeof(msg));
@@ -91,23 +91,23 @@ static void handle_inject(struct http_exchange *x, void *arg) {
     free(answer);
     log_write(result == ADMISSION_REFUSED ? LOG_WARN : LOG_INFO, "webhook", "%s", msg);
   } else {
-    log_write(LOG_WARN, "webhook", "%s: POST /inject: %s", http_exchange_peer(x), msg);
+    log_write(LOG_WARN, "webhook", "%s: POST /inject: %s", http_conn_peer(x), msg);
     http_respond_text(x, result == ADMISSION_ERROR ? 500 : 400, msg);
   }
   stats_count_review(wh->rt->stats, kCounted[result], (double)(uv_hrtime() - start) / 1e9);
 }
 
-static void handle_healthz(struct http_exchange *x, void *arg) {
+static void handle_healthz(struct http_conn *x, void *arg) {
   (void)arg;
   admin_answer_alive(x);
 }
 
-static void handle_ready(struct http_exchange *x, void *arg) {
+static void handle_ready(struct http_conn *x, void *arg) {
   struct webhook *wh = arg;
   admin_answer_ready(x, wh->rt);
 }
 
-static void handle_metrics(struct http_exchange *x, void *arg) {
+static void handle_metrics(struct http_conn *x, void *arg) {
   struct webhook *wh = arg;
   admin_answer_metrics(x, wh->rt);
 }

@@ -60,7 +60,7 @@ enum victim_rank {
 /* How long a new connection may be silent and still count as one about to speak. */
 enum { FRESH_MS = 1000 };
 
-static enum victim_rank victim_rank(const struct http_exchange *c, uint64_t now) {
+static enum victim_rank victim_rank(const struct http_conn *c, uint64_t now) {
   if (c->lingering) {
     return RANK_LINGERING;
   }
@@ -106,8 +106,7 @@ static bool source_find(struct http_server *server, const struct sockaddr_storag
  * flight), then by victim_rank, then the one longest in its state. Candidates are
  * visited from the oldest on, so of two alike the older one, found first, stays
  * chosen. */
-static bool sooner_victim(const struct http_exchange *a, const struct http_exchange *b,
-                          uint64_t now) {
+static bool sooner_victim(const struct http_conn *a, const struct http_conn *b, uint64_t now) {
   enum victim_rank ra = victim_rank(a, now);
   if (ra == RANK_NEVER) {
     return false;
@@ -142,10 +141,10 @@ static bool make_room(struct http_server *server, struct http_source *src) {
   if (!over_source && server->conn_count < limits->max_connections) {
     return true;
   }
-  struct http_exchange *victim = NULL;
+  struct http_conn *victim = NULL;
   uint64_t now = uv_now(server->loop);
   for (struct list_node *n = server->conns.prev; n != &server->conns; n = n->prev) {
-    struct http_exchange *c = LIST_ENTRY(n, struct http_exchange, link);
+    struct http_conn *c = LIST_ENTRY(n, struct http_conn, link);
     if ((!over_source || c->source == src) && sooner_victim(c, victim, now)) {
       victim = c;
     }
@@ -209,7 +208,7 @@ void hserver_on_accept(struct acceptor *a, int fd) {
       return;
     }
   }
-  struct http_exchange *c = calloc(1, sizeof(*c));
+  struct http_conn *c = calloc(1, sizeof(*c));
   /* Sessions resume only on this server: a ticket from the mesh must not resume here. */
   static const struct tls_peer_policy kPolicy = {.session_context = "http_server"};
   struct tls_conn *tls = ctxs != NULL && c != NULL ? tls_conn_new_server(ctxs, fd, &kPolicy) : NULL;

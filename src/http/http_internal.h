@@ -46,7 +46,7 @@ struct http_server {
 };
 
 /* One client connection and its current request. */
-struct http_exchange {
+struct http_conn {
   uv_poll_t poll;
   uv_timer_t timer;
   struct http_server *server;
@@ -99,35 +99,35 @@ void hserver_release(struct http_server *server);
 /* hsource_put drops one connection from its address's count (freeing the entry at 0). */
 void hsource_put(struct http_source *src);
 /* hconn_close starts closing |c| (idempotent); it is freed by its close callbacks. */
-void hconn_close(struct http_exchange *c);
+void hconn_close(struct http_conn *c);
 /* hconn_restart_timer (re)arms |c|'s timer for |ms|; hconn_on_timer is its callback. */
-void hconn_restart_timer(struct http_exchange *c, uint64_t ms);
+void hconn_restart_timer(struct http_conn *c, uint64_t ms);
 void hconn_on_timer(uv_timer_t *timer);
 /* hconn_handshake moves |c|'s TLS handshake on; false when |c| was closed. */
-bool hconn_handshake(struct http_exchange *c);
+bool hconn_handshake(struct http_conn *c);
 /* hconn_pump moves |c|'s bytes both ways as far as the socket lets it. */
-void hconn_pump(struct http_exchange *c);
+void hconn_pump(struct http_conn *c);
 /* hconn_process parses what |c| has read and dispatches the next request. */
-void hconn_process(struct http_exchange *c);
+void hconn_process(struct http_conn *c);
 /* hconn_finish_request ends |c|'s current request once its answer is queued. */
-void hconn_finish_request(struct http_exchange *c);
+void hconn_finish_request(struct http_conn *c);
 
 /* ---- http_respond.c ---- */
 
 /* hconn_queued is what |c| still has to write; hconn_answering whether an answer is
  * being written or awaited. */
-size_t hconn_queued(const struct http_exchange *c);
-bool hconn_answering(const struct http_exchange *c);
+size_t hconn_queued(const struct http_conn *c);
+bool hconn_answering(const struct http_conn *c);
 /* hconn_write queues |len| bytes of answer. */
-void hconn_write(struct http_exchange *c, const char *data, size_t len);
+void hconn_write(struct http_conn *c, const char *data, size_t len);
 /* hconn_output_release gives back what |c|'s answer took of max_output_in_flight. */
-void hconn_output_release(struct http_exchange *c);
+void hconn_output_release(struct http_conn *c);
 /* hconn_abort_deferred tells a deferring route that |c| is gone. */
-void hconn_abort_deferred(struct http_exchange *c);
+void hconn_abort_deferred(struct http_conn *c);
 /* hconn_respond_error answers |status| with |reason| and closes after it. */
-void hconn_respond_error(struct http_exchange *c, int status, const char *reason);
+void hconn_respond_error(struct http_conn *c, int status, const char *reason);
 /* hconn_dispatch runs the route of |c|'s request. */
-void hconn_dispatch(struct http_exchange *c);
+void hconn_dispatch(struct http_conn *c);
 
 /* ---- http_admit.c ---- */
 

@@ -30,17 +30,17 @@
 #define OUTPUT_FREE ((size_t)16 * 1024)
 /* ---- Responses ---- */
 
-size_t hconn_queued(const struct http_exchange *c) {
+size_t hconn_queued(const struct http_conn *c) {
   return c->out.len - c->out_off;
 }
 
 /* Whether an answer is still being written: hconn_queued, or held by the transport. */
-bool hconn_answering(const struct http_exchange *c) {
+bool hconn_answering(const struct http_conn *c) {
   return hconn_queued(c) > 0 || c->flush_pending;
 }
 
 /* Queues |len| bytes of |data| (copied) for the client; hconn_pump writes them. */
-void hconn_write(struct http_exchange *c, const char *data, size_t len) {
+void hconn_write(struct http_conn *c, const char *data, size_t len) {
   textbuf_append(&c->out, data, len);
   if (c->out.failed) {
     hconn_close(c);
@@ -53,7 +53,7 @@ static uint64_t output_charge(size_t len) {
 }
 
 /* The answer is written (or the connection gone): its memory and its charge go. */
-void hconn_output_release(struct http_exchange *c) {
+void hconn_output_release(struct http_conn *c) {
   c->server->output_bytes -= c->out_charge;
   c->out_charge = 0;
   c->since = uv_now(c->server->loop);
@@ -65,7 +65,7 @@ void hconn_output_release(struct http_exchange *c) {
 
 /* Writes the response |r| to the current request; |head_only| leaves the body out (for
  * HEAD) while keeping its Content-Length; |allow| is the Allow header of a 405. */
-static void conn_respond(struct http_exchange *c, const struct http_response *r, bool head_only,
+static void conn_respond(struct http_conn *c, const struct http_response *r, bool head_only,
                          const char *allow) {
   const struct http_request *req = &c->parser.req;
   bool close = r->close || c->server->closing || !c->head_done || !req->keep_alive;
@@ -126,7 +126,7 @@ static void conn_respond(struct http_exchange *c, const struct http_response *r,
   free(out);
 }
 
-void http_respond(struct http_exchange *x, const struct http_response *r) {
+void http_respond(struct http_conn *x, const struct http_response *r) {
   /* The wait ends before anything is written: a write that fails closes the connection,
    * and that must not tell the route about an exchange it has just answered. */
   bool deferred = x->deferred;
@@ -145,7 +145,7 @@ void http_respond(struct http_exchange *x, const struct http_response *r) {
   }
 }
 
-void http_defer(struct http_exchange *x, uint64_t timeout_ms, void (*abort)(void *arg), void *arg) {
+void http_defer(struct http_conn *x, uint64_t timeout_ms, void (*abort)(void *arg), void *arg) {
   x->deferred = true;
   x->abort = abort;
   x->abort_arg = arg;
@@ -153,7 +153,7 @@ void http_defer(struct http_exchange *x, uint64_t timeout_ms, void (*abort)(void
 }
 
 /* Tells a deferring route, once, that its exchange is going. */
-void hconn_abort_deferred(struct http_exchange *c) {
+void hconn_abort_deferred(struct http_conn *c) {
   void (*abort)(void *arg) = c->abort;
   c->abort = NULL;
   if (abort != NULL) {
@@ -161,14 +161,14 @@ void hconn_abort_deferred(struct http_exchange *c) {
   }
 }
 
-void http_respond_text(struct http_exchange *x, int status, const char *text) {
+void http_respond_text(struct http_conn *x, int status, const char *text) {
   struct http_response r = {status, HTTP_CT_TEXT, text, strlen(text), false};
   http_respond(x, &r);
 }
 
 /* Answers a request that cannot be parsed, then closes: after a framing error nothing
  * that follows can be trusted to start a request. */
-void hconn_respond_error(struct http_exchange *c, int status, const char *reason) {
+void hconn_respond_error(struct http_conn *c, int status, const char *reason) {
   char body[256];
   snprintf(body, sizeof(body), "%s\n", reason);
   struct http_response r = {status, HTTP_CT_TEXT, body, strlen(body), true};
@@ -181,7 +181,7 @@ char *http_json_text(cJSON *json) {
   return text;
 }
 
-void http_respond_json(struct http_exchange *x, int status, cJSON *json) {
+void http_respond_json(struct http_conn *x, int status, cJSON *json) {
   char *text = http_json_text(json);
   if (text == NULL) {
     http_respond_text(x, 500, "out of memory");
@@ -192,7 +192,7 @@ void http_respond_json(struct http_exchange *x, int status, cJSON *json) {
   free(text);
 }
 
-void http_respond_owned(struct http_exchange *x, const char *content_type, char *body) {
+void http_respond_owned(struct http_conn *x, const char *content_type, char *body) {
   if (body == NULL) {
     http_respond_text(x, 500, "out of memory");
     return;
@@ -202,25 +202,25 @@ void http_respond_owned(struct http_exchange *x, const char *content_type, char 
   free(body);
 }
 
-const char *http_exchange_peer(const struct http_exchange *x) {
+const char *http_conn_peer(const struct http_conn *x) {
   return x->peer;
 }
 
-const struct http_request *http_exchange_request(const struct http_exchange *x) {
+const struct http_request *http_conn_request(const struct http_conn *x) {
   return &x->parser.req;
 }
 
-const char *http_exchange_buf(const struct http_exchange *x) {
+const char *http_conn_buf(const struct http_conn *x) {
   return x->buf;
 }
 
-const char *http_exchange_body(const struct http_exchange *x, size_t *len) {
+const char *http_conn_body(const struct http_conn *x, size_t *len) {
   *len = x->body.len;
   return x->body.data != NULL ? x->body.data : "";
 }
 
 /* Answers the request whose head is at the start of c->buf. */
-void hconn_dispatch(struct http_exchange *c) {
+void hconn_dispatch(struct http_conn *c) {
   const struct http_request *req = &c->parser.req;
   const struct http_server_config *cfg = &c->server->cfg;
   const char *buf = c->buf;

@@ -70,14 +70,14 @@ static uint64_t body_charge(size_t cap) {
 }
 
 /* Frees the current request's body and gives its memory back to the server's budget. */
-static void body_release(struct http_exchange *c) {
+static void body_release(struct http_conn *c) {
   c->server->body_bytes -= body_charge(c->body.cap);
   free(c->body.data);
   c->body = (struct textbuf){0};
 }
 
 static void on_conn_closed(uv_handle_t *handle) {
-  struct http_exchange *c = handle->data;
+  struct http_conn *c = handle->data;
   if (--c->pending_closes > 0) {
     return;
   }
@@ -98,7 +98,7 @@ void hsource_put(struct http_source *src) {
   }
 }
 
-void hconn_close(struct http_exchange *c) {
+void hconn_close(struct http_conn *c) {
   if (c->closing) {
     return;
   }
@@ -114,12 +114,12 @@ void hconn_close(struct http_exchange *c) {
   uv_close((uv_handle_t *)&c->timer, on_conn_closed);
 }
 
-void hconn_restart_timer(struct http_exchange *c, uint64_t ms) {
+void hconn_restart_timer(struct http_conn *c, uint64_t ms) {
   uv_timer_start(&c->timer, hconn_on_timer, ms, 0);
 }
 
 void hconn_on_timer(uv_timer_t *timer) {
-  struct http_exchange *c = timer->data;
+  struct http_conn *c = timer->data;
   if (c->deferred) {
     hconn_abort_deferred(c);
     http_respond_text(c, 503, "no answer in time");
@@ -142,13 +142,13 @@ void hconn_on_timer(uv_timer_t *timer) {
   hconn_close(c);
 }
 
-static bool want_reading(const struct http_exchange *c) {
+static bool want_reading(const struct http_conn *c) {
   return !c->closing && !c->eof && !c->handshaking &&
          (c->lingering || (!c->paused && !c->close_after_write && !c->deferred));
 }
 
 /* Watches the socket for what the connection waits for now. */
-static void update_events(struct http_exchange *c) {
+static void update_events(struct http_conn *c) {
   int events = 0;
   if (c->handshaking) {
     events = c->read_wait;
@@ -176,7 +176,7 @@ static void update_events(struct http_exchange *c) {
 /* Whether the client's first byte starts an HTTP method rather than a TLS record (0x16):
  * someone's curl without https://, who is better served by a plain answer saying so
  * than by a TLS alert it cannot read. IO_WANT_READ while nothing has arrived. */
-static int speaks_plain_http(struct http_exchange *c) {
+static int speaks_plain_http(struct http_conn *c) {
   unsigned char first;
   ssize_t n = recv(c->fd, &first, 1, MSG_PEEK);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
@@ -186,7 +186,7 @@ static int speaks_plain_http(struct http_exchange *c) {
 }
 
 /* Advances the TLS hconn_handshake; returns whether it has completed. */
-bool hconn_handshake(struct http_exchange *c) {
+bool hconn_handshake(struct http_conn *c) {
   if (!c->hello_seen) {
     int plain = speaks_plain_http(c);
     if (plain == IO_WANT_READ) {
@@ -222,7 +222,7 @@ bool hconn_handshake(struct http_exchange *c) {
 }
 
 /* Reads what the client sent and answers every request that is complete. */
-static void read_in(struct http_exchange *c) {
+static void read_in(struct http_conn *c) {
   for (int reads = 0; want_reading(c); reads++) {
     char drop[4096];
     bool dropping = c->lingering;
@@ -274,7 +274,7 @@ static void read_in(struct http_exchange *c) {
 }
 
 /* Hands the hconn_queued responses to the transport. */
-static void flush_out(struct http_exchange *c) {
+static void flush_out(struct http_conn *c) {
   while (hconn_queued(c) > 0) {
     ssize_t n = transport_write(&c->xprt, c->out.data + c->out_off, hconn_queued(c));
     if (n == IO_WANT_READ || n == IO_WANT_WRITE) {
@@ -307,7 +307,7 @@ static void flush_out(struct http_exchange *c) {
 }
 
 /* Ends the stream in our direction (close_notify, then FIN), once it can. */
-static void shut_down(struct http_exchange *c) {
+static void shut_down(struct http_conn *c) {
   int r = transport_shutdown(&c->xprt);
   c->shutdown_pending = r == IO_WANT_READ || r == IO_WANT_WRITE;
   if (c->shutdown_pending) {
@@ -319,7 +319,7 @@ static void shut_down(struct http_exchange *c) {
 
 /* The final response is written: send FIN, then drop what the client still sends until
  * it closes or limits.linger_ms pass. */
-static void start_linger(struct http_exchange *c) {
+static void start_linger(struct http_conn *c) {
   c->lingering = true;
   c->len = 0;
   if (c->eof) {
@@ -332,7 +332,7 @@ static void start_linger(struct http_exchange *c) {
 
 /* Moves the connection as far as it can go now: hconn_handshake, reads and the requests they
  * complete, writes, and the close after a final response; then waits for the socket. */
-void hconn_pump(struct http_exchange *c) {
+void hconn_pump(struct http_conn *c) {
   if (c->closing) {
     return;
   }
@@ -378,7 +378,7 @@ void hconn_pump(struct http_exchange *c) {
 
 static void on_poll(uv_poll_t *handle, int status, int events) {
   (void)events;
-  struct http_exchange *c = handle->data;
+  struct http_conn *c = handle->data;
   if (status < 0) {
     LOG_DEBUGF(c->server->cfg.name, "%s: socket error: %s", c->peer, uv_strerror(status));
     hconn_close(c);
@@ -388,7 +388,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
 }
 
 /* Drops |n| bytes at offset |off| of the buffer. */
-static void buf_drop(struct http_exchange *c, size_t off, size_t n) {
+static void buf_drop(struct http_conn *c, size_t off, size_t n) {
   memmove(c->buf + off, c->buf + off + n, c->len - off - n);
   c->len -= n;
 }
@@ -396,7 +396,7 @@ static void buf_drop(struct http_exchange *c, size_t off, size_t n) {
 /* Answers the complete requests in the buffer, in order, one at a time: the next only
  * once the previous answer is written, so a client that pipelines requests and reads no
  * answer holds one answer's memory, not a queue. */
-void hconn_process(struct http_exchange *c) {
+void hconn_process(struct http_conn *c) {
   while (!c->closing && !c->close_after_write && !c->deferred) {
     if (hconn_answering(c)) {
       c->paused = true;
@@ -461,7 +461,7 @@ void hconn_process(struct http_exchange *c) {
 
 /* Drops the answered request's head and body; the next request, or the wait for it, gets
  * a fresh deadline. */
-void hconn_finish_request(struct http_exchange *c) {
+void hconn_finish_request(struct http_conn *c) {
   buf_drop(c, 0, c->parser.req.head_len);
   body_release(c);
   c->head_done = false;
@@ -513,6 +513,6 @@ void http_server_close(struct http_server *server) {
   server->closing = true;
   acceptor_close(&server->acceptor, on_listener_closed);
   while (!list_empty(&server->conns)) {
-    hconn_close(LIST_ENTRY(server->conns.next, struct http_exchange, link));
+    hconn_close(LIST_ENTRY(server->conns.next, struct http_conn, link));
   }
 }

@@ -58,11 +58,11 @@ struct admin {
   struct health_metrics *health_metrics;
 };
 
-void admin_answer_alive(struct http_exchange *x) {
+void admin_answer_alive(struct http_conn *x) {
   http_respond_text(x, 200, "ok\n");
 }
 
-void admin_answer_ready(struct http_exchange *x, struct runtime *rt) {
+void admin_answer_ready(struct http_conn *x, struct runtime *rt) {
   char reason[600];
   if (runtime_ready(rt, reason, sizeof(reason))) {
     http_respond_text(x, 200, "ready\n");
@@ -71,41 +71,41 @@ void admin_answer_ready(struct http_exchange *x, struct runtime *rt) {
   http_respond_text(x, 503, reason);
 }
 
-void admin_answer_metrics(struct http_exchange *x, struct runtime *rt) {
+void admin_answer_metrics(struct http_conn *x, struct runtime *rt) {
   http_respond_owned(x, HTTP_CT_PROMETHEUS, stats_render_prometheus(rt->stats));
 }
 
-static void handle_healthz(struct http_exchange *x, void *arg) {
+static void handle_healthz(struct http_conn *x, void *arg) {
   (void)arg;
   admin_answer_alive(x);
 }
 
-static void handle_ready(struct http_exchange *x, void *arg) {
+static void handle_ready(struct http_conn *x, void *arg) {
   struct admin *admin = arg;
   admin_answer_ready(x, admin->rt);
 }
 
-static void handle_stats(struct http_exchange *x, void *arg) {
+static void handle_stats(struct http_conn *x, void *arg) {
   struct admin *admin = arg;
   http_respond_owned(x, HTTP_CT_JSON, stats_render_json(admin->rt->stats));
 }
 
-static void handle_prometheus(struct http_exchange *x, void *arg) {
+static void handle_prometheus(struct http_conn *x, void *arg) {
   struct admin *admin = arg;
   admin_answer_metrics(x, admin->rt);
 }
 
-static void handle_health_metrics(struct http_exchange *x, void *arg) {
+static void handle_health_metrics(struct http_conn *x, void *arg) {
   struct admin *admin = arg;
   health_metrics_serve(admin->health_metrics, x);
 }
 
-static void handle_config(struct http_exchange *x, void *arg) {
+static void handle_config(struct http_conn *x, void *arg) {
   struct admin *admin = arg;
   http_respond_owned(x, HTTP_CT_JSON, config_to_json(admin->rt->cfg));
 }
 
-static void handle_certs(struct http_exchange *x, void *arg) {
+static void handle_certs(struct http_conn *x, void *arg) {
   struct admin *admin = arg;
   struct runtime *rt = admin->rt;
   cJSON *root = cJSON_CreateObject();
@@ -140,7 +140,7 @@ static void handle_certs(struct http_exchange *x, void *arg) {
   http_respond_json(x, 200, root);
 }
 
-static void handle_server_info(struct http_exchange *x, void *arg) {
+static void handle_server_info(struct http_conn *x, void *arg) {
   struct admin *admin = arg;
   struct runtime *rt = admin->rt;
   char started[32];
@@ -171,11 +171,11 @@ static void handle_server_info(struct http_exchange *x, void *arg) {
 
 /* Reads ?dry_run: absent, "0" or "false" is a real reload; "1", "true" or a bare
  * "dry_run" only validates. Returns false on any other value. */
-static bool parse_dry_run(bool *out, const struct http_exchange *x) {
-  const char *buf = http_exchange_buf(x);
+static bool parse_dry_run(bool *out, const struct http_conn *x) {
+  const char *buf = http_conn_buf(x);
   struct http_span v;
   *out = false;
-  if (!http_query_param(&v, buf, http_exchange_request(x)->query, "dry_run")) {
+  if (!http_query_param(&v, buf, http_conn_request(x)->query, "dry_run")) {
     return true;
   }
   if (v.len == 0 || http_span_equal(buf, v, "1") || http_span_equal(buf, v, "true")) {
@@ -187,14 +187,14 @@ static bool parse_dry_run(bool *out, const struct http_exchange *x) {
 
 /* POST /reload: 200 when the set is valid (and, unless a dry run, loaded), 422 when the
  * files are invalid: the request was fine, what it asked to load was not. */
-static void handle_reload(struct http_exchange *x, void *arg) {
+static void handle_reload(struct http_conn *x, void *arg) {
   struct admin *admin = arg;
   bool dry_run;
   if (!parse_dry_run(&dry_run, x)) {
     http_respond_text(x, 400, "dry_run must be 1, true, 0 or false");
     return;
   }
-  log_write(LOG_INFO, "admin", "%s: POST /reload%s", http_exchange_peer(x),
+  log_write(LOG_INFO, "admin", "%s: POST /reload%s", http_conn_peer(x),
             dry_run ? " (dry run)" : "");
   char msg[600];
   bool ok = admin->ops->reload(admin->arg, dry_run ? CERTLOAD_DRY_RUN : CERTLOAD_APPLY, NULL, msg,
@@ -209,8 +209,8 @@ static void handle_reload(struct http_exchange *x, void *arg) {
 
 /* POST /drain and /quitquitquit: 202, and for the latter the connection closes, as the
  * process is about to go: say so, rather than invite another request. */
-static void start_drain(struct http_exchange *x, struct admin *admin, bool then_exit) {
-  log_write(LOG_INFO, "admin", "%s: POST %s", http_exchange_peer(x),
+static void start_drain(struct http_conn *x, struct admin *admin, bool then_exit) {
+  log_write(LOG_INFO, "admin", "%s: POST %s", http_conn_peer(x),
             then_exit ? "/quitquitquit" : "/drain");
   admin->ops->drain(admin->arg, then_exit);
   cJSON *root = cJSON_CreateObject();
@@ -223,31 +223,31 @@ static void start_drain(struct http_exchange *x, struct admin *admin, bool then_
   free(text);
 }
 
-static void handle_drain(struct http_exchange *x, void *arg) {
+static void handle_drain(struct http_conn *x, void *arg) {
   start_drain(x, arg, false);
 }
 
-static void handle_quit(struct http_exchange *x, void *arg) {
+static void handle_quit(struct http_conn *x, void *arg) {
   start_drain(x, arg, true);
 }
 
 #define APP_HEALTH_PREFIX "/app-health/"
 #define APP_LIFECYCLE_PREFIX "/app-lifecycle/"
 
-static void serve_app_entry(struct http_exchange *x, struct admin *admin,
-                            enum app_health_route route, size_t prefix) {
-  const struct http_request *req = http_exchange_request(x);
-  app_health_serve(admin->app_health, x, route, http_exchange_buf(x) + req->path.off + prefix,
+static void serve_app_entry(struct http_conn *x, struct admin *admin, enum app_health_route route,
+                            size_t prefix) {
+  const struct http_request *req = http_conn_request(x);
+  app_health_serve(admin->app_health, x, route, http_conn_buf(x) + req->path.off + prefix,
                    req->path.len - prefix);
 }
 
 /* GET /app-health/<container>/<kind>, on the health port. */
-static void handle_app_health(struct http_exchange *x, void *arg) {
+static void handle_app_health(struct http_conn *x, void *arg) {
   serve_app_entry(x, arg, APP_HEALTH_PROBES, sizeof(APP_HEALTH_PREFIX) - 1);
 }
 
 /* GET /app-lifecycle/<container>/<hook>, on the health port. */
-static void handle_app_lifecycle(struct http_exchange *x, void *arg) {
+static void handle_app_lifecycle(struct http_conn *x, void *arg) {
   serve_app_entry(x, arg, APP_HEALTH_HOOKS, sizeof(APP_LIFECYCLE_PREFIX) - 1);
 }
 

@@ -22,7 +22,7 @@ struct probe_run {
 
 struct waiter {
   struct list_node link;
-  struct http_exchange *x;
+  struct http_conn *x;
 };
 
 struct app_health {
@@ -101,7 +101,7 @@ static void on_run_done(void *arg, bool ok, const char *reason) {
   while (!list_empty(&done)) {
     struct waiter *w = LIST_ENTRY(done.next, struct waiter, link);
     list_remove(&w->link);
-    struct http_exchange *x = w->x;
+    struct http_conn *x = w->x;
     free(w);
     http_respond_text(x, ok ? 200 : 503, body);
   }
@@ -109,7 +109,7 @@ static void on_run_done(void *arg, bool ok, const char *reason) {
 
 /* Answers 404 when |key| has no kind that |route| serves, naming the path it needs;
  * returns whether it did. */
-static bool refuse_kind(struct http_exchange *x, enum app_health_route route, const char *key,
+static bool refuse_kind(struct http_conn *x, enum app_health_route route, const char *key,
                         size_t key_len) {
   const char *slash = memrchr(key, '/', key_len);
   const char *kind = slash != NULL ? slash + 1 : key + key_len;
@@ -130,7 +130,7 @@ static bool refuse_kind(struct http_exchange *x, enum app_health_route route, co
   return true;
 }
 
-void app_health_serve(struct app_health *h, struct http_exchange *x, enum app_health_route route,
+void app_health_serve(struct app_health *h, struct http_conn *x, enum app_health_route route,
                       const char *key, size_t key_len) {
   const struct config *cfg = h->rt->cfg;
   if (refuse_kind(x, route, key, key_len)) {

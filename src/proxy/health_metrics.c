@@ -20,7 +20,7 @@ enum { ANSWER_GRACE_MS = 1000 };
 
 struct waiter {
   struct list_node link;
-  struct http_exchange *x;
+  struct http_conn *x;
 };
 
 struct health_metrics {
@@ -90,7 +90,7 @@ static bool render(struct health_metrics *m, const char *app, size_t app_len) {
   return true;
 }
 
-static void answer(struct health_metrics *m, struct http_exchange *x, bool rendered) {
+static void answer(struct health_metrics *m, struct http_conn *x, bool rendered) {
   if (!rendered) {
     http_respond_text(x, 500, "out of memory");
     return;
@@ -158,7 +158,7 @@ static void on_fetched(void *arg, bool ok, const char *reason, char *body, size_
   while (!list_empty(&done)) {
     struct waiter *w = LIST_ENTRY(done.next, struct waiter, link);
     list_remove(&w->link);
-    struct http_exchange *x = w->x;
+    struct http_conn *x = w->x;
     free(w);
     answer(m, x, rendered);
   }
@@ -170,7 +170,7 @@ static void on_waiter_abort(void *arg) {
   free(w);
 }
 
-void health_metrics_serve(struct health_metrics *m, struct http_exchange *x) {
+void health_metrics_serve(struct health_metrics *m, struct http_conn *x) {
   if (m->text != NULL && uv_now(m->loop) - m->at < ANSWER_TTL_MS) {
     answer(m, x, true);
     return;

@@ -5,7 +5,7 @@
  * http_defer, from a later callback; pipelined requests are answered in order, one at a
  * time, either way.
  *
- * Owns struct http_server and its connections (struct http_exchange, one per client,
+ * Owns struct http_server and its connections (struct http_conn, one per client,
  * which a route sees while it answers the current request). */
 #ifndef MTLSD_HTTP_SERVER_H
 #define MTLSD_HTTP_SERVER_H
@@ -31,7 +31,7 @@
 #define HTTP_SERVER_BACKLOG 4096
 
 struct http_server;
-struct http_exchange;
+struct http_conn;
 struct tls_contexts;
 
 /* A GET route also answers HEAD (without the body); any other method gets 405. */
@@ -42,7 +42,7 @@ struct http_route {
   bool prefix;      /* ...the request's path starts with |path| and is longer. */
   enum http_route_method method;
   /* handle answers the request with one http_respond* call; |arg| is the server's. */
-  void (*handle)(struct http_exchange *x, void *arg);
+  void (*handle)(struct http_conn *x, void *arg);
 };
 
 struct http_server_limits {
@@ -107,23 +107,23 @@ struct http_response {
 
 /* http_respond queues |r| as the answer to |x|'s current request (without the body for
  * a HEAD). */
-void http_respond(struct http_exchange *x, const struct http_response *r);
+void http_respond(struct http_conn *x, const struct http_response *r);
 
 /* http_respond_text answers |text| (borrowed) as text/plain. */
-void http_respond_text(struct http_exchange *x, int status, const char *text);
+void http_respond_text(struct http_conn *x, int status, const char *text);
 
 /* http_respond_json answers |json|, which it deletes; 500 when |json| is NULL. */
-void http_respond_json(struct http_exchange *x, int status, cJSON *json);
+void http_respond_json(struct http_conn *x, int status, cJSON *json);
 
 /* http_respond_owned answers 200 with |body| (which it frees), or 500 when it is NULL. */
-void http_respond_owned(struct http_exchange *x, const char *content_type, char *body);
+void http_respond_owned(struct http_conn *x, const char *content_type, char *body);
 
 /* http_defer says that the route will answer |x|'s request later, with one http_respond*
  * call from another callback on the loop (an application probe, say). Until then the
  * connection reads no further request. If no answer has come within |timeout_ms|, |abort|
  * runs and the client gets 503; if the connection closes first, |abort| runs too. After
  * |abort| has run, |x| must not be used; after the answer, |abort| never runs. */
-void http_defer(struct http_exchange *x, uint64_t timeout_ms, void (*abort)(void *arg), void *arg);
+void http_defer(struct http_conn *x, uint64_t timeout_ms, void (*abort)(void *arg), void *arg);
 
 /* http_json_text renders |json| (which it deletes) as compact text the caller frees;
  * NULL when out of memory. */
@@ -131,12 +131,12 @@ char *http_json_text(cJSON *json);
 
 /* The current request of |x|: the client's address as text, the parsed head, and the
  * buffer its spans point into. Valid while the route runs. */
-const char *http_exchange_peer(const struct http_exchange *x);
-const struct http_request *http_exchange_request(const struct http_exchange *x);
-const char *http_exchange_buf(const struct http_exchange *x);
+const char *http_conn_peer(const struct http_conn *x);
+const struct http_request *http_conn_request(const struct http_conn *x);
+const char *http_conn_buf(const struct http_conn *x);
 
-/* http_exchange_body returns the current request's body (|*len| bytes, not terminated;
+/* http_conn_body returns the current request's body (|*len| bytes, not terminated;
  * "" when it has none), valid while the route runs. */
-const char *http_exchange_body(const struct http_exchange *x, size_t *len);
+const char *http_conn_body(const struct http_conn *x, size_t *len);
 
 #endif

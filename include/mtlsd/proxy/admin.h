@@ -38,9 +38,9 @@ struct admin *admin_start(uv_loop_t *loop, struct runtime *rt, const struct admi
 
 /* The answers of GET /healthz (200 while alive), /ready (200, or 503 with the reason)
  * and /metrics (Prometheus text) over |rt|, which the webhook's port gives too. */
-void admin_answer_alive(struct http_exchange *x);
-void admin_answer_ready(struct http_exchange *x, struct runtime *rt);
-void admin_answer_metrics(struct http_exchange *x, struct runtime *rt);
+void admin_answer_alive(struct http_conn *x);
+void admin_answer_ready(struct http_conn *x, struct runtime *rt);
+void admin_answer_metrics(struct http_conn *x, struct runtime *rt);
 
 /* admin_close stops serving and closes every admin connection; the memory is released
  * from the close callbacks, so the loop must run until they finish. NULL is a no-op. */

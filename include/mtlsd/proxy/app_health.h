@@ -32,7 +32,7 @@ enum app_health_route { APP_HEALTH_PROBES, APP_HEALTH_HOOKS };
  * serve its kind (the body says which path does). A request waits for its answer as long
  * as the entry's timeoutSeconds allows (a hook's is the pod's grace period), whatever the
  * health port's own short timeouts. */
-void app_health_serve(struct app_health *h, struct http_exchange *x, enum app_health_route route,
+void app_health_serve(struct app_health *h, struct http_conn *x, enum app_health_route route,
                       const char *key, size_t key_len);
 
 /* app_health_free cancels the runs in flight; requests still waiting must have been

@@ -35,7 +35,7 @@ struct health_metrics *health_metrics_new(uv_loop_t *loop, struct runtime *rt);
 
 /* health_metrics_serve answers |x|: at once from the answer rendered within the last
  * second, else after the fetch of the application's metrics (when configured) ends. */
-void health_metrics_serve(struct health_metrics *m, struct http_exchange *x);
+void health_metrics_serve(struct health_metrics *m, struct http_conn *x);
 
 /* health_metrics_free cancels the fetch in flight; requests still waiting must have been
  * aborted already (their http_server closed first). NULL is a no-op. */
