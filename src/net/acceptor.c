@@ -73,14 +73,14 @@ static void on_retry(uv_timer_t *timer) {
 
 /* What refuse_one did: refused a caller (or was interrupted: accept again), found nobody
  * waiting, or could not let a descriptor go. */
-enum refusal { REFUSAL_DONE, REFUSAL_NOBODY, REFUSAL_IMPOSSIBLE };
+enum spare_refusal { SPARE_REFUSED_ONE, SPARE_NOBODY_WAITING, SPARE_IMPOSSIBLE };
 
 /* Out of descriptors: lets the one held back go for a moment to accept the next caller,
  * refuses it (which frees the slot again), then holds the slot back once more. */
-static enum refusal refuse_one(struct acceptor *a) {
+static enum spare_refusal refuse_one(struct acceptor *a) {
   hold_reserve(a);
   if (a->reserve_fd < 0) {
-    return REFUSAL_IMPOSSIBLE;
+    return SPARE_IMPOSSIBLE;
   }
   close(a->reserve_fd);
   a->reserve_fd = -1;
@@ -100,10 +100,10 @@ static enum refusal refuse_one(struct acceptor *a) {
   }
   hold_reserve(a);
   if (fd >= 0 || accept_errno == EINTR || accept_errno == ECONNABORTED) {
-    return REFUSAL_DONE;
+    return SPARE_REFUSED_ONE;
   }
-  return accept_errno == EAGAIN || accept_errno == EWOULDBLOCK ? REFUSAL_NOBODY
-                                                               : REFUSAL_IMPOSSIBLE;
+  return accept_errno == EAGAIN || accept_errno == EWOULDBLOCK ? SPARE_NOBODY_WAITING
+                                                               : SPARE_IMPOSSIBLE;
 }
 
 static void on_readable(uv_poll_t *handle, int status, int events) {
@@ -134,11 +134,11 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     }
     int accept_errno = errno;
     if (accept_errno == EMFILE || accept_errno == ENFILE) {
-      enum refusal r = refuse_one(a);
-      if (r == REFUSAL_DONE) {
+      enum spare_refusal r = refuse_one(a);
+      if (r == SPARE_REFUSED_ONE) {
         continue;
       }
-      if (r == REFUSAL_NOBODY) {
+      if (r == SPARE_NOBODY_WAITING) {
         return;
       }
     }
