@@ -176,7 +176,7 @@ static bool parse_app_probe(struct jsonread *p, const cJSON *v, struct app_probe
     return jr_fail(p, "expected exactly one of \"httpGet\", \"tcpSocket\" or \"grpc\"");
   }
   uint32_t timeout_s = hook ? kHookTimeoutSeconds : 1;
-  if (!jr_get_uint(p, v, "timeoutSeconds", 1, 86400, &timeout_s)) {
+  if (!jr_get_uint(p, v, "timeoutSeconds", 1, APP_PROBE_TIMEOUT_MAX_S, &timeout_s)) {
     return false;
   }
   a->timeout = (duration_ms)timeout_s * DURATION_SECOND;
@@ -254,7 +254,6 @@ bool config_parse_app_probes(struct config *cfg, const char *name, const char *j
 
 /* The longest application metrics path: it goes into a request line, which the
  * application's server bounds too (Go's at 1 MiB of head, many at 8 KiB). */
-enum { APP_METRICS_PATH_MAX = 1024 };
 
 static bool parse_app_metrics(struct jsonread *p, const cJSON *root, uint16_t *port, char **path) {
   if (!jr_expect_object(p, root) || !jr_check_keys(p, root, kAppMetricsKeys) ||

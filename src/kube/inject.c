@@ -478,7 +478,7 @@ static bool merge_app_metrics(struct mutation *m, const char *base) {
       number == MTLSD_HEALTH_PORT || (scrape != NULL && strcmp(scrape, "false") == 0)) {
     return true;
   }
-  bool path_ok = path == NULL || (path[0] == '/' && strlen(path) <= METRICS_PATH_MAX &&
+  bool path_ok = path == NULL || (path[0] == '/' && strlen(path) <= APP_METRICS_PATH_MAX &&
                                   strpbrk(path, " \t\r\n") == NULL);
   if ((scheme != NULL && strcmp(scheme, "http") != 0) || !path_ok) {
     inject_warn(
@@ -644,8 +644,8 @@ bool inject_object(const struct inject_config *cfg, const cJSON *object, const c
   m.grace_seconds =
       cJSON_IsNumber(grace) && grace->valuedouble >= 1 ? grace->valuedouble : DEFAULT_GRACE_SECONDS;
   /* The sidecar takes a timeout of a day at most (docs/admin.md). */
-  m.grace_seconds = m.grace_seconds < PROBE_TIMEOUT_MAX_SECONDS ? (double)(long)m.grace_seconds
-                                                                : PROBE_TIMEOUT_MAX_SECONDS;
+  m.grace_seconds = m.grace_seconds < APP_PROBE_TIMEOUT_MAX_S ? (double)(long)m.grace_seconds
+                                                              : APP_PROBE_TIMEOUT_MAX_S;
   unsigned long failures = json_alloc_failures();
   m.patch = cJSON_CreateArray();
   m.app_probes = cJSON_CreateObject();

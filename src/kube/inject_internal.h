@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "mtlsd/base/defaults.h"
+#include "mtlsd/config/app_probes.h"
 #include "mtlsd/kube/inject.h"
 
 #define ANNOTATION_PREFIX "mtlsd.io/"
@@ -23,10 +24,6 @@
 #define INJECTED_LABEL "mtlsd.io/injected"
 /* The kubelet's default terminationGracePeriodSeconds. */
 #define DEFAULT_GRACE_SECONDS 30
-/* The longest timeoutSeconds, and path, the sidecar takes from MTLSD_APP_PROBES and
- * MTLSD_APP_METRICS: more would stop it at start-up. */
-#define PROBE_TIMEOUT_MAX_SECONDS 86400
-#define METRICS_PATH_MAX 1024
 
 struct mutation {
   const struct inject_config *cfg;

@@ -14,6 +14,10 @@
 
 #include "mtlsd/config/config.h"
 
+/* The bounds MTLSD_APP_PROBES and MTLSD_APP_METRICS hold their values to: the injector
+ * keeps within them, so that a pod it writes has a sidecar that starts. */
+enum { APP_PROBE_TIMEOUT_MAX_S = 86400, APP_METRICS_PATH_MAX = 1024 };
+
 /* config_parse_app_probes reads |json| (|len| bytes; MTLSD_APP_PROBES, named |name| in
  * messages): an object mapping "<container>/<kind>" to the original probe of the pod
  * spec, of which it keeps httpGet, tcpSocket or grpc (exactly one) and timeoutSeconds,
